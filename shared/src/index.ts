@@ -1,0 +1,26 @@
+export { crc32 } from './checksum.js';
+export { DTYPES, DTYPE_BYTES, DTYPE_CODES, allocate, dtypeFromCode, dtypeOfArray, isDType, viewOf } from './dtype.js';
+export type { DType, TypedArray, TypedArrayByDType } from './dtype.js';
+export { ENVELOPE_VERSION, MAX_ENVELOPE_BYTES, decodeEnvelope, encodeEnvelope } from './envelope.js';
+export type { Envelope, EnvelopeMeta } from './envelope.js';
+export {
+  ClosedError,
+  ConfigError,
+  DataIOError,
+  DeadlineExceededError,
+  EnvelopeError,
+  InferenceError,
+  InferqError,
+  InvalidInputError,
+  ModelLoadError,
+  UnknownModelError,
+  jobSuffix,
+  shortId,
+} from './errors.js';
+export type { ErrorContext, InferqErrorOptions } from './errors.js';
+export { DEFAULT_BATCHING, parseModelConfig, resolveBatching } from './model-config.js';
+export type { BatchingConfig, ModelConfig, TensorSpec, VersionPolicy } from './model-config.js';
+export { describe, elementCount } from './tensor.js';
+export type { Tensor, TensorMap } from './tensor.js';
+export { describeSpec, firstNonFinite, validateInputs } from './validate.js';
+export type { NonFinitePolicy, ValidateContext } from './validate.js';

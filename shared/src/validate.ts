@@ -1,0 +1,83 @@
+/**
+ * Validation of a job's tensors against a model's declared inputs. Runs before
+ * anything is batched, so a bad job fails alone with a message naming the value.
+ */
+import { InvalidInputError, jobSuffix } from './errors.js';
+import type { TensorSpec } from './model-config.js';
+import { describe } from './tensor.js';
+import type { TensorMap } from './tensor.js';
+
+/** What to do with NaN or ±Infinity in floating-point features. */
+export type NonFinitePolicy = 'reject' | 'pass';
+
+export interface ValidateContext {
+  readonly jobId?: string | undefined;
+  readonly model: string;
+  readonly version: string;
+  /** Default 'reject'. */
+  readonly nonFinite?: NonFinitePolicy;
+}
+
+/** Shape of a declared spec for messages: the batch dimension shows as `n`, other -1 as `?`. */
+export function describeSpec(spec: TensorSpec): string {
+  return describe(
+    spec.dtype,
+    spec.shape.map((d, i) => (i === 0 ? 'n' : d < 0 ? '?' : d)),
+  );
+}
+
+/**
+ * Checks every declared input is present with the right dtype and shape, that
+ * no undeclared tensor is sent, and that all share one row count. Returns the rows.
+ */
+export function validateInputs(tensors: TensorMap, inputs: readonly TensorSpec[], ctx: ValidateContext): number {
+  const err = (message: string): InvalidInputError =>
+    new InvalidInputError(`${message}${jobSuffix(ctx.jobId)}`, { jobId: ctx.jobId, model: ctx.model, version: ctx.version });
+  let rows: number | undefined;
+  for (const spec of inputs) {
+    const t = tensors[spec.name];
+    if (t === undefined) {
+      throw err(`missing input "${spec.name}" (${describeSpec(spec)}) for model ${ctx.model}:${ctx.version}; got ${listNames(tensors)}`);
+    }
+    const shapeOk =
+      t.dtype === spec.dtype &&
+      t.shape.length === spec.shape.length &&
+      spec.shape.every((d, i) => i === 0 || d < 0 || d === t.shape[i]);
+    if (!shapeOk) {
+      throw err(`input "${spec.name}": expected ${describeSpec(spec)}, got ${describe(t.dtype, t.shape)}`);
+    }
+    const r = t.shape[0]!;
+    if (rows !== undefined && r !== rows) {
+      throw err(`input "${spec.name}": ${r} rows, but other inputs have ${rows}`);
+    }
+    rows = r;
+    if ((ctx.nonFinite ?? 'reject') === 'reject' && (t.dtype === 'float32' || t.dtype === 'float64')) {
+      const data = t.data as Float32Array | Float64Array;
+      const bad = firstNonFinite(data);
+      if (bad >= 0) {
+        const width = r === 0 ? 1 : data.length / r;
+        throw err(`input "${spec.name}": non-finite value ${data[bad]} at row ${Math.floor(bad / width)}, column ${bad % width}`);
+      }
+    }
+  }
+  for (const name of Object.keys(tensors)) {
+    if (!inputs.some((s) => s.name === name)) {
+      throw err(`unknown input "${name}" for model ${ctx.model}:${ctx.version}; it takes ${inputs.map((s) => `"${s.name}"`).join(', ')}`);
+    }
+  }
+  return rows ?? 0;
+}
+
+/** Index of the first NaN/±Infinity, or -1. `x - x` is NaN exactly for those. */
+export function firstNonFinite(data: Float32Array | Float64Array): number {
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i]!;
+    if (v - v !== 0) return i;
+  }
+  return -1;
+}
+
+function listNames(tensors: TensorMap): string {
+  const names = Object.keys(tensors);
+  return names.length === 0 ? 'no tensors' : names.map((n) => `"${n}"`).join(', ');
+}

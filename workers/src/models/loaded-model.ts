@@ -1,0 +1,81 @@
+import { DynamicBatcher } from '../batching/batcher.js';
+import type { Logger } from '../logging.js';
+import { OnnxRunner } from '../runners/onnx.js';
+import type { OrtSessionFactory } from '../runners/onnx.js';
+import type { Device, Runner } from '../runners/runner.js';
+import { formatDevice } from '../runners/runner.js';
+import { resolveBatching } from '@inferq/shared';
+import type { BatchingConfig, TensorSpec } from '@inferq/shared';
+import type { ModelRepository } from './repository.js';
+
+/** A model version loaded on a device, warm, with its batcher. */
+export interface LoadedModel {
+  readonly name: string;
+  readonly version: string;
+  readonly inputs: readonly TensorSpec[];
+  readonly outputs: readonly TensorSpec[];
+  readonly batching: BatchingConfig;
+  readonly runner: Runner;
+  readonly batcher: DynamicBatcher;
+  /** Drains the batcher (within `timeoutMs`), then releases the model. */
+  close(timeoutMs?: number): Promise<void>;
+}
+
+export interface LoadModelOptions {
+  readonly device?: Device;
+  /** Overrides of the model's batching settings (e.g. `--max-batch`). */
+  readonly batching?: Partial<BatchingConfig>;
+  readonly intraOpThreads?: number;
+  readonly interOpThreads?: number;
+  /** Default true: run a warm-up batch at 1 row and at maxBatchSize before taking work. */
+  readonly warmup?: boolean;
+  readonly logger: Logger;
+  readonly createSession?: OrtSessionFactory;
+}
+
+/** Resolves, loads, checks and warms a model version. */
+export async function loadModel(repo: ModelRepository, name: string, version: string | undefined, options: LoadModelOptions): Promise<LoadedModel> {
+  const mv = await repo.resolve(name, version);
+  const batching = resolveBatching({ ...mv.batchingConfig, ...stripUndefined(options.batching ?? {}) }, `${mv.name}:${mv.version} batching`);
+  const logger = options.logger.child({ model: mv.name, version: mv.version });
+  const runner = new OnnxRunner({
+    model: await mv.readModel(),
+    source: mv.source,
+    name: mv.name,
+    version: mv.version,
+    device: options.device ?? { kind: 'cpu' },
+    inputs: mv.inputs,
+    outputs: mv.outputs,
+    ...(options.intraOpThreads === undefined ? {} : { intraOpThreads: options.intraOpThreads }),
+    ...(options.interOpThreads === undefined ? {} : { interOpThreads: options.interOpThreads }),
+    logger,
+    ...(options.createSession === undefined ? {} : { createSession: options.createSession }),
+  });
+  await runner.load();
+  if (options.warmup ?? true) {
+    const sizes = [...new Set([1, ...batching.preferredBatchSizes, batching.maxBatchSize])];
+    await runner.warmup(sizes);
+  }
+  logger.info({ device: formatDevice(runner.device), inputs: runner.inputs, outputs: runner.outputs, batching }, 'model loaded');
+  const batcher = new DynamicBatcher(runner, { ...batching, inputs: runner.inputs, model: mv.name, version: mv.version });
+  return {
+    name: mv.name,
+    version: mv.version,
+    inputs: runner.inputs,
+    outputs: runner.outputs,
+    batching,
+    runner,
+    batcher,
+    async close(timeoutMs = 30_000) {
+      try {
+        await batcher.close(timeoutMs);
+      } finally {
+        await runner.dispose();
+      }
+    },
+  };
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

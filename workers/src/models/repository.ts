@@ -1,0 +1,164 @@
+/**
+ * Model repository, Triton / TF-Serving style:
+ *
+ * ```
+ * <repo>/<name>/config.yaml             optional: versionPolicy, defaults for all versions
+ * <repo>/<name>/<version>/model.onnx    the model (version folders are integers)
+ * <repo>/<name>/<version>/config.yaml   optional: inputs, outputs, batching
+ * ```
+ *
+ * A bare `model.onnx` in a version folder just works: inputs and outputs are read
+ * from the model and batching gets {@link DEFAULT_BATCHING}.
+ */
+import { readFile, readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ConfigError, ModelLoadError, UnknownModelError, parseModelConfig, resolveBatching } from '@inferq/shared';
+import type { BatchingConfig, ModelConfig, TensorSpec, VersionPolicy } from '@inferq/shared';
+
+/** One servable model version, as found in the repository (not loaded yet). */
+export interface ModelVersion {
+  readonly name: string;
+  readonly version: string;
+  /** Path of the model file. */
+  readonly source: string;
+  readonly format: 'onnx';
+  readonly inputs?: readonly TensorSpec[] | undefined;
+  readonly outputs?: readonly TensorSpec[] | undefined;
+  /** Batching as configured (model level merged with version level), before defaults. */
+  readonly batchingConfig: Partial<BatchingConfig>;
+  /** With defaults filled in. */
+  readonly batching: BatchingConfig;
+  readModel(): Promise<Uint8Array>;
+}
+
+const MODEL_FILE = 'model.onnx';
+const CONFIG_FILE = 'config.yaml';
+const VERSION_DIR = /^\d{1,18}$/;
+
+export class ModelRepository {
+  readonly root: string;
+
+  constructor(root: string) {
+    this.root = root;
+  }
+
+  /** Model names (folders holding at least one version folder). */
+  async models(): Promise<string[]> {
+    const entries = await this.readDir(this.root, `model repository ${this.root}`);
+    const names: string[] = [];
+    for (const e of entries.filter((x) => x.isDirectory()).sort((a, b) => a.name.localeCompare(b.name))) {
+      if ((await this.versionDirs(e.name)).length > 0) names.push(e.name);
+    }
+    return names;
+  }
+
+  /** Versions the model's policy serves, ascending. */
+  async versions(name: string): Promise<string[]> {
+    const all = await this.versionDirs(name);
+    if (all.length === 0) {
+      const known = await this.models();
+      throw new UnknownModelError(`unknown model "${name}" in repository ${this.root}; available: ${known.length === 0 ? 'none' : known.join(', ')}`, { model: name });
+    }
+    const policy = (await this.modelConfig(name)).versionPolicy ?? { kind: 'latest', count: 1 };
+    return applyPolicy(all, policy);
+  }
+
+  /** Finds a version; without `version`, the newest the policy serves. */
+  async resolve(name: string, version?: string): Promise<ModelVersion> {
+    if (!/^[A-Za-z0-9_.-]{1,256}$/.test(name)) throw new UnknownModelError(`model name ${JSON.stringify(name)} is not valid`, { model: name });
+    const served = await this.versions(name);
+    const v = version ?? served[served.length - 1]!;
+    if (!served.includes(v)) {
+      const all = await this.versionDirs(name);
+      const why = all.includes(v) ? 'is present but not served by its versionPolicy' : 'does not exist';
+      throw new UnknownModelError(`model "${name}" version "${v}" ${why}; served versions: ${served.join(', ')}`, { model: name, version: v });
+    }
+    const dir = join(this.root, name, v);
+    const source = join(dir, MODEL_FILE);
+    if (!(await isFile(source))) {
+      throw new ModelLoadError(`model "${name}" version "${v}": no ${MODEL_FILE} in ${dir}`, { model: name, version: v });
+    }
+    const modelLevel = await this.modelConfig(name);
+    const versionLevel = await this.readConfig(join(dir, CONFIG_FILE));
+    if (versionLevel.versionPolicy !== undefined) {
+      throw new ConfigError(`${join(dir, CONFIG_FILE)}: versionPolicy belongs in ${join(this.root, name, CONFIG_FILE)} (model level)`);
+    }
+    const batchingConfig = { ...modelLevel.batching, ...versionLevel.batching };
+    const batching = resolveBatching(batchingConfig, `${name}:${v} batching`);
+    return {
+      name,
+      version: v,
+      source,
+      format: 'onnx',
+      inputs: versionLevel.inputs ?? modelLevel.inputs,
+      outputs: versionLevel.outputs ?? modelLevel.outputs,
+      batchingConfig,
+      batching,
+      readModel: async () => {
+        try {
+          return new Uint8Array(await readFile(source));
+        } catch (cause) {
+          throw new ModelLoadError(`cannot read ${source}: ${(cause as Error).message}`, { cause, model: name, version: v });
+        }
+      },
+    };
+  }
+
+  private async modelConfig(name: string): Promise<ModelConfig> {
+    const cfg = await this.readConfig(join(this.root, name, CONFIG_FILE));
+    return cfg;
+  }
+
+  private async readConfig(path: string): Promise<ModelConfig> {
+    let text: string;
+    try {
+      text = await readFile(path, 'utf8');
+    } catch (cause) {
+      if ((cause as NodeJS.ErrnoException).code === 'ENOENT') return {};
+      throw new ConfigError(`cannot read ${path}: ${(cause as Error).message}`, { cause });
+    }
+    return parseModelConfig(text, path);
+  }
+
+  private async versionDirs(name: string): Promise<string[]> {
+    let entries;
+    try {
+      entries = await readdir(join(this.root, name), { withFileTypes: true });
+    } catch (cause) {
+      const code = (cause as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return [];
+      throw new ModelLoadError(`cannot list ${join(this.root, name)}: ${(cause as Error).message}`, { cause, model: name });
+    }
+    return entries
+      .filter((e) => e.isDirectory() && VERSION_DIR.test(e.name))
+      .map((e) => e.name)
+      .sort((a, b) => Number(a) - Number(b));
+  }
+
+  private async readDir(path: string, what: string) {
+    try {
+      return await readdir(path, { withFileTypes: true });
+    } catch (cause) {
+      throw new ConfigError(`${what}: cannot list ${path}: ${(cause as Error).message}`, { cause });
+    }
+  }
+}
+
+function applyPolicy(ascending: readonly string[], policy: VersionPolicy): string[] {
+  switch (policy.kind) {
+    case 'all':
+      return [...ascending];
+    case 'latest':
+      return ascending.slice(-policy.count);
+    case 'specific':
+      return ascending.filter((v) => policy.versions.includes(v));
+  }
+}
+
+async function isFile(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isFile();
+  } catch {
+    return false;
+  }
+}

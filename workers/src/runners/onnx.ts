@@ -1,0 +1,209 @@
+/**
+ * ONNX Runtime runner (onnxruntime-node). One InferenceSession per model version
+ * per process; the device is chosen per process: `cpu` or `cuda:N` (the CUDA
+ * execution provider with that device id). When CUDA cannot be used the runner
+ * falls back to CPU and says so in one warning line — never silently.
+ */
+import { availableParallelism } from 'node:os';
+import * as ort from 'onnxruntime-node';
+import { InferenceError, ModelLoadError, allocate, describe, isDType } from '@inferq/shared';
+import type { DType, Tensor, TensorMap, TensorSpec } from '@inferq/shared';
+import type { Logger } from '../logging.js';
+import { formatDevice } from './runner.js';
+import type { Device, Runner } from './runner.js';
+
+/** The part of an ONNX Runtime session the runner uses (lets tests observe what is passed in). */
+export interface OrtSession {
+  readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
+  readonly inputMetadata: readonly ort.InferenceSession.ValueMetadata[];
+  readonly outputMetadata: readonly ort.InferenceSession.ValueMetadata[];
+  run(feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>>;
+  release(): Promise<void>;
+}
+
+export type OrtSessionFactory = (model: Uint8Array, options: ort.InferenceSession.SessionOptions) => Promise<OrtSession>;
+
+export const defaultSessionFactory: OrtSessionFactory = (model, options) => ort.InferenceSession.create(model, options);
+
+export interface OnnxRunnerOptions {
+  /** The model bytes (the repository reads them from disk or HDFS). */
+  readonly model: Uint8Array;
+  /** Where the model came from, for messages. */
+  readonly source: string;
+  readonly name: string;
+  readonly version: string;
+  /** Requested device. Default cpu. */
+  readonly device?: Device;
+  /** Declared inputs/outputs from config.yaml; checked against the model. Default: read from the model. */
+  readonly inputs?: readonly TensorSpec[] | undefined;
+  readonly outputs?: readonly TensorSpec[] | undefined;
+  /** Threads inside one operator. Default: the number of CPUs (os.availableParallelism()). */
+  readonly intraOpThreads?: number;
+  /** Threads across independent operators. Default 1. */
+  readonly interOpThreads?: number;
+  readonly logger: Logger;
+  /** Injected session factory. Default: onnxruntime-node. */
+  readonly createSession?: OrtSessionFactory;
+}
+
+export class OnnxRunner implements Runner {
+  private readonly opts: OnnxRunnerOptions;
+  private session: OrtSession | undefined;
+  private ins: readonly TensorSpec[] = [];
+  private outs: readonly TensorSpec[] = [];
+  private actualDevice: Device = { kind: 'cpu' };
+
+  constructor(options: OnnxRunnerOptions) {
+    this.opts = options;
+  }
+
+  get inputs(): readonly TensorSpec[] {
+    return this.ins;
+  }
+
+  get outputs(): readonly TensorSpec[] {
+    return this.outs;
+  }
+
+  get device(): Device {
+    return this.actualDevice;
+  }
+
+  /** Session options for a device; exported behaviour is tested exactly. */
+  sessionOptions(device: Device): ort.InferenceSession.SessionOptions {
+    const executionProviders: ort.InferenceSession.ExecutionProviderConfig[] =
+      device.kind === 'cuda' ? [{ name: 'cuda', deviceId: device.id }] : ['cpu'];
+    return {
+      executionProviders,
+      intraOpNumThreads: this.opts.intraOpThreads ?? availableParallelism(),
+      interOpNumThreads: this.opts.interOpThreads ?? 1,
+      graphOptimizationLevel: 'all',
+      executionMode: 'sequential',
+    };
+  }
+
+  async load(): Promise<void> {
+    const create = this.opts.createSession ?? defaultSessionFactory;
+    const requested = this.opts.device ?? { kind: 'cpu' };
+    const where = `model ${this.opts.name}:${this.opts.version} (${this.opts.source})`;
+    let session: OrtSession;
+    try {
+      session = await create(this.opts.model, this.sessionOptions(requested));
+      this.actualDevice = requested;
+    } catch (cause) {
+      if (requested.kind !== 'cuda') {
+        throw new ModelLoadError(`${where} failed to load: ${(cause as Error).message}`, { cause, model: this.opts.name, version: this.opts.version });
+      }
+      this.opts.logger.warn(
+        { err: cause, requested: formatDevice(requested), device: 'cpu' },
+        `CUDA unavailable for ${formatDevice(requested)} (${firstLine(cause)}); falling back to CPU`,
+      );
+      try {
+        session = await create(this.opts.model, this.sessionOptions({ kind: 'cpu' }));
+      } catch (cpuCause) {
+        throw new ModelLoadError(`${where} failed to load: ${(cpuCause as Error).message}`, { cause: cpuCause, model: this.opts.name, version: this.opts.version });
+      }
+      this.actualDevice = { kind: 'cpu' };
+    }
+    try {
+      this.ins = reconcile('input', session.inputMetadata, this.opts.inputs, where);
+      this.outs = reconcile('output', session.outputMetadata, this.opts.outputs, where);
+    } catch (err) {
+      await session.release();
+      throw err;
+    }
+    this.session = session;
+  }
+
+  async warmup(batchSizes: readonly number[] = [1]): Promise<void> {
+    if (this.ins.some((s) => s.shape.slice(1).some((d) => d < 0))) {
+      this.opts.logger.info('warm-up skipped: an input has a dynamic non-batch dimension');
+      return;
+    }
+    for (const rows of batchSizes) {
+      const feeds: Record<string, Tensor> = {};
+      for (const spec of this.ins) {
+        const shape = [rows, ...spec.shape.slice(1)];
+        feeds[spec.name] = { dtype: spec.dtype, shape, data: allocate(spec.dtype, shape.reduce((a, b) => a * b, 1)) };
+      }
+      await this.run(feeds);
+    }
+  }
+
+  async run(inputs: TensorMap): Promise<TensorMap> {
+    const session = this.session;
+    if (session === undefined) throw new InferenceError(`model ${this.opts.name}:${this.opts.version} is not loaded`);
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const spec of this.ins) {
+      const t = inputs[spec.name];
+      if (t === undefined) throw new InferenceError(`batch lacks input "${spec.name}"`);
+      feeds[spec.name] = new ort.Tensor(t.dtype, t.data, t.shape);
+    }
+    let results: Record<string, ort.Tensor>;
+    try {
+      results = await session.run(feeds);
+    } catch (cause) {
+      throw new InferenceError(`model ${this.opts.name}:${this.opts.version} failed: ${(cause as Error).message}`, {
+        cause,
+        model: this.opts.name,
+        version: this.opts.version,
+        retriable: false,
+      });
+    }
+    const out: Record<string, Tensor> = {};
+    for (const spec of this.outs) {
+      const r = results[spec.name];
+      if (r === undefined) throw new InferenceError(`model ${this.opts.name}:${this.opts.version} produced no output "${spec.name}"`);
+      out[spec.name] = { dtype: spec.dtype, shape: r.dims, data: r.data as Tensor['data'] };
+    }
+    return out;
+  }
+
+  async dispose(): Promise<void> {
+    const s = this.session;
+    this.session = undefined;
+    if (s !== undefined) await s.release();
+  }
+}
+
+function firstLine(err: unknown): string {
+  const m = err instanceof Error ? err.message : String(err);
+  return m.split('\n')[0]!.slice(0, 200);
+}
+
+/** Specs from the model, checked against (and refined by) the declared ones. */
+function reconcile(
+  kind: 'input' | 'output',
+  metadata: readonly ort.InferenceSession.ValueMetadata[],
+  declared: readonly TensorSpec[] | undefined,
+  where: string,
+): TensorSpec[] {
+  const fromModel = metadata.map((m): TensorSpec => {
+    if (!m.isTensor) throw new ModelLoadError(`${where}: ${kind} "${m.name}" is not a tensor; only tensor ${kind}s are supported`);
+    if (!isDType(m.type)) {
+      throw new ModelLoadError(`${where}: ${kind} "${m.name}" has dtype ${m.type}; supported: float32, float64, int32, int64, uint8, int8, bool`);
+    }
+    return { name: m.name, dtype: m.type, shape: m.shape.map((d) => (typeof d === 'number' && d >= 0 ? d : -1)) };
+  });
+  if (declared === undefined) return fromModel;
+  const modelNames = fromModel.map((s) => s.name).sort();
+  const declaredNames = declared.map((s) => s.name).sort();
+  if (modelNames.join('\u0000') !== declaredNames.join('\u0000')) {
+    throw new ModelLoadError(
+      `${where}: config.yaml declares ${kind}s ${declaredNames.map((n) => `"${n}"`).join(', ')} but the model has ${modelNames.map((n) => `"${n}"`).join(', ')}`,
+    );
+  }
+  return declared.map((d): TensorSpec => {
+    const m = fromModel.find((s) => s.name === d.name)!;
+    const agree =
+      d.dtype === m.dtype &&
+      (m.shape.length === 0 || d.shape.length === m.shape.length) &&
+      d.shape.every((dim, i) => dim < 0 || (m.shape[i] ?? -1) < 0 || m.shape[i] === dim);
+    if (!agree) {
+      throw new ModelLoadError(`${where}: config.yaml declares ${kind} "${d.name}" as ${describe(d.dtype, d.shape)}, the model has ${describe(m.dtype, m.shape)}`);
+    }
+    // The declared shape may pin dimensions the model leaves dynamic.
+    return { name: d.name, dtype: d.dtype as DType, shape: d.shape.map((dim, i) => (dim >= 0 ? dim : (m.shape[i] ?? -1))) };
+  });
+}
