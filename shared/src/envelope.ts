@@ -177,6 +177,9 @@ export function decodeEnvelope(bytes: Uint8Array): Envelope {
   if (version !== ENVELOPE_VERSION) {
     throw new EnvelopeError(`envelope version ${version} is not supported (this build reads version ${ENVELOPE_VERSION})`);
   }
+  if (bytes[5] !== 0 || view.getUint16(6, true) !== 0) {
+    throw new EnvelopeError(`envelope flags/reserved bytes are 0x${bytes[5]!.toString(16)}/0x${view.getUint16(6, true).toString(16)}, expected 0 (corrupt bytes)`);
+  }
   const headerLength = view.getUint32(8, true);
   const total = view.getUint32(12, true);
   if (total !== bytes.byteLength) {
