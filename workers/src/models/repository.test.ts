@@ -1,0 +1,114 @@
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, DEFAULT_BATCHING, ModelLoadError, UnknownModelError } from '@inferq/shared';
+import { forwardMlp } from '../../../examples/build/onnx-builder.js';
+import { captureLogger, smallMlp, tempDir, writeModel } from '../../../test/helpers/models.js';
+import { loadModel } from './loaded-model.js';
+import { ModelRepository } from './repository.js';
+
+describe('ModelRepository', () => {
+  it('serves a bare model.onnx: inputs and outputs read from the model, default batching', async () => {
+    const root = await tempDir();
+    await writeModel(root, 'bare', '1', smallMlp([4, 8, 1]));
+    const repo = new ModelRepository(root);
+    const mv = await repo.resolve('bare');
+    expect(mv.version).toBe('1');
+    expect(mv.inputs).toBeUndefined();
+    expect(mv.batching.maxBatchSize).toBe(DEFAULT_BATCHING.maxBatchSize);
+    const { logger } = captureLogger();
+    const model = await loadModel(repo, 'bare', undefined, { logger });
+    try {
+      expect(model.inputs).toEqual([{ name: 'features', dtype: 'float32', shape: [-1, 4] }]);
+      expect(model.outputs).toEqual([{ name: 'score', dtype: 'float32', shape: [-1, 1] }]);
+    } finally {
+      await model.close();
+    }
+  });
+
+  it('picks the newest version numerically, and follows the model-level versionPolicy', async () => {
+    const root = await tempDir();
+    for (const v of ['2', '10', '9']) await writeModel(root, 'm', v, smallMlp());
+    const repo = new ModelRepository(root);
+    expect((await repo.resolve('m')).version).toBe('10');
+    expect(await repo.versions('m')).toEqual(['10']);
+    await expect(repo.resolve('m', '2')).rejects.toThrow('model "m" version "2" is present but not served by its versionPolicy; served versions: 10');
+    await writeFile(join(root, 'm', 'config.yaml'), 'versionPolicy: all\n');
+    expect(await repo.versions('m')).toEqual(['2', '9', '10']);
+    expect((await repo.resolve('m', '2')).version).toBe('2');
+    await writeFile(join(root, 'm', 'config.yaml'), 'versionPolicy: { specific: [2, 9] }\n');
+    expect((await repo.resolve('m')).version).toBe('9');
+    await writeFile(join(root, 'm', 'config.yaml'), 'versionPolicy: { latest: 2 }\n');
+    expect(await repo.versions('m')).toEqual(['9', '10']);
+  });
+
+  it('names unknown models and versions, listing what exists', async () => {
+    const root = await tempDir();
+    await writeModel(root, 'alpha', '1', smallMlp());
+    await writeModel(root, 'beta', '3', smallMlp());
+    const repo = new ModelRepository(root);
+    await expect(repo.resolve('gamma')).rejects.toThrow(`unknown model "gamma" in repository ${root}; available: alpha, beta`);
+    await expect(repo.resolve('gamma')).rejects.toBeInstanceOf(UnknownModelError);
+    await expect(repo.resolve('beta', '4')).rejects.toThrow('model "beta" version "4" does not exist; served versions: 3');
+    await expect(repo.resolve('../etc')).rejects.toBeInstanceOf(UnknownModelError);
+  });
+
+  it('fails to load a config that disagrees with the model, naming both', async () => {
+    const root = await tempDir();
+    const cfg = (shape: string, name = 'features') => `inputs:\n  - { name: ${name}, dtype: float32, shape: ${shape} }\n`;
+    await writeModel(root, 'wide', '1', smallMlp([4, 8, 1]), cfg('[-1, 5]'));
+    await writeModel(root, 'named', '1', smallMlp([4, 8, 1]), cfg('[-1, 4]', 'x'));
+    await writeModel(root, 'good', '1', smallMlp([4, 8, 1]), `${cfg('[-1, 4]')}batching: { maxBatchSize: 64, preferredBatchSizes: [16, 64] }\n`);
+    const repo = new ModelRepository(root);
+    const { logger } = captureLogger();
+    await expect(loadModel(repo, 'wide', undefined, { logger })).rejects.toThrow(/config.yaml declares input "features" as float32 \[-1,5\], the model has float32 \[-1,4\]/);
+    await expect(loadModel(repo, 'named', undefined, { logger })).rejects.toThrow(/declares inputs "x" but the model has "features"/);
+    await expect(loadModel(repo, 'wide', undefined, { logger })).rejects.toBeInstanceOf(ModelLoadError);
+    const good = await loadModel(repo, 'good', undefined, { logger });
+    expect(good.batching.maxBatchSize).toBe(64);
+    expect(good.batching.preferredBatchSizes).toEqual([16, 64]);
+    await good.close();
+  });
+
+  it('rejects invalid config.yaml with the file and field', async () => {
+    const root = await tempDir();
+    await writeModel(root, 'm', '1', smallMlp(), 'batching: { maxBatchSize: -3 }\n');
+    await writeModel(root, 'n', '1', smallMlp(), 'batching: { maxBatchSize: 8, preferredBatchSizes: [16] }\n');
+    await writeModel(root, 'y', '1', smallMlp(), 'inputs: [ {name: x\n');
+    const repo = new ModelRepository(root);
+    await expect(repo.resolve('m')).rejects.toThrow(/m\/1\/config.yaml: "batching.maxBatchSize"/);
+    await expect(repo.resolve('m')).rejects.toBeInstanceOf(ConfigError);
+    await expect(repo.resolve('n')).rejects.toThrow(/preferredBatchSizes: 16 is larger than maxBatchSize 8/);
+    await expect(repo.resolve('y')).rejects.toThrow(/y\/1\/config.yaml: not valid YAML/);
+  });
+
+  it('gives a ModelLoadError for a model file that fails to load, and for a version without model.onnx', async () => {
+    const root = await tempDir();
+    await writeModel(root, 'corrupt', '1', new TextEncoder().encode('this is not an onnx model'));
+    await mkdir(join(root, 'empty', '1'), { recursive: true });
+    const repo = new ModelRepository(root);
+    const { logger } = captureLogger();
+    await expect(loadModel(repo, 'corrupt', undefined, { logger })).rejects.toThrow(/model corrupt:1 \(.*model.onnx\) failed to load/);
+    await expect(repo.resolve('empty')).rejects.toThrow(/no model.onnx in/);
+  });
+
+  it('runs a loaded model through its batcher with the same numbers as a reference forward pass', async () => {
+    const root = await tempDir();
+    const spec = smallMlp([6, 16, 3], 7);
+    await writeModel(root, 'm', '1', spec);
+    const { logger } = captureLogger();
+    const model = await loadModel(new ModelRepository(root), 'm', undefined, { logger, batching: { maxBatchSize: 4, maxDelayMs: 0 } });
+    try {
+      const rows = 10;
+      const x = Float32Array.from({ length: rows * 6 }, (_, i) => Math.sin(i));
+      const out = await model.batcher.submit({ id: 'j', rows, tensors: { features: { dtype: 'float32', shape: [rows, 6], data: x } } });
+      const want = forwardMlp(spec, { features: x }, rows);
+      const got = out['score']!.data as Float32Array;
+      expect(got.length).toBe(want.length);
+      for (let i = 0; i < want.length; i++) expect(got[i]).toBeCloseTo(want[i]!, 5);
+      expect(model.batcher.stats.batches).toBe(3); // 4 + 4 + 2 rows
+    } finally {
+      await model.close();
+    }
+  });
+});
