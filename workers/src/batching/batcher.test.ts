@@ -52,7 +52,7 @@ class FakeRunner implements BatchRunner {
       }
       const y = new Float32Array(rows * 2);
       for (let r = 0; r < rows; r++) {
-        y[r * 2] = x.data[r * W]! * 4096 + (x.data[r * W + 1] as number);
+        y[r * 2] = (x.data[r * W] as number) * 4096 + (x.data[r * W + 1] as number);
         y[r * 2 + 1] = -(x.data[r * W + 1] as number);
       }
       const out: Tensor = { dtype: 'float32', shape: [rows, 2], data: y };

@@ -1,0 +1,168 @@
+/**
+ * `npm run bench`: speed measured in one run, reported as ratios to raw ONNX
+ * Runtime measured in the same run on the same machine.
+ *
+ *   1. raw ONNX Runtime, batch sizes 1…4096, small and medium MLP
+ *   2. the dynamic batcher alone, no-op runner, 1,000-row jobs
+ *   3. `inferq predict` (Parquet → batcher → model → Parquet) on the same models
+ *
+ * Env: BENCH_QUICK=1 for a short smoke run; BENCH_ROWS_SMALL / BENCH_ROWS_MEDIUM row counts.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { Field, FixedSizeList, Float32, RecordBatch, Schema, Struct, Utf8, makeData, vectorFromArray } from 'apache-arrow';
+import type { TensorMap } from '@inferq/shared';
+import { DynamicBatcher } from '../workers/src/batching/batcher.js';
+import { createParquetWriter } from '../workers/src/io/parquet.js';
+import { silentLogger } from '../workers/src/logging.js';
+import { loadModel } from '../workers/src/models/loaded-model.js';
+import { ModelRepository } from '../workers/src/models/repository.js';
+import { predictParquet } from '../workers/src/predict/predict.js';
+import { buildMlp, randomMlp } from '../examples/build/onnx-builder.js';
+import { writeModel } from '../test/helpers/models.js';
+
+const QUICK = process.env['BENCH_QUICK'] === '1';
+const BATCH_SIZES = [1, 4, 16, 64, 256, 1024, 4096];
+const SECONDS_PER_POINT = QUICK ? 0.2 : 0.7;
+
+interface ModelCase {
+  readonly name: string;
+  readonly dims: number[];
+  readonly rows: number;
+}
+
+const MODELS: ModelCase[] = [
+  { name: 'small', dims: [64, 256, 128, 1], rows: Number(process.env['BENCH_ROWS_SMALL'] ?? (QUICK ? 100_000 : 1_000_000)) },
+  { name: 'medium', dims: [256, 1024, 1024, 512, 1], rows: Number(process.env['BENCH_ROWS_MEDIUM'] ?? (QUICK ? 20_000 : 200_000)) },
+];
+
+const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
+
+function table(title: string, head: string[], rows: (string | number)[][]): void {
+  const cells = [head, ...rows.map((r) => r.map((c) => (typeof c === 'number' ? fmt(c) : c)))];
+  const widths = head.map((_, i) => Math.max(...cells.map((r) => String(r[i]).length)));
+  console.log(`\n${title}`);
+  for (const [k, r] of cells.entries()) {
+    console.log(`  ${r.map((c, i) => (i === 0 ? String(c).padEnd(widths[i]!) : String(c).padStart(widths[i]!))).join('  ')}`);
+    if (k === 0) console.log(`  ${widths.map((w) => '-'.repeat(w)).join('  ')}`);
+  }
+}
+
+/** Raw onnxruntime-node: the same session options inferq uses, one run at a time. */
+async function rawOrt(model: Uint8Array, width: number): Promise<Map<number, number>> {
+  const session = await ort.InferenceSession.create(model, { executionProviders: ['cpu'], graphOptimizationLevel: 'all' });
+  const result = new Map<number, number>();
+  for (const batch of BATCH_SIZES) {
+    const x = new ort.Tensor('float32', Float32Array.from({ length: batch * width }, (_, i) => Math.sin(i)), [batch, width]);
+    for (let i = 0; i < 3; i++) await session.run({ features: x });
+    let rows = 0;
+    const start = performance.now();
+    while (performance.now() - start < SECONDS_PER_POINT * 1000) {
+      await session.run({ features: x });
+      rows += batch;
+    }
+    result.set(batch, rows / ((performance.now() - start) / 1000));
+  }
+  await session.release();
+  return result;
+}
+
+/** The batcher alone: no-op runner (returns a preallocated output view), 1,000-row jobs. */
+async function batcherAlone(): Promise<number> {
+  const width = 64;
+  const maxBatchSize = 1024;
+  const out = new Float32Array(maxBatchSize);
+  const runner = {
+    run: async (inputs: TensorMap): Promise<TensorMap> => {
+      const rows = inputs['features']!.shape[0]!;
+      return { score: { dtype: 'float32', shape: [rows, 1], data: out.subarray(0, rows) } };
+    },
+  };
+  const batcher = new DynamicBatcher(runner, {
+    inputs: [{ name: 'features', dtype: 'float32', shape: [-1, width] }],
+    maxBatchSize,
+    maxDelayMs: 2,
+    preferredBatchSizes: [],
+    maxPendingRows: 16 * maxBatchSize,
+    maxInFlightBatches: 2,
+  });
+  const jobRows = 1000;
+  const features = new Float32Array(jobRows * width);
+  const jobs = QUICK ? 5_000 : 50_000;
+  const window = 64;
+  const start = performance.now();
+  const inflight = new Set<Promise<unknown>>();
+  for (let j = 0; j < jobs; j++) {
+    const p = batcher.submit({ id: `j${j}`, rows: jobRows, tensors: { features: { dtype: 'float32', shape: [jobRows, width], data: features } } });
+    inflight.add(p);
+    void p.finally(() => inflight.delete(p));
+    if (inflight.size >= window) await Promise.race(inflight);
+  }
+  await Promise.all(inflight);
+  const rowsPerSecond = (jobs * jobRows) / ((performance.now() - start) / 1000);
+  await batcher.close();
+  return rowsPerSecond;
+}
+
+/** Writes `rows` × width float32 features (fixed_size_list) plus an id column. */
+async function writeInput(path: string, rows: number, width: number): Promise<void> {
+  const writer = await createParquetWriter(path, { compression: 'snappy' });
+  const chunk = 65_536;
+  for (let at = 0; at < rows; at += chunk) {
+    const n = Math.min(chunk, rows - at);
+    const values = new Float32Array(n * width);
+    for (let i = 0; i < values.length; i++) values[i] = Math.sin(at * width + i);
+    const ids = vectorFromArray(Array.from({ length: n }, (_, i) => `row-${at + i}`), new Utf8());
+    const item = makeData({ type: new Float32(), length: n * width, data: values });
+    const listType = new FixedSizeList(width, new Field('item', new Float32(), false));
+    const fields = [new Field('id', new Utf8(), false), new Field('features', listType, false)];
+    const data = makeData({ type: new Struct(fields), length: n, nullCount: 0, children: [ids.data[0]!, makeData({ type: listType, length: n, child: item })] });
+    await writer.write(new RecordBatch(new Schema(fields), data));
+  }
+  await writer.close();
+}
+
+async function main(): Promise<void> {
+  console.log(`inferq bench — node ${process.version}, onnxruntime-node ${ort.env.versions.node}${QUICK ? ' (quick)' : ''}`);
+  const dir = await mkdtemp(join(tmpdir(), 'inferq-bench-'));
+  const summary: (string | number)[][] = [];
+  try {
+    const batcherRate = await batcherAlone();
+    table('dynamic batcher alone (no-op runner, 1,000-row jobs, maxBatchSize 1024)', ['', 'rows/s'], [['batcher', batcherRate]]);
+    summary.push(['batcher alone, 1,000-row jobs', batcherRate, '', '≥ 5,000,000']);
+
+    for (const m of MODELS) {
+      const spec = randomMlp(m.dims, 11);
+      const bytes = buildMlp(spec);
+      const raw = await rawOrt(bytes, m.dims[0]!);
+      const best = Math.max(...raw.values());
+      const bestBatch = [...raw.entries()].find(([, v]) => v === best)![0];
+      table(
+        `raw ONNX Runtime, ${m.name} MLP ${m.dims.join('→')}`,
+        ['batch', 'rows/s', 'vs best'],
+        BATCH_SIZES.map((b) => [String(b), raw.get(b)!, (raw.get(b)! / best).toFixed(2)]),
+      );
+      const repo = join(dir, 'models');
+      await writeModel(repo, m.name, '1', spec);
+      const input = join(dir, `${m.name}.parquet`);
+      await writeInput(input, m.rows, m.dims[0]!);
+      const model = await loadModel(new ModelRepository(repo), m.name, undefined, { logger: silentLogger() });
+      try {
+        const s = await predictParquet(model, { input, output: join(dir, `${m.name}-out.parquet`) });
+        table(`inferq predict, ${m.name} MLP, ${fmt(m.rows)} rows (Parquet → batcher → model → Parquet)`, ['', 'rows/s', 'batches', 'mean batch', 'vs raw best'], [
+          ['predict', s.rowsPerSecond, fmt(s.batches), s.meanBatchSize.toFixed(0), (s.rowsPerSecond / best).toFixed(2)],
+        ]);
+        summary.push([`predict ${m.name} (raw best ${fmt(best)} @${bestBatch})`, s.rowsPerSecond, (s.rowsPerSecond / best).toFixed(2), m.name === 'small' ? '≥ 400,000 rows/s' : '≥ 0.90 of raw']);
+      } finally {
+        await model.close();
+      }
+    }
+    table('summary', ['measure', 'rows/s', 'vs raw best', 'target'], summary);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+await main();

@@ -1,0 +1,171 @@
+/**
+ * A Python for independent cross-checks (pyarrow reading our Parquet, Python
+ * onnxruntime agreeing with our scores). Python serves the tests only; the
+ * product is TypeScript.
+ *
+ *   ensurePython() ─► <cache>/venv/bin/python   (cache: $INFERQ_CACHE or ~/.cache/inferq)
+ *
+ * The venv is created once with `python3 -m venv` + `pip install` and reused:
+ * a marker file written last says it is complete, so a run killed half-way is
+ * redone, not trusted. Creation runs under a lock directory (mkdir is atomic),
+ * so several test files or processes asking at once build it only once; a lock
+ * left by a dead process is taken over.
+ */
+import { spawn } from 'node:child_process';
+import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+
+/** Packages the cross-checks import. Changing this list rebuilds the venv. */
+export const PYTHON_PACKAGES: readonly string[] = ['pyarrow', 'onnxruntime', 'numpy'];
+
+/** How long to wait for another process that is building the venv. */
+const LOCK_WAIT_MS = 15 * 60_000;
+const LOCK_POLL_MS = 250;
+
+/** `$INFERQ_CACHE`, else `~/.cache/inferq`. */
+export function cacheDir(): string {
+  const fromEnv = process.env['INFERQ_CACHE'];
+  return fromEnv !== undefined && fromEnv !== '' ? fromEnv : join(homedir(), '.cache', 'inferq');
+}
+
+function venvPython(venvDir: string): string {
+  return process.platform === 'win32' ? join(venvDir, 'Scripts', 'python.exe') : join(venvDir, 'bin', 'python');
+}
+
+let pending: Promise<string> | undefined;
+
+/**
+ * Path of a python in `<cache>/venv` with {@link PYTHON_PACKAGES} installed,
+ * creating the venv on first use (needs `python3` — or `$INFERQ_PYTHON` — and PyPI).
+ * Idempotent, memoised per process, and safe to call concurrently across processes.
+ */
+export function ensurePython(): Promise<string> {
+  pending ??= build().catch((err: unknown) => {
+    pending = undefined; // a later call may retry (e.g. after the network came back)
+    throw err;
+  });
+  return pending;
+}
+
+/** Vitest globalSetup-compatible entry: builds the venv once before the suites. */
+export default async function setup(): Promise<void> {
+  await ensurePython();
+}
+
+async function build(): Promise<string> {
+  const root = cacheDir();
+  const venvDir = join(root, 'venv');
+  const marker = join(venvDir, '.inferq-ready');
+  const wanted = [...PYTHON_PACKAGES].sort().join('\n');
+  const python = venvPython(venvDir);
+
+  const ready = async (): Promise<boolean> =>
+    (await readText(marker)) === wanted && (await exists(python));
+
+  if (await ready()) return python;
+  await mkdir(root, { recursive: true });
+  const release = await acquireLock(join(root, 'venv.lock'), ready);
+  if (release === undefined) return python; // someone else finished it while we waited
+  try {
+    if (await ready()) return python;
+    await rm(venvDir, { recursive: true, force: true }); // half-built or stale package list
+    const base = process.env['INFERQ_PYTHON'] ?? 'python3';
+    await run(base, ['-m', 'venv', venvDir]);
+    await run(python, ['-m', 'pip', 'install', '--disable-pip-version-check', '--quiet', ...PYTHON_PACKAGES]);
+    await writeFile(marker, wanted);
+    return python;
+  } finally {
+    await release();
+  }
+}
+
+/**
+ * Takes the lock directory, or returns undefined once `done()` says another
+ * holder finished the work. Takes over a lock whose holder pid is gone.
+ */
+async function acquireLock(lockDir: string, done: () => Promise<boolean>): Promise<(() => Promise<void>) | undefined> {
+  const deadline = Date.now() + LOCK_WAIT_MS;
+  for (;;) {
+    try {
+      await mkdir(lockDir);
+      await writeFile(join(lockDir, 'pid'), String(process.pid));
+      return () => rm(lockDir, { recursive: true, force: true });
+    } catch (err) {
+      if (!isErrno(err, 'EEXIST')) throw err;
+    }
+    if (await done()) return undefined;
+    const holder = Number.parseInt((await readText(join(lockDir, 'pid'))) ?? '', 10);
+    if (Number.isInteger(holder) && !isAlive(holder)) {
+      await rm(lockDir, { recursive: true, force: true });
+      continue;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`python venv: lock ${lockDir} still held by pid ${Number.isNaN(holder) ? '?' : holder} after ${LOCK_WAIT_MS / 1000}s`);
+    }
+    await delay(LOCK_POLL_MS);
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return isErrno(err, 'EPERM');
+  }
+}
+
+/**
+ * Runs `code` with the venv's python (`python -c code ...args`) and returns its
+ * stdout. Rejects with the exit status and stderr when it fails.
+ */
+export async function runPython(code: string, args: readonly string[] = []): Promise<string> {
+  const python = await ensurePython();
+  return run(python, ['-c', code, ...args]);
+}
+
+function run(command: string, args: readonly string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
+    child.stderr.on('data', (chunk: Buffer) => err.push(chunk));
+    child.on('error', (e) => reject(new Error(`${command}: ${e.message}`, { cause: e })));
+    child.on('close', (code, signal) => {
+      const stdout = Buffer.concat(out).toString('utf8');
+      if (code === 0) {
+        resolve(stdout);
+        return;
+      }
+      const stderr = Buffer.concat(err).toString('utf8').trim();
+      const what = args[0] === '-c' ? 'python -c <code>' : `${command} ${args.join(' ')}`;
+      reject(new Error(`${what} exited with ${signal ?? `code ${String(code)}`}${stderr === '' ? '' : `:\n${stderr}`}`));
+    });
+  });
+}
+
+async function readText(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return undefined;
+    throw err;
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return false;
+    throw err;
+  }
+}
+
+function isErrno(err: unknown, code: string): boolean {
+  return err instanceof Error && (err as NodeJS.ErrnoException).code === code;
+}

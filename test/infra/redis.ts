@@ -1,0 +1,113 @@
+/**
+ * A real redis-server on a free loopback port, for tests. Installs the Debian
+ * package when the binary is missing (root, apt reachable). `REDIS_URL` set in
+ * the environment points the suites at an external Redis instead.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp } from 'node:fs/promises';
+import { createConnection, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export interface RedisServer {
+  readonly url: string;
+  readonly port: number;
+  /** Stops the server (SIGTERM, then SIGKILL after 5 s). */
+  stop(): Promise<void>;
+  /** Starts it again on the same port (for restart tests). */
+  start(): Promise<void>;
+}
+
+/** A free TCP port on 127.0.0.1. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function redisBinary(): string {
+  for (const p of ['/usr/bin/redis-server', '/usr/local/bin/redis-server']) if (existsSync(p)) return p;
+  const which = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' });
+  if (which.status === 0 && which.stdout.trim() !== '') return which.stdout.trim();
+  console.error('[test/infra] redis-server not found: installing the Debian package (apt-get install -y redis-server)');
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  let r = spawnSync('apt-get', ['install', '-y', '--no-install-recommends', 'redis-server'], { stdio: 'inherit', env });
+  if (r.status !== 0) {
+    spawnSync('apt-get', ['update'], { stdio: 'inherit', env });
+    r = spawnSync('apt-get', ['install', '-y', '--no-install-recommends', 'redis-server'], { stdio: 'inherit', env });
+  }
+  if (r.status !== 0) throw new Error('could not install redis-server with apt-get; install it, or set REDIS_URL to an external Redis');
+  return '/usr/bin/redis-server';
+}
+
+/** Sends PING until PONG comes back, or fails after `timeoutMs`. */
+export async function waitForRedis(port: number, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const sock = createConnection({ host: '127.0.0.1', port });
+      let buf = '';
+      sock.setTimeout(1000);
+      sock.on('connect', () => sock.write('PING\r\n'));
+      sock.on('data', (d) => {
+        buf += d.toString();
+        if (buf.includes('\r\n')) {
+          sock.destroy();
+          resolve(buf.startsWith('+PONG'));
+        }
+      });
+      sock.on('error', () => resolve(false));
+      sock.on('timeout', () => {
+        sock.destroy();
+        resolve(false);
+      });
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`redis on 127.0.0.1:${port} did not answer PING within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export async function startRedis(): Promise<RedisServer> {
+  const bin = redisBinary();
+  const port = await freePort();
+  const dir = await mkdtemp(join(tmpdir(), 'inferq-redis-'));
+  let child: ChildProcess | undefined;
+  let log = '';
+  const start = async (): Promise<void> => {
+    log = '';
+    const proc = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--dir', dir, '--protected-mode', 'no'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    proc.stdout?.on('data', (d: Buffer) => (log += d.toString()).slice(-4000));
+    proc.stderr?.on('data', (d: Buffer) => (log += d.toString()).slice(-4000));
+    child = proc;
+    const exited = new Promise<never>((_, reject) => proc.once('exit', (code) => reject(new Error(`redis-server exited with ${code}: ${log}`))));
+    exited.catch(() => undefined);
+    await Promise.race([waitForRedis(port), exited]);
+  };
+  const stop = async (): Promise<void> => {
+    const proc = child;
+    child = undefined;
+    if (proc === undefined || proc.exitCode !== null || proc.signalCode !== null) return;
+    await new Promise<void>((resolve) => {
+      const kill = setTimeout(() => proc.kill('SIGKILL'), 5000);
+      proc.once('exit', () => {
+        clearTimeout(kill);
+        resolve();
+      });
+      proc.kill('SIGTERM');
+    });
+  };
+  await start();
+  return { url: `redis://127.0.0.1:${port}`, port, stop, start };
+}

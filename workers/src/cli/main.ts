@@ -1,0 +1,114 @@
+#!/usr/bin/env node
+/**
+ * The `inferq` command. Entry file: the only place that parses argv, installs
+ * signal handlers and sets the exit code.
+ */
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { InferqError } from '@inferq/shared';
+import type { NonFinitePolicy } from '@inferq/shared';
+import { createLogger } from '../logging.js';
+import { loadModel } from '../models/loaded-model.js';
+import { ModelRepository } from '../models/repository.js';
+import { predictParquet } from '../predict/predict.js';
+import { parseDevice } from '../runners/device.js';
+import { formatDevice } from '../runners/runner.js';
+import { ProgressBar, fmt } from './progress.js';
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n <= 0) throw new InvalidArgumentError(`expected a positive integer, got "${value}"`);
+  return n;
+}
+
+interface PredictFlags {
+  modelRepo: string;
+  model: string;
+  version?: string;
+  input: string;
+  output: string;
+  device: string;
+  maxBatch?: number;
+  maxDelayMs?: number;
+  threads?: number;
+  nan: NonFinitePolicy;
+  progress: boolean;
+}
+
+async function predictCommand(flags: PredictFlags): Promise<void> {
+  // predict prints its own summary; its logs are warnings and errors unless INFERQ_LOG_LEVEL says otherwise.
+  const logger = createLogger({ level: process.env['INFERQ_LOG_LEVEL'] ?? 'warn', base: { cmd: 'predict' } });
+  const device = parseDevice(flags.device);
+  const repo = new ModelRepository(flags.modelRepo);
+  const model = await loadModel(repo, flags.model, flags.version, {
+    device,
+    logger,
+    batching: { maxBatchSize: flags.maxBatch, maxDelayMs: flags.maxDelayMs },
+    ...(flags.threads === undefined ? {} : { intraOpThreads: flags.threads }),
+  });
+  const abort = new AbortController();
+  const onSignal = (signal: NodeJS.Signals): void => {
+    logger.warn({ signal }, 'interrupted: stopping; no output will be written');
+    abort.abort(new InferqError(`interrupted by ${signal}; no output written`));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const bar = new ProgressBar();
+  try {
+    const summary = await predictParquet(model, {
+      input: flags.input,
+      output: flags.output,
+      nonFinite: flags.nan,
+      signal: abort.signal,
+      ...(flags.progress ? { onProgress: (p: { rows: number; totalRows: number }) => bar.update(p.rows, p.totalRows) } : {}),
+    });
+    bar.done();
+    process.stdout.write(
+      `inferq predict: ${fmt(summary.rows)} rows in ${summary.seconds.toFixed(2)} s = ${fmt(summary.rowsPerSecond)} rows/s; ` +
+        `${fmt(summary.batches)} batches, mean batch ${summary.meanBatchSize.toFixed(1)} rows; ` +
+        `model ${model.name}:${model.version} on ${formatDevice(model.runner.device)} → ${summary.output} (${fmt(summary.bytes)} bytes)\n`,
+    );
+  } finally {
+    bar.done();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await model.close();
+  }
+}
+
+export function buildProgram(): Command {
+  const program = new Command('inferq')
+    .description('Queue-driven, batched ML prediction: workers, offline predict and precompute.')
+    .showHelpAfterError()
+    .configureOutput({ outputError: (s, write) => write(s) });
+  program
+    .command('predict')
+    .description('Predict a Parquet file offline (no queue, no server): Parquet in → model → Parquet out.')
+    .requiredOption('--model-repo <dir>', 'model repository: <dir>/<name>/<version>/model.onnx')
+    .requiredOption('--model <name>', 'model name')
+    .option('--version <v>', 'model version (default: the newest its versionPolicy serves)')
+    .requiredOption('--input <file.parquet>', 'input Parquet file; columns named like model inputs feed them')
+    .requiredOption('--output <file.parquet>', 'output Parquet file (written under a temporary name, renamed on success)')
+    .option('--device <device>', 'cpu or cuda:N', 'cpu')
+    .option('--max-batch <n>', 'largest batch in rows (overrides config.yaml)', positiveInt)
+    .option('--max-delay-ms <n>', 'longest wait for a batch to fill', Number)
+    .option('--threads <n>', 'ONNX Runtime intra-op threads (default: CPU count)', positiveInt)
+    .addOption(new Option('--nan <policy>', 'NaN/Inf in float features').choices(['reject', 'pass']).default('reject'))
+    .option('--no-progress', 'no progress bar')
+    .action(predictCommand);
+  return program;
+}
+
+async function main(): Promise<void> {
+  try {
+    await buildProgram().parseAsync(process.argv);
+  } catch (err) {
+    if (err instanceof InferqError) {
+      process.stderr.write(`inferq: error: ${err.message}\n`);
+    } else {
+      process.stderr.write(`inferq: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    }
+    process.exitCode = 1;
+  }
+}
+
+await main();

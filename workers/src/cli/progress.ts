@@ -1,0 +1,35 @@
+/** A one-line progress bar on a TTY (stderr); nothing when not a TTY. */
+export class ProgressBar {
+  private readonly stream: NodeJS.WriteStream;
+  private readonly started = performance.now();
+  private lastDraw = 0;
+  private drawn = false;
+
+  constructor(stream: NodeJS.WriteStream = process.stderr) {
+    this.stream = stream;
+  }
+
+  update(rows: number, total: number): void {
+    if (!this.stream.isTTY) return;
+    const now = performance.now();
+    if (now - this.lastDraw < 100 && rows < total) return;
+    this.lastDraw = now;
+    const seconds = (now - this.started) / 1000;
+    const rate = seconds > 0 ? rows / seconds : 0;
+    const frac = total > 0 ? Math.min(1, rows / total) : 0;
+    const width = 28;
+    const filled = Math.round(frac * width);
+    const eta = rate > 0 ? (total - rows) / rate : 0;
+    const bar = `${'█'.repeat(filled)}${'░'.repeat(width - filled)}`;
+    this.stream.write(`\r${bar} ${(frac * 100).toFixed(0).padStart(3)}%  ${fmt(rows)}/${fmt(total)} rows  ${fmt(rate)} rows/s  ETA ${eta.toFixed(1)} s `);
+    this.drawn = true;
+  }
+
+  done(): void {
+    if (this.drawn) this.stream.write('\n');
+  }
+}
+
+export function fmt(n: number): string {
+  return Math.round(n).toLocaleString('en-US');
+}

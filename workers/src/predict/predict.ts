@@ -1,0 +1,143 @@
+/**
+ * Offline prediction: Parquet in → dynamic batcher → model → Parquet out, no queue.
+ *
+ * ```
+ *  openParquet ─► record batches (chunkRows) ─► columns → tensors ─► batcher.submit ─┐  up to `window`
+ *                 (streamed, row group by      (zero-copy views,    (same batcher    │  chunks in flight
+ *                  row group)                   validated)           as the workers) │
+ *  writer.close ◄─ write in input order ◄─ passthrough columns + one column per output ◄┘
+ *  (temp file → rename: nothing half-written is ever visible)
+ * ```
+ */
+import { RecordBatch, Schema, Struct, makeData } from 'apache-arrow';
+import type { Data, Field } from 'apache-arrow';
+import { mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { DataIOError, validateInputs } from '@inferq/shared';
+import type { NonFinitePolicy, Tensor, TensorMap } from '@inferq/shared';
+import type { LoadedModel } from '../models/loaded-model.js';
+import { createParquetWriter, openParquet } from '../io/parquet.js';
+import { bindInputs, columnToTensor, tensorToColumn } from './columns.js';
+
+export interface PredictOptions {
+  readonly input: string;
+  readonly output: string;
+  /** Rows read per record batch. Default: 8 × maxBatchSize, at least 8192. */
+  readonly chunkRows?: number;
+  /** Record batches in flight (read ahead of the writer). Default 4. */
+  readonly window?: number;
+  /** Default 'reject'. */
+  readonly nonFinite?: NonFinitePolicy;
+  /** Aborts the run between chunks; the output is not written. */
+  readonly signal?: AbortSignal;
+  /** Called after each written chunk. */
+  readonly onProgress?: (p: { rows: number; totalRows: number }) => void;
+}
+
+export interface PredictSummary {
+  readonly rows: number;
+  readonly seconds: number;
+  readonly rowsPerSecond: number;
+  readonly batches: number;
+  readonly meanBatchSize: number;
+  readonly output: string;
+  readonly bytes: number;
+}
+
+export async function predictParquet(model: LoadedModel, options: PredictOptions): Promise<PredictSummary> {
+  const started = performance.now();
+  const reader = await openParquet(options.input);
+  try {
+    const source = `input "${options.input}"`;
+    const bindings = bindInputs(reader.schema, model.inputs, source);
+    const consumed = new Set(bindings.map((b) => b.column));
+    const passthrough = reader.schema.fields.filter((f) => !consumed.has(f.name));
+    const outputNames = new Set(model.outputs.map((o) => o.name));
+    const clash = passthrough.find((f) => outputNames.has(f.name));
+    if (clash !== undefined) {
+      throw new Error(`${source}: column "${clash.name}" has the name of a model output; rename it or the output`);
+    }
+    await makeParentDir(options.output);
+    const writer = await createParquetWriter(options.output);
+    const before = model.batcher.stats;
+    let rows = 0;
+    try {
+      const chunkRows = options.chunkRows ?? Math.max(8192, 8 * model.batching.maxBatchSize);
+      const window = options.window ?? 4;
+      const queue: Promise<RecordBatch>[] = [];
+      let firstRow = 0;
+      const drainOne = async (): Promise<void> => {
+        const out = await queue.shift()!;
+        await writer.write(out);
+        rows += out.numRows;
+        options.onProgress?.({ rows, totalRows: reader.numRows });
+      };
+      for await (const batch of reader.batches({ batchSize: chunkRows })) {
+        options.signal?.throwIfAborted();
+        const tensors: Record<string, Tensor> = {};
+        for (const b of bindings) tensors[b.spec.name] = columnToTensor(batch, b, firstRow, source);
+        validateInputs(tensors, model.inputs, {
+          jobId: `${options.input}@${firstRow}`,
+          model: model.name,
+          version: model.version,
+          nonFinite: options.nonFinite ?? 'reject',
+        });
+        const result = model.batcher
+          .submit({ id: `${options.input}@${firstRow}`, tensors, rows: batch.numRows })
+          .then((outputs) => assemble(batch, passthrough, outputs));
+        result.catch(() => undefined); // observed below, in order; avoid an unhandled rejection meanwhile
+        queue.push(result);
+        firstRow += batch.numRows;
+        if (queue.length >= window) await drainOne();
+      }
+      while (queue.length > 0) await drainOne();
+      const written = await writer.close();
+      const seconds = (performance.now() - started) / 1000;
+      const after = model.batcher.stats;
+      const batches = after.batches - before.batches;
+      return {
+        rows,
+        seconds,
+        rowsPerSecond: rows / seconds,
+        batches,
+        meanBatchSize: batches === 0 ? 0 : (after.rows - before.rows) / batches,
+        output: written.path,
+        bytes: written.bytes,
+      };
+    } catch (err) {
+      await writer.abort();
+      throw err;
+    }
+  } finally {
+    await reader.close();
+  }
+}
+
+/** Output record batch: passthrough columns unchanged, then one column per model output. */
+function assemble(input: RecordBatch, passthrough: readonly Field[], outputs: TensorMap): RecordBatch {
+  const fields: Field[] = [];
+  const children: Data[] = [];
+  for (const f of passthrough) {
+    // A record batch holds exactly one Data per column: carry it unchanged (found by name:
+    // the batch's schema object need not be the file's).
+    const index = input.schema.fields.findIndex((x) => x.name === f.name);
+    fields.push(input.schema.fields[index]!);
+    children.push(input.data.children[index]!);
+  }
+  for (const [name, t] of Object.entries(outputs)) {
+    const { field, data } = tensorToColumn(name, t);
+    fields.push(field);
+    children.push(data);
+  }
+  const schema = new Schema(fields);
+  return new RecordBatch(schema, makeData({ type: new Struct(fields), length: input.numRows, children, nullCount: 0 }));
+}
+
+/** Creates the output's folder (like Spark and Ray writers do); a path that cannot be a folder is a DataIOError. */
+async function makeParentDir(output: string): Promise<void> {
+  try {
+    await mkdir(dirname(output), { recursive: true });
+  } catch (cause) {
+    throw new DataIOError(`output "${output}": cannot create its folder (${(cause as Error).message})`, { cause });
+  }
+}
