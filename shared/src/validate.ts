@@ -68,8 +68,30 @@ export function validateInputs(tensors: TensorMap, inputs: readonly TensorSpec[]
   return rows ?? 0;
 }
 
-/** Index of the first NaN/±Infinity, or -1. `x - x` is NaN exactly for those. */
+/**
+ * Index of the first NaN/±Infinity, or -1. The common case (all finite) is one
+ * pass of `acc += v * 0`, which stays 0 unless some v is NaN or ±Infinity; only
+ * then is the position searched. Monomorphic per array type (this runs on every row).
+ */
 export function firstNonFinite(data: Float32Array | Float64Array): number {
+  return data instanceof Float32Array ? firstNonFinite32(data) : firstNonFinite64(data);
+}
+
+function firstNonFinite32(data: Float32Array): number {
+  let acc = 0;
+  for (let i = 0; i < data.length; i++) acc += data[i]! * 0;
+  if (acc === 0) return -1;
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i]!;
+    if (v - v !== 0) return i;
+  }
+  return -1;
+}
+
+function firstNonFinite64(data: Float64Array): number {
+  let acc = 0;
+  for (let i = 0; i < data.length; i++) acc += data[i]! * 0;
+  if (acc === 0) return -1;
   for (let i = 0; i < data.length; i++) {
     const v = data[i]!;
     if (v - v !== 0) return i;

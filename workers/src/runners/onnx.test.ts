@@ -4,8 +4,10 @@ import type * as ort from 'onnxruntime-node';
 import { buildMlp } from '../../../examples/build/onnx-builder.js';
 import { captureLogger, smallMlp } from '../../../test/helpers/models.js';
 import { parseDevice } from './device.js';
-import { OnnxRunner, defaultSessionFactory } from './onnx.js';
-import type { OrtSessionFactory } from './onnx.js';
+import { OnnxRunner } from './onnx.js';
+import { inThreadSessionFactory } from './ort-session.js';
+import type { OrtSessionFactory } from './ort-session.js';
+import { workerSessionFactory } from './ort-worker.js';
 
 const model = buildMlp(smallMlp([4, 8, 1]));
 
@@ -37,7 +39,7 @@ describe('device selection', () => {
     const seen: ort.InferenceSession.SessionOptions[] = [];
     const recording: OrtSessionFactory = (bytes, options) => {
       seen.push(options);
-      return defaultSessionFactory(bytes, { ...options, executionProviders: ['cpu'] });
+      return workerSessionFactory(bytes, { ...options, executionProviders: ['cpu'] });
     };
     const { r, lines } = runner('cuda:3', recording, 2);
     await r.load();
@@ -56,7 +58,7 @@ describe('device selection', () => {
       seen.push(options);
       const eps = options.executionProviders ?? [];
       if (eps.some((e) => (typeof e === 'string' ? e : e.name) === 'cuda')) return Promise.reject(new Error('libcudart.so.12: cannot open shared object file'));
-      return defaultSessionFactory(bytes, options);
+      return inThreadSessionFactory(bytes, options);
     };
     const { r, lines } = runner('cuda:1', noCuda);
     await r.load();

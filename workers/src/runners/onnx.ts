@@ -9,22 +9,10 @@ import * as ort from 'onnxruntime-node';
 import { InferenceError, ModelLoadError, allocate, describe, isDType } from '@inferq/shared';
 import type { DType, Tensor, TensorMap, TensorSpec } from '@inferq/shared';
 import type { Logger } from '../logging.js';
+import { workerSessionFactory } from './ort-worker.js';
+import type { OrtSession, OrtSessionFactory } from './ort-session.js';
 import { formatDevice } from './runner.js';
 import type { Device, Runner } from './runner.js';
-
-/** The part of an ONNX Runtime session the runner uses (lets tests observe what is passed in). */
-export interface OrtSession {
-  readonly inputNames: readonly string[];
-  readonly outputNames: readonly string[];
-  readonly inputMetadata: readonly ort.InferenceSession.ValueMetadata[];
-  readonly outputMetadata: readonly ort.InferenceSession.ValueMetadata[];
-  run(feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>>;
-  release(): Promise<void>;
-}
-
-export type OrtSessionFactory = (model: Uint8Array, options: ort.InferenceSession.SessionOptions) => Promise<OrtSession>;
-
-export const defaultSessionFactory: OrtSessionFactory = (model, options) => ort.InferenceSession.create(model, options);
 
 export interface OnnxRunnerOptions {
   /** The model bytes (the repository reads them from disk or HDFS). */
@@ -43,7 +31,10 @@ export interface OnnxRunnerOptions {
   /** Threads across independent operators. Default 1. */
   readonly interOpThreads?: number;
   readonly logger: Logger;
-  /** Injected session factory. Default: onnxruntime-node. */
+  /**
+   * Creates the session. Default: {@link workerSessionFactory} (a worker thread, so inference
+   * overlaps the event loop); {@link inThreadSessionFactory} runs on the calling thread.
+   */
   readonly createSession?: OrtSessionFactory;
 }
 
@@ -84,7 +75,7 @@ export class OnnxRunner implements Runner {
   }
 
   async load(): Promise<void> {
-    const create = this.opts.createSession ?? defaultSessionFactory;
+    const create = this.opts.createSession ?? workerSessionFactory;
     const requested = this.opts.device ?? { kind: 'cpu' };
     const where = `model ${this.opts.name}:${this.opts.version} (${this.opts.source})`;
     let session: OrtSession;
