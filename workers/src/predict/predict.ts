@@ -14,7 +14,9 @@ import type { Data, Field } from 'apache-arrow';
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { DataIOError, validateInputs } from '@inferq/shared';
-import type { NonFinitePolicy, Tensor, TensorMap } from '@inferq/shared';
+import { DTYPE_BYTES, elementCount } from '@inferq/shared';
+import type { NonFinitePolicy, Tensor, TensorMap, TensorSpec } from '@inferq/shared';
+import { DynamicBatcher } from '../batching/batcher.js';
 import type { LoadedModel } from '../models/loaded-model.js';
 import { createParquetWriter, openParquet } from '../io/parquet.js';
 import { bindInputs, columnToTensor, tensorToColumn } from './columns.js';
@@ -22,10 +24,12 @@ import { bindInputs, columnToTensor, tensorToColumn } from './columns.js';
 export interface PredictOptions {
   readonly input: string;
   readonly output: string;
-  /** Rows read per record batch. Default: 8 × maxBatchSize, at least 8192. */
+  /** Rows read per record batch. Default: about 16 MiB of model inputs, a multiple of maxBatchSize. */
   readonly chunkRows?: number;
-  /** Record batches in flight (read ahead of the writer). Default 4. */
+  /** Record batches in flight (read ahead of the writer). Default 8. */
   readonly window?: number;
+  /** Batches queued at the runner. Default 32: keeps the inference thread busy while this thread decodes. */
+  readonly maxInFlightBatches?: number;
   /** Default 'reject'. */
   readonly nonFinite?: NonFinitePolicy;
   /** Aborts the run between chunks; the output is not written. */
@@ -59,11 +63,22 @@ export async function predictParquet(model: LoadedModel, options: PredictOptions
     }
     await makeParentDir(options.output);
     const writer = await createParquetWriter(options.output);
-    const before = model.batcher.stats;
+    const { maxBatchSize } = model.batching;
+    const chunkRows = options.chunkRows ?? defaultChunkRows(model.inputs, maxBatchSize);
+    const window = options.window ?? 8;
+    // A batcher of its own, tuned for throughput: an offline job has no latency to protect, so
+    // it reads far ahead and queues many batches at the runner (the model's online settings
+    // keep their maxBatchSize and preferred sizes).
+    const batcher = new DynamicBatcher(model.runner, {
+      ...model.batching,
+      inputs: model.inputs,
+      model: model.name,
+      version: model.version,
+      maxPendingRows: window * chunkRows,
+      maxInFlightBatches: options.maxInFlightBatches ?? 32,
+    });
     let rows = 0;
     try {
-      const chunkRows = options.chunkRows ?? Math.max(8192, 8 * model.batching.maxBatchSize);
-      const window = options.window ?? 4;
       const queue: Promise<RecordBatch>[] = [];
       let firstRow = 0;
       const drainOne = async (): Promise<void> => {
@@ -82,7 +97,7 @@ export async function predictParquet(model: LoadedModel, options: PredictOptions
           version: model.version,
           nonFinite: options.nonFinite ?? 'reject',
         });
-        const result = model.batcher
+        const result = batcher
           .submit({ id: `${options.input}@${firstRow}`, tensors, rows: batch.numRows })
           .then((outputs) => assemble(batch, passthrough, outputs));
         result.catch(() => undefined); // observed below, in order; avoid an unhandled rejection meanwhile
@@ -93,20 +108,21 @@ export async function predictParquet(model: LoadedModel, options: PredictOptions
       while (queue.length > 0) await drainOne();
       const written = await writer.close();
       const seconds = (performance.now() - started) / 1000;
-      const after = model.batcher.stats;
-      const batches = after.batches - before.batches;
+      const { batches, rows: batchedRows } = batcher.stats;
       return {
         rows,
         seconds,
         rowsPerSecond: rows / seconds,
         batches,
-        meanBatchSize: batches === 0 ? 0 : (after.rows - before.rows) / batches,
+        meanBatchSize: batches === 0 ? 0 : batchedRows / batches,
         output: written.path,
         bytes: written.bytes,
       };
     } catch (err) {
       await writer.abort();
       throw err;
+    } finally {
+      await batcher.close(0);
     }
   } finally {
     await reader.close();
@@ -140,4 +156,11 @@ async function makeParentDir(output: string): Promise<void> {
   } catch (cause) {
     throw new DataIOError(`output "${output}": cannot create its folder (${(cause as Error).message})`, { cause });
   }
+}
+
+/** About 16 MiB of model inputs per record batch, as a multiple of maxBatchSize (at least one batch). */
+function defaultChunkRows(inputs: readonly TensorSpec[], maxBatchSize: number): number {
+  const rowBytes = inputs.reduce((n, s) => n + elementCount(s.shape.slice(1).map((d) => Math.max(1, d))) * DTYPE_BYTES[s.dtype], 0);
+  const rows = Math.floor((16 * 1024 * 1024) / Math.max(1, rowBytes));
+  return Math.max(1, Math.min(64, Math.floor(rows / maxBatchSize))) * maxBatchSize;
 }

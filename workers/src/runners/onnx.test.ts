@@ -47,6 +47,7 @@ describe('device selection', () => {
     expect(seen[0]!.executionProviders).toEqual([{ name: 'cuda', deviceId: 3 }]);
     expect(seen[0]!.intraOpNumThreads).toBe(2);
     expect(seen[0]!.interOpNumThreads).toBe(1);
+    expect(seen[0]!.extra).toEqual({ session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } });
     expect(r.device).toEqual({ kind: 'cuda', id: 3 });
     expect(lines.filter((l) => l['level'] === 40)).toHaveLength(0);
     await r.dispose();
