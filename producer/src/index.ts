@@ -1,3 +1,11 @@
-// @inferq/producer: the SDK applications import. Filled in by the Redis and Kafka transports.
-export { decodeEnvelope, encodeEnvelope } from '@inferq/shared';
-export type { Envelope, EnvelopeMeta, Tensor, TensorMap } from '@inferq/shared';
+// @inferq/producer: the SDK applications import. Never depends on a model runtime.
+export { PredictTimeoutError, RemoteJobError } from './errors.js';
+export { toTensors } from './features.js';
+export type { FeatureBatch } from './features.js';
+export { Producer } from './producer.js';
+export type { EnqueueOptions, PredictOptions, ProducerOptions } from './producer.js';
+export type { Reply } from './replies.js';
+export { Subscription } from './subscription.js';
+export type { SubscribeOptions } from './subscription.js';
+export { ClosedError, EnvelopeError, InferqError, InvalidInputError, decodeEnvelope, encodeEnvelope } from '@inferq/shared';
+export type { DType, Envelope, EnvelopeMeta, Tensor, TensorMap } from '@inferq/shared';

@@ -9,7 +9,9 @@ import type { NonFinitePolicy } from '@inferq/shared';
 import { createLogger } from '../logging.js';
 import { loadModel } from '../models/loaded-model.js';
 import { ModelRepository } from '../models/repository.js';
+import { ModelPool } from '../models/model-pool.js';
 import { predictParquet } from '../predict/predict.js';
+import { RedisWorker } from '../transports/redis.js';
 import { parseDevice } from '../runners/device.js';
 import { formatDevice } from '../runners/runner.js';
 import { ProgressBar, fmt } from './progress.js';
@@ -75,6 +77,69 @@ async function predictCommand(flags: PredictFlags): Promise<void> {
   }
 }
 
+interface WorkerFlags {
+  transport: 'redis';
+  queue: string;
+  redis: string;
+  prefix?: string;
+  modelRepo: string;
+  models?: string;
+  device: string;
+  concurrency: number;
+  maxBatch?: number;
+  maxDelayMs?: number;
+  threads?: number;
+  lockDurationMs?: number;
+  shutdownTimeoutMs: number;
+  nan: NonFinitePolicy;
+}
+
+async function workerCommand(flags: WorkerFlags): Promise<void> {
+  const device = parseDevice(flags.device);
+  const logger = createLogger({ base: { cmd: 'worker', device: formatDevice(device) } });
+  const allow = flags.models?.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const pool = new ModelPool(new ModelRepository(flags.modelRepo), {
+    device,
+    logger,
+    allow,
+    batching: { maxBatchSize: flags.maxBatch, maxDelayMs: flags.maxDelayMs },
+    ...(flags.threads === undefined ? {} : { intraOpThreads: flags.threads }),
+  });
+  await pool.preload();
+  const worker = new RedisWorker({
+    redis: flags.redis,
+    queue: flags.queue,
+    ...(flags.prefix === undefined ? {} : { prefix: flags.prefix }),
+    models: pool,
+    logger,
+    concurrency: flags.concurrency,
+    ...(flags.lockDurationMs === undefined ? {} : { lockDurationMs: flags.lockDurationMs }),
+    nonFinite: flags.nan,
+  });
+  let stopping: Promise<void> | undefined;
+  const stop = (signal: NodeJS.Signals): Promise<void> => {
+    stopping ??= (async () => {
+      logger.info({ signal, timeoutMs: flags.shutdownTimeoutMs }, 'stopping: no new jobs; draining in-flight jobs');
+      const started = Date.now();
+      await worker.close(flags.shutdownTimeoutMs);
+      await pool.close(Math.max(1000, flags.shutdownTimeoutMs - (Date.now() - started)));
+      logger.info({ ...worker.stats, ms: Date.now() - started }, 'stopped');
+    })();
+    return stopping;
+  };
+  await new Promise<void>((resolve, reject) => {
+    const onSignal = (signal: NodeJS.Signals): void => {
+      stop(signal).then(resolve, reject);
+    };
+    process.once('SIGTERM', onSignal);
+    process.once('SIGINT', onSignal);
+    worker.start().then(
+      () => process.stdout.write(`inferq worker: serving queue "${flags.queue}" on ${formatDevice(device)} (pid ${process.pid})\n`),
+      reject,
+    );
+  });
+}
+
 export function buildProgram(): Command {
   const program = new Command('inferq')
     .description('Queue-driven, batched ML prediction: workers, offline predict and precompute.')
@@ -95,6 +160,24 @@ export function buildProgram(): Command {
     .addOption(new Option('--nan <policy>', 'NaN/Inf in float features').choices(['reject', 'pass']).default('reject'))
     .option('--no-progress', 'no progress bar')
     .action(predictCommand);
+  program
+    .command('worker')
+    .description('Serve a queue: pull feature batches, batch them dynamically, run the model, reply / write results.')
+    .addOption(new Option('--transport <kind>', 'queue transport').choices(['redis']).default('redis'))
+    .option('--queue <name>', 'queue name (Redis)', 'inferq')
+    .option('--redis <url>', 'Redis URL', process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379')
+    .option('--prefix <prefix>', 'key prefix (default "inferq")')
+    .requiredOption('--model-repo <dir>', 'model repository')
+    .option('--models <a,b>', 'serve only these models, loaded and warmed at start (default: any, loaded on first use)')
+    .option('--device <device>', 'cpu or cuda:N', 'cpu')
+    .option('--concurrency <n>', 'jobs in flight (enough to fill batches)', positiveInt, 256)
+    .option('--max-batch <n>', 'largest batch in rows (overrides config.yaml)', positiveInt)
+    .option('--max-delay-ms <n>', 'longest wait for a batch to fill', Number)
+    .option('--threads <n>', 'ONNX Runtime intra-op threads (default: CPU count)', positiveInt)
+    .option('--lock-duration-ms <n>', 'a stalled job is given to another worker after this long', positiveInt)
+    .option('--shutdown-timeout-ms <n>', 'on SIGTERM, longest wait for in-flight jobs', positiveInt, 30_000)
+    .addOption(new Option('--nan <policy>', 'NaN/Inf in float features').choices(['reject', 'pass']).default('reject'))
+    .action(workerCommand);
   return program;
 }
 

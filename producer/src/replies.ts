@@ -1,0 +1,44 @@
+/** Reply stream entries, as the workers write them (see REPLY_FIELDS in @inferq/shared). */
+import { REPLY_FIELDS, decodeEnvelope } from '@inferq/shared';
+import type { TensorMap } from '@inferq/shared';
+
+export interface Reply {
+  /** Job id (correlation id). */
+  readonly id: string;
+  readonly ok: boolean;
+  readonly model: string;
+  readonly version: string | undefined;
+  /** Model outputs, rows in the job's order (empty when the job failed). */
+  readonly outputs: TensorMap;
+  readonly rowIds: readonly string[] | undefined;
+  readonly error: { readonly message: string; readonly kind: string } | undefined;
+  /** The stream entry id, when read from a stream. */
+  readonly entryId?: string;
+}
+
+/** Parses a reply entry's flat [field, value, …] list. */
+export function parseReply(fields: readonly Buffer[], entryId?: string): Reply {
+  const get = (name: string): Buffer | undefined => {
+    for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i]!.toString() === name) return fields[i + 1];
+    return undefined;
+  };
+  const id = get(REPLY_FIELDS.id)?.toString() ?? '';
+  const ok = get(REPLY_FIELDS.status)?.toString() === 'ok';
+  const model = get(REPLY_FIELDS.model)?.toString() ?? '';
+  const version = get(REPLY_FIELDS.version)?.toString();
+  const env = get(REPLY_FIELDS.env);
+  if (ok && env !== undefined) {
+    const e = decodeEnvelope(new Uint8Array(env.buffer, env.byteOffset, env.byteLength));
+    return { id, ok, model: e.model, version: e.version, outputs: e.tensors, rowIds: e.rowIds, error: undefined, ...(entryId === undefined ? {} : { entryId }) };
+  }
+  return {
+    id,
+    ok: false,
+    model,
+    version,
+    outputs: {},
+    rowIds: undefined,
+    error: { message: get(REPLY_FIELDS.error)?.toString() ?? 'unknown error', kind: get(REPLY_FIELDS.kind)?.toString() ?? 'Error' },
+    ...(entryId === undefined ? {} : { entryId }),
+  };
+}
