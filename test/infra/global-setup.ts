@@ -1,7 +1,29 @@
 /**
- * Vitest global set-up: prepares what the suites need once per run.
- * Servers (Redis, Kafka, HDFS) are started by their own modules in test/infra.
+ * Vitest global set-up: one real redis-server for the whole run (unless REDIS_URL
+ * points at an external one), handed to the suites with provide('redisUrl').
+ * Each suite uses its own random queue names and cleans up after itself.
  */
-export default async function setup(): Promise<void> {
-  // Nothing global yet.
+import type { TestProject } from 'vitest/node';
+import { startRedis } from './redis.js';
+import type { RedisServer } from './redis.js';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    redisUrl: string;
+  }
+}
+
+let redis: RedisServer | undefined;
+
+export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  const external = process.env['REDIS_URL'];
+  if (external !== undefined && external !== '') {
+    project.provide('redisUrl', external);
+  } else {
+    redis = await startRedis();
+    project.provide('redisUrl', redis.url);
+  }
+  return async () => {
+    await redis?.stop();
+  };
 }

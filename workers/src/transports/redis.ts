@@ -68,6 +68,7 @@ export class RedisWorker {
   private readonly opts: RedisWorkerOptions;
   private readonly keys: RedisKeys;
   private readonly redis: Redis;
+  private readonly workerConnection: Redis;
   private worker: Worker | undefined;
   private closing: Promise<void> | undefined;
   private readonly counters = { completed: 0, deadLettered: 0, retried: 0 };
@@ -77,6 +78,7 @@ export class RedisWorker {
     this.opts = options;
     this.keys = redisKeys(options.prefix ?? DEFAULT_PREFIX, options.queue);
     this.redis = new Redis(options.redis, { maxRetriesPerRequest: null });
+    this.workerConnection = this.redis.duplicate({ maxRetriesPerRequest: null });
     this.log = options.logger.child({ transport: 'redis', queue: options.queue });
   }
 
@@ -88,7 +90,8 @@ export class RedisWorker {
   async start(): Promise<void> {
     const lockDuration = this.opts.lockDurationMs ?? 30_000;
     const worker = new Worker(this.opts.queue, (job: Job) => this.process(job), {
-      connection: this.redis.duplicate({ maxRetriesPerRequest: null }),
+      // BullMQ leaves a connection it was given open on close(); closed in doClose().
+      connection: this.workerConnection,
       prefix: this.opts.prefix ?? DEFAULT_PREFIX,
       concurrency: this.opts.concurrency ?? 256,
       lockDuration,
@@ -131,7 +134,7 @@ export class RedisWorker {
         await worker.close(true).catch((err: unknown) => this.log.error({ err }, 'forced close failed'));
       }
     }
-    await this.redis.quit().catch(() => this.redis.disconnect());
+    for (const c of [this.workerConnection, this.redis]) await c.quit().catch(() => c.disconnect());
   }
 
   private async process(job: Job): Promise<{ rows: number }> {

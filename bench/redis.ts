@@ -1,0 +1,554 @@
+/**
+ * End to end through a real Redis: one redis-server (test/infra), ONE `inferq worker`
+ * process (the CLI, `--concurrency 256`), the producer SDK in this process.
+ *
+ *   1. payload transport: 1,000-row × 64 float32 jobs (256 KB), `payload: 'key'` vs `'inline'`:
+ *      enqueue rate (a queue no worker serves) and end-to-end rate (jobs/s)
+ *   2. small MLP 64→256→128→1 and medium MLP 256→1024→1024→512→1, 1,000-row jobs end to end,
+ *      rows/s and the ratio to raw ONNX Runtime best (measured here, as bench/main.ts does)
+ *   3. 1-row jobs (small MLP): inferq vs a NAIVE plain BullMQ worker (bench/naive-worker.ts:
+ *      one job = one row = one session.run at batch 1, XADD reply), same concurrency
+ *   4. request/reply latency at light load: sequential predict() of 1 row, maxDelayMs 2
+ *
+ * Completions are counted by reading the jobs' `replyTo` stream (XREAD), so a rate is
+ * "jobs whose reply is in Redis". CPU seconds of each process (bench = producer, worker,
+ * redis-server) are read from /proc for each phase: they say where the time goes.
+ *
+ *   node --conditions=inferq-source --import tsx bench/redis.ts     (or the end of `npm run bench`)
+ *
+ * Env: BENCH_QUICK=1 for a short smoke run.
+ */
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import * as ort from 'onnxruntime-node';
+import { Producer, decodeEnvelope } from '@inferq/producer';
+import type { TensorMap } from '@inferq/producer';
+import { buildMlp, forwardMlp, randomMlp } from '../examples/build/onnx-builder.js';
+import type { MlpSpec } from '../examples/build/onnx-builder.js';
+import { writeModel } from '../test/helpers/models.js';
+import { startRedis } from '../test/infra/redis.js';
+import type { RedisServer } from '../test/infra/redis.js';
+
+const QUICK = process.env['BENCH_QUICK'] === '1';
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const BATCH_SIZES = [1, 4, 16, 64, 256, 1024, 4096];
+const SECONDS_PER_POINT = QUICK ? 0.2 : 0.7;
+const CONCURRENCY = 256;
+/** Jobs enqueued but not yet replied to, at most. */
+const WINDOW = 2000;
+/** enqueue() calls in flight at once (ioredis pipelines them on one connection). */
+const PARALLEL_ENQUEUES = 64;
+const JOB_ROWS = 1000;
+const N = {
+  payload: QUICK ? 200 : 1000,
+  small: QUICK ? 300 : 3000,
+  medium: QUICK ? 20 : 200,
+  oneRow: QUICK ? 2000 : 20_000,
+  latency: 300,
+  latencyWarmup: QUICK ? 20 : 50,
+};
+const STALL_MS = 60_000;
+
+const SMALL = [64, 256, 128, 1];
+const MEDIUM = [256, 1024, 1024, 512, 1];
+
+const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
+
+function table(title: string, head: string[], rows: (string | number)[][]): void {
+  const cells = [head, ...rows.map((r) => r.map((c) => (typeof c === 'number' ? fmt(c) : c)))];
+  const widths = head.map((_, i) => Math.max(...cells.map((r) => String(r[i]).length)));
+  console.log(`\n${title}`);
+  for (const [k, r] of cells.entries()) {
+    console.log(`  ${r.map((c, i) => (i === 0 ? String(c).padEnd(widths[i]!) : String(c).padStart(widths[i]!))).join('  ')}`);
+    if (k === 0) console.log(`  ${widths.map((w) => '-'.repeat(w)).join('  ')}`);
+  }
+}
+
+/** Raw onnxruntime-node as bench/main.ts measures it: one run at a time, per batch size. */
+async function rawOrt(model: Uint8Array, width: number): Promise<Map<number, number>> {
+  const session = await ort.InferenceSession.create(model, { executionProviders: ['cpu'], graphOptimizationLevel: 'all' });
+  const result = new Map<number, number>();
+  for (const batch of BATCH_SIZES) {
+    const x = new ort.Tensor('float32', Float32Array.from({ length: batch * width }, (_, i) => Math.sin(i)), [batch, width]);
+    for (let i = 0; i < 3; i++) await session.run({ features: x });
+    let rows = 0;
+    const start = performance.now();
+    while (performance.now() - start < SECONDS_PER_POINT * 1000) {
+      await session.run({ features: x });
+      rows += batch;
+    }
+    result.set(batch, rows / ((performance.now() - start) / 1000));
+  }
+  await session.release();
+  return result;
+}
+
+function features(rows: number, width: number, seed = 0): TensorMap {
+  const data = new Float32Array(rows * width);
+  for (let i = 0; i < data.length; i++) data[i] = Math.sin(seed + i * 0.37);
+  return { features: { dtype: 'float32', shape: [rows, width], data } };
+}
+
+// ---------------------------------------------------------------- processes
+
+/** CPU seconds (user + system, all threads) of a process, from /proc; NaN where unreadable. */
+function cpuSeconds(pid: number | undefined): number {
+  if (pid === undefined) return Number.NaN;
+  if (pid === process.pid) {
+    const u = process.cpuUsage();
+    return (u.user + u.system) / 1e6;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+  } catch {
+    return Number.NaN;
+  }
+}
+
+interface Child {
+  readonly proc: ChildProcess;
+  readonly pid: number | undefined;
+  tail(): string;
+  /** SIGTERM, then SIGKILL after 5 s; resolves true when it had to be killed. */
+  stop(): Promise<boolean>;
+}
+
+const children = new Set<ChildProcess>();
+const killAll = (): void => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+};
+
+/** Spawns `node --conditions=inferq-source --import tsx ARGS…` in the repo root; resolves when stdout shows `ready`. */
+async function spawnNode(label: string, args: string[], ready: string): Promise<Child> {
+  const proc = spawn(process.execPath, ['--conditions=inferq-source', '--import', 'tsx', ...args], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, INFERQ_LOG_LEVEL: process.env['INFERQ_LOG_LEVEL'] ?? 'warn' },
+  });
+  children.add(proc);
+  let out = '';
+  let err = '';
+  proc.stdout?.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-8000)));
+  proc.stderr?.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-8000)));
+  const tail = (): string => `${label} stdout: ${out.trim().slice(-2000) || '(empty)'}\n${label} stderr: ${err.trim().slice(-2000) || '(empty)'}`;
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${label} not ready within 60 s\n${tail()}`)), 60_000);
+    const onData = (): void => {
+      if (!out.includes(ready)) return;
+      clearTimeout(timer);
+      proc.stdout?.off('data', onData);
+      resolve();
+    };
+    proc.stdout?.on('data', onData);
+    void exited.then(() => {
+      clearTimeout(timer);
+      reject(new Error(`${label} exited (code ${proc.exitCode}, signal ${proc.signalCode}) before it was ready\n${tail()}`));
+    });
+  });
+  const stop = async (): Promise<boolean> => {
+    let killed = false;
+    if (proc.exitCode === null && proc.signalCode === null) {
+      const kill = setTimeout(() => {
+        killed = true;
+        proc.kill('SIGKILL');
+      }, 5_000);
+      proc.kill('SIGTERM');
+      await exited;
+      clearTimeout(kill);
+    }
+    children.delete(proc);
+    return killed;
+  };
+  return { proc, pid: proc.pid, tail, stop };
+}
+
+// ---------------------------------------------------------------- completions
+
+/** Reads one reply stream (XREAD) and counts entries; `waitFor(n)` resolves once n replies arrived. */
+class ReplyCounter {
+  done = 0;
+  errors = 0;
+  firstError: string | undefined;
+  /** Fields of the first ok reply (for a correctness check). */
+  sample: Buffer[] | undefined;
+  private readonly redis: Redis;
+  private readonly loop: Promise<void>;
+  private stopped = false;
+  private waiters: { n: number; resolve: () => void }[] = [];
+
+  constructor(
+    url: string,
+    readonly stream: string,
+  ) {
+    this.redis = new Redis(url, { maxRetriesPerRequest: null });
+    this.loop = this.run();
+    this.loop.catch(() => undefined);
+  }
+
+  private async run(): Promise<void> {
+    let last = '0';
+    while (!this.stopped) {
+      const res = (await this.redis.xreadBuffer('COUNT', 2000, 'BLOCK', 200, 'STREAMS', this.stream, last)) as [Buffer, [Buffer, Buffer[]][]][] | null;
+      for (const [, entries] of res ?? []) {
+        for (const [id, fields] of entries) {
+          last = id.toString();
+          let ok = false;
+          for (let i = 0; i + 1 < fields.length; i += 2) {
+            if (fields[i]!.toString() === 'status') {
+              ok = fields[i + 1]!.toString() === 'ok';
+              break;
+            }
+          }
+          if (ok) this.sample ??= fields;
+          else {
+            this.errors++;
+            this.firstError ??= fields.map((f) => f.toString().slice(0, 200)).join(' ');
+          }
+          this.done++;
+        }
+      }
+      if (this.waiters.length > 0) {
+        const due = this.waiters.filter((w) => this.done >= w.n);
+        this.waiters = this.waiters.filter((w) => this.done < w.n);
+        for (const w of due) w.resolve();
+      }
+    }
+  }
+
+  /** Resolves once `n` replies were read; fails when none arrived for STALL_MS. */
+  async waitFor(n: number, diagnose: () => string): Promise<void> {
+    for (;;) {
+      if (this.done >= n) return;
+      const before = this.done;
+      let timer: NodeJS.Timeout | undefined;
+      const reached = new Promise<boolean>((resolve) => this.waiters.push({ n, resolve: () => resolve(true) }));
+      const stall = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), STALL_MS)));
+      const ok = await Promise.race([reached, stall]);
+      clearTimeout(timer);
+      if (ok) return;
+      if (this.done === before) throw new Error(`no reply on ${this.stream} for ${STALL_MS / 1000} s (${this.done}/${n} replies)\n${diagnose()}`);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.stopped = true;
+    await this.loop.catch(() => undefined);
+    await this.redis.del(this.stream).catch(() => undefined);
+    this.redis.disconnect();
+  }
+}
+
+interface DriveResult {
+  readonly jobs: number;
+  /** Wall seconds until the last reply. */
+  readonly seconds: number;
+  /** Wall seconds until the last enqueue resolved. */
+  readonly enqueueSeconds: number;
+  /** CPU seconds per process over the run. */
+  readonly cpu: Record<string, number>;
+}
+
+/**
+ * Sends `jobs` jobs as fast as it can (PARALLEL_ENQUEUES calls in flight, at most WINDOW
+ * unanswered), then waits for every reply (skipped when `counter` is undefined).
+ */
+async function drive(
+  jobs: number,
+  send: (i: number) => Promise<unknown>,
+  counter: ReplyCounter | undefined,
+  pids: Record<string, number | undefined>,
+  diagnose: () => string,
+): Promise<DriveResult> {
+  const cpu0 = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuSeconds(pid)]));
+  const base = counter?.done ?? 0;
+  const start = performance.now();
+  let sent = 0;
+  let inflight = 0;
+  let failure: unknown;
+  let slot: (() => void) | undefined;
+  while (sent < jobs) {
+    if (failure !== undefined) throw failure;
+    if (counter !== undefined && sent - (counter.done - base) >= WINDOW) {
+      await counter.waitFor(base + sent - WINDOW + 1, diagnose);
+      continue;
+    }
+    if (inflight >= PARALLEL_ENQUEUES) {
+      await new Promise<void>((resolve) => (slot = resolve));
+      continue;
+    }
+    inflight++;
+    send(sent++).then(
+      () => {
+        inflight--;
+        slot?.();
+      },
+      (err: unknown) => {
+        inflight--;
+        failure ??= err;
+        slot?.();
+      },
+    );
+  }
+  while (inflight > 0) await new Promise<void>((resolve) => (slot = resolve));
+  if (failure !== undefined) throw failure;
+  const enqueueSeconds = (performance.now() - start) / 1000;
+  if (counter !== undefined) await counter.waitFor(base + jobs, diagnose);
+  const seconds = (performance.now() - start) / 1000;
+  const cpu = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuSeconds(pid) - cpu0[k]!]));
+  if (counter !== undefined && counter.errors > 0) throw new Error(`${counter.errors} jobs failed; first: ${counter.firstError}`);
+  return { jobs, seconds, enqueueSeconds, cpu };
+}
+
+/** Deletes every key of a queue that no worker serves (BullMQ keys and payload keys). */
+async function dropQueueKeys(redis: Redis, queue: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `inferq:${queue}:*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length > 0) await redis.unlink(...keys);
+  } while (cursor !== '0');
+}
+
+/** Max |a − b| of the first `rows` rows of the sample reply's single output vs the JS forward pass. */
+function checkSample(counter: ReplyCounter, spec: MlpSpec, batch: TensorMap, rows: number): number {
+  const fields = counter.sample;
+  if (fields === undefined) throw new Error(`no ok reply on ${counter.stream} to check`);
+  let env: Buffer | undefined;
+  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i]!.toString() === 'env') env = fields[i + 1];
+  if (env === undefined) throw new Error('the sample reply has no envelope');
+  const e = decodeEnvelope(new Uint8Array(env.buffer, env.byteOffset, env.byteLength));
+  const out = Object.values(e.tensors)[0];
+  if (out === undefined) throw new Error('the sample reply has no output');
+  const x = batch['features']!;
+  const width = x.shape[1]!;
+  const want = forwardMlp(spec, { features: (x.data as Float32Array).subarray(0, rows * width) }, rows);
+  let worst = 0;
+  for (let r = 0; r < rows; r++) worst = Math.max(worst, Math.abs((out.data as Float32Array)[r]! - want[r]!));
+  return worst;
+}
+
+const pct = (sorted: number[], q: number): number => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
+
+// ---------------------------------------------------------------- the bench
+
+export async function redisBench(): Promise<void> {
+  console.log(`\ninferq redis bench — node ${process.version}, 1 redis-server, 1 worker (--concurrency ${CONCURRENCY}), producer in this process, load average ${loadavg()[0]!.toFixed(2)}${QUICK ? ' (quick)' : ''}`);
+  const t0 = performance.now();
+  const small = randomMlp(SMALL, 11);
+  const medium = randomMlp(MEDIUM, 11);
+
+  // Raw ONNX Runtime first, with nothing else running.
+  const raw = { small: await rawOrt(buildMlp(small), SMALL[0]!), medium: await rawOrt(buildMlp(medium), MEDIUM[0]!) };
+  const best = (m: Map<number, number>): [number, number] => {
+    const v = Math.max(...m.values());
+    return [v, [...m.entries()].find(([, r]) => r === v)![0]];
+  };
+  const [smallBest, smallAt] = best(raw.small);
+  const [mediumBest, mediumAt] = best(raw.medium);
+  table('raw ONNX Runtime (rows/s, one run at a time, this process alone)', ['batch', 'small', 'medium'], BATCH_SIZES.map((b) => [String(b), raw.small.get(b)!, raw.medium.get(b)!]));
+
+  const dir = await mkdtemp(join(tmpdir(), 'inferq-bench-redis-'));
+  const repo = join(dir, 'models');
+  await writeModel(repo, 'small', '1', small);
+  await writeModel(repo, 'medium', '1', medium);
+  await writeModel(repo, 'small-lat', '1', small, 'batching:\n  maxDelayMs: 2\n');
+  await writeModel(repo, 'small-nodelay', '1', small, 'batching:\n  maxDelayMs: 0\n');
+  const queue = 'bench';
+  process.once('exit', killAll);
+  let server: RedisServer | undefined;
+  let admin: Redis | undefined;
+  let worker: Child | undefined;
+  let naive: Child | undefined;
+  const producers: Producer[] = [];
+  const counters: ReplyCounter[] = [];
+  const summary: (string | number)[][] = [];
+  const where: (string | number)[][] = [];
+  try {
+    server = await startRedis();
+    const url = server.url;
+    admin = new Redis(url, { maxRetriesPerRequest: null });
+    const info = await admin.info('server');
+    const redisPid = Number(/process_id:(\d+)/.exec(info)?.[1]);
+    worker = await spawnNode(
+      'inferq worker',
+      ['workers/src/cli/main.ts', 'worker', '--transport', 'redis', '--queue', queue, '--redis', url, '--model-repo', repo, '--models', 'small,medium,small-lat,small-nodelay', '--concurrency', String(CONCURRENCY)],
+      'inferq worker: serving queue',
+    );
+    const w = worker;
+    const diagnose = (): string => w.tail();
+    const pids = { producer: process.pid, worker: worker.pid, redis: redisPid };
+    const producer = (payload: 'key' | 'inline', q = queue): Producer => {
+      const p = new Producer({ redis: url, queue: q, payload });
+      producers.push(p);
+      return p;
+    };
+    const counter = (name: string): ReplyCounter => {
+      const c = new ReplyCounter(url, `bench:replies:${name}`);
+      counters.push(c);
+      return c;
+    };
+    const cpuRow = (label: string, r: DriveResult, procs = ['producer', 'worker', 'redis']): void => {
+      where.push([
+        label,
+        r.seconds.toFixed(2),
+        ...procs.map((k) => `${r.cpu[k]!.toFixed(2)} s = ${fmt((r.cpu[k]! / r.jobs) * 1e6)} µs/job`),
+        ((procs.reduce((a, k) => a + r.cpu[k]!, 0) / r.seconds) * 100).toFixed(0) + ' %',
+      ]);
+    };
+    const thousand = { small: features(JOB_ROWS, SMALL[0]!), medium: features(JOB_ROWS, MEDIUM[0]!) };
+    const warm = async (p: Producer, model: string, batch: TensorMap, jobs: number): Promise<void> => {
+      const c = counter(`warm-${model}-${counters.length}`);
+      await drive(jobs, () => p.enqueue(model, batch, { replyTo: c.stream }), c, {}, diagnose);
+      await c.close();
+    };
+
+    // 1. payload transport: key vs inline, 256 KB jobs.
+    const payloadRows: (string | number)[][] = [];
+    const e2eRate: Record<string, number> = {};
+    for (const mode of ['key', 'inline'] as const) {
+      const idleQueue = `${queue}-idle-${mode}`;
+      const idle = producer(mode, idleQueue);
+      const enq = await drive(N.payload, () => idle.enqueue('small', thousand.small), undefined, pids, diagnose);
+      await dropQueueKeys(admin, idleQueue);
+      const p = producer(mode);
+      await warm(p, 'small', thousand.small, 50);
+      const c = counter(`payload-${mode}`);
+      const e2e = await drive(N.payload, () => p.enqueue('small', thousand.small, { replyTo: c.stream }), c, pids, diagnose);
+      const mb = (N.payload * JOB_ROWS * SMALL[0]! * 4) / 1e6;
+      e2eRate[mode] = e2e.jobs / e2e.seconds;
+      payloadRows.push([mode, enq.jobs / enq.enqueueSeconds, (mb / enq.enqueueSeconds).toFixed(0), e2e.jobs / e2e.enqueueSeconds, e2e.jobs / e2e.seconds, (e2e.jobs * JOB_ROWS) / e2e.seconds]);
+      cpuRow(`enqueue only, payload ${mode}, 256 KB jobs`, enq);
+      cpuRow(`end to end, payload ${mode}, 256 KB jobs (small)`, e2e);
+    }
+    table(
+      `payload transport: ${fmt(N.payload)} jobs of 1,000 rows × 64 float32 (256 KB), small MLP, jobs/s`,
+      ['payload', 'enqueue only', 'MB/s', 'enqueue under load', 'end to end', 'rows/s e2e'],
+      payloadRows,
+    );
+    console.log(`  key / inline: enqueue only ${((payloadRows[0]![1] as number) / (payloadRows[1]![1] as number)).toFixed(2)}×, end to end ${(e2eRate['key']! / e2eRate['inline']!).toFixed(2)}×`);
+    summary.push(['payload key vs inline, 256 KB jobs, end to end', `${(e2eRate['key']! / e2eRate['inline']!).toFixed(2)}×`, '', '(README: key chosen)', '']);
+
+    // 2. 1,000-row jobs end to end, small and medium.
+    const p = producer('key');
+    const modelRows: (string | number)[][] = [];
+    let smallThousand = 0;
+    for (const [name, spec, jobs, rawBest, rawAt] of [
+      ['small', small, N.small, smallBest, smallAt],
+      ['medium', medium, N.medium, mediumBest, mediumAt],
+    ] as const) {
+      const batch = thousand[name];
+      await warm(p, name, batch, 20);
+      const c = counter(`e2e-${name}`);
+      const r = await drive(jobs, () => p.enqueue(name, batch, { replyTo: c.stream }), c, pids, diagnose);
+      const rate = (jobs * JOB_ROWS) / r.seconds;
+      const err = checkSample(c, spec, batch, 10);
+      modelRows.push([name, fmt(jobs), rate, `${fmt(rawBest)} @${rawAt}`, (rate / rawBest).toFixed(2), err.toExponential(1)]);
+      cpuRow(`end to end, ${name}, 1,000-row jobs`, r);
+      if (name === 'small') smallThousand = rate;
+      if (name === 'small') summary.push([`small 1,000-row jobs end to end (raw best ${fmt(rawBest)} @${rawAt})`, rate, (rate / rawBest).toFixed(2), '≥ 1,000,000 rows/s', rate >= 1e6 ? 'yes' : 'NO']);
+      else summary.push([`medium 1,000-row jobs end to end (raw best ${fmt(rawBest)} @${rawAt})`, rate, (rate / rawBest).toFixed(2), '≥ 0.90 of raw', rate / rawBest >= 0.9 ? 'yes' : 'NO']);
+    }
+    table('1,000-row jobs end to end (producer → Redis → worker → reply stream), payload key', ['model', 'jobs', 'rows/s', 'raw best', 'vs raw', 'max |err| 10 rows'], modelRows);
+
+    // 3. 1-row jobs: inferq vs a naive BullMQ worker.
+    const one = features(1, SMALL[0]!);
+    await warm(p, 'small', one, 500);
+    const c1 = counter('one-row-inferq');
+    const inferqOne = await drive(N.oneRow, () => p.enqueue('small', one, { replyTo: c1.stream }), c1, pids, diagnose);
+    cpuRow('end to end, small, 1-row jobs, inferq', inferqOne);
+
+    const naiveQueueName = `${queue}-naive`;
+    naive = await spawnNode(
+      'naive worker',
+      ['bench/naive-worker.ts', '--redis', url, '--queue', naiveQueueName, '--model', join(repo, 'small', '1', 'model.onnx'), '--concurrency', String(CONCURRENCY)],
+      'naive worker: ready',
+    );
+    const nv = naive;
+    const naiveConnection = new Redis(url, { maxRetriesPerRequest: null });
+    const naiveQueue = new Queue(naiveQueueName, { connection: naiveConnection });
+    const row = Array.from(one['features']!.data as Float32Array);
+    const naivePids = { producer: process.pid, worker: naive.pid, redis: redisPid };
+    let naiveOne: DriveResult;
+    try {
+      const cw = counter('naive-warm');
+      await drive(500, () => naiveQueue.add('row', { x: row, replyTo: cw.stream }, { removeOnComplete: true }), cw, {}, () => nv.tail());
+      const cn = counter('one-row-naive');
+      naiveOne = await drive(N.oneRow, () => naiveQueue.add('row', { x: row, replyTo: cn.stream }, { removeOnComplete: true }), cn, naivePids, () => nv.tail());
+    } finally {
+      await naiveQueue.close();
+      naiveConnection.disconnect(); // BullMQ leaves a connection it was given open
+      await naive.stop();
+      naive = undefined;
+    }
+    cpuRow('end to end, small, 1-row jobs, naive BullMQ worker', naiveOne);
+    const iq = N.oneRow / inferqOne.seconds;
+    const nq = N.oneRow / naiveOne.seconds;
+    table(`1-row jobs end to end, small MLP, ${fmt(N.oneRow)} jobs, concurrency ${CONCURRENCY} (rows/s = jobs/s)`, ['worker', 'rows/s', 'enqueue rows/s', 'vs naive'], [
+      ['inferq (batcher, envelope, payload key)', iq, N.oneRow / inferqOne.enqueueSeconds, (iq / nq).toFixed(2)],
+      ['naive BullMQ worker (1 job = 1 session.run)', nq, N.oneRow / naiveOne.enqueueSeconds, '1.00'],
+      ['(reference: inferq, 1,000-row jobs, from above)', smallThousand, '', (smallThousand / nq).toFixed(2)],
+    ]);
+    summary.push(['1-row jobs end to end, inferq vs naive', iq, `${(iq / nq).toFixed(2)}× naive (${fmt(nq)})`, '≥ 20× naive', iq / nq >= 20 ? 'yes' : 'NO']);
+
+    // 4. request/reply latency at light load.
+    const latencyRows: (string | number)[][] = [];
+    for (const [model, delay] of [
+      ['small-lat', 'maxDelayMs 2'],
+      ['small', 'maxDelayMs 5 (default)'],
+      ['small-nodelay', 'maxDelayMs 0: the floor'],
+    ] as const) {
+      // A failed call is counted and reported, not fatal: it is a finding at light load.
+      let failed = 0;
+      const timed = async (): Promise<number | undefined> => {
+        const s = performance.now();
+        try {
+          await p.predict(model, one, { timeoutMs: 5000 });
+          return performance.now() - s;
+        } catch (err) {
+          if (failed++ === 0) {
+            console.log(`  ${model}: predict() failed after ${(performance.now() - s).toFixed(0)} ms: ${(err as Error).name}: ${(err as Error).message}`);
+            console.log(`  ${w.tail().split('\n').join('\n  ')}`);
+          }
+          return undefined;
+        }
+      };
+      for (let i = 0; i < N.latencyWarmup; i++) await timed();
+      const ms: number[] = [];
+      for (let i = 0; i < N.latency; i++) {
+        const t = await timed();
+        if (t !== undefined) ms.push(t);
+      }
+      ms.sort((a, b) => a - b);
+      if (ms.length === 0) throw new Error(`every predict() on ${model} failed`);
+      latencyRows.push([`${model} (${delay})`, pct(ms, 0.5).toFixed(2), pct(ms, 0.99).toFixed(2), (ms.reduce((a, b) => a + b, 0) / ms.length).toFixed(2), ms[ms.length - 1]!.toFixed(2), String(failed)]);
+      if (model === 'small-lat') summary.push(['predict() 1 row, sequential, p50 ms (maxDelayMs 2)', pct(ms, 0.5).toFixed(2), `p99 ${pct(ms, 0.99).toFixed(2)}`, '≤ 5 ms', pct(ms, 0.5) <= 5 ? 'yes' : 'NO']);
+    }
+    table(`request/reply latency, sequential predict() of 1 row, small MLP, ${N.latency} calls after ${N.latencyWarmup} warm-up (ms)`, ['model', 'p50', 'p99', 'mean', 'max', 'failed'], latencyRows);
+
+    table('where the time goes: CPU seconds per process over each run (2 cores = 200 %)', ['run', 'wall s', 'producer (bench)', 'worker', 'redis-server', 'busy'], where);
+    table('summary (redis)', ['measure', 'value', 'vs', 'target', 'met'], summary);
+    console.log(`\n  redis bench took ${((performance.now() - t0) / 1000).toFixed(0)} s; load average now ${loadavg()[0]!.toFixed(2)}`);
+  } finally {
+    for (const c of counters) await c.close().catch(() => undefined);
+    for (const p of producers) await p.close().catch(() => undefined);
+    if (naive !== undefined) await naive.stop().catch(() => undefined);
+    if (worker !== undefined && (await worker.stop().catch(() => false))) console.log('  note: the inferq worker did not exit within 5 s of SIGTERM; it was killed');
+    admin?.disconnect();
+    if (server !== undefined) await server.stop().catch(() => undefined);
+    killAll();
+    process.off('exit', killAll);
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) await redisBench();

@@ -1,0 +1,401 @@
+/**
+ * The Redis transport against a real redis-server: producer SDK, BullMQ workers
+ * (in process and as `inferq worker` processes), replies, dead letters, crashes.
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { encodeEnvelope } from '@inferq/shared';
+import { PredictTimeoutError, Producer, RemoteJobError } from '@inferq/producer';
+import type { Reply } from '@inferq/producer';
+import { forwardMlp } from '../examples/build/onnx-builder.js';
+import { silentLogger } from '../workers/src/logging.js';
+import { ModelPool } from '../workers/src/models/model-pool.js';
+import { ModelRepository } from '../workers/src/models/repository.js';
+import { RedisWorker } from '../workers/src/transports/redis.js';
+import type { RedisWorkerOptions } from '../workers/src/transports/redis.js';
+import { smallMlp, tempDir, writeModel } from './helpers/models.js';
+import { dropQueue, queueName, readStream, startWorker, waitFor } from './helpers/redis.js';
+
+const url = inject('redisUrl');
+const spec = smallMlp([4, 16, 2], 9);
+let repo: string;
+let redis: Redis;
+const queues: string[] = [];
+
+function newQueue(): string {
+  const q = queueName();
+  queues.push(q);
+  return q;
+}
+
+async function inProcessWorker(queue: string, over: Partial<RedisWorkerOptions> = {}): Promise<{ worker: RedisWorker; pool: ModelPool; close(): Promise<void> }> {
+  const pool = new ModelPool(new ModelRepository(repo), { logger: silentLogger(), batching: { maxDelayMs: 1 } });
+  const worker = new RedisWorker({ redis: url, queue, models: pool, logger: silentLogger(), concurrency: 64, ...over });
+  await worker.start();
+  return {
+    worker,
+    pool,
+    close: async () => {
+      await worker.close(10_000);
+      await pool.close();
+    },
+  };
+}
+
+function features(rows: number, seed: number): number[][] {
+  return Array.from({ length: rows }, (_, r) => Array.from({ length: 4 }, (_, c) => Math.sin(seed * 7 + r * 4 + c)));
+}
+
+function expectMatches(reply: Reply, x: number[][]): void {
+  const want = forwardMlp(spec, { features: Float32Array.from(x.flat()) }, x.length);
+  const got = reply.outputs['score']!;
+  expect(got.shape).toEqual([x.length, 2]);
+  for (let i = 0; i < want.length; i++) expect(Math.abs((got.data[i] as number) - want[i]!)).toBeLessThan(1e-5);
+}
+
+beforeAll(async () => {
+  repo = join(await tempDir(), 'models');
+  await writeModel(repo, 'mlp', '1', spec);
+  redis = new Redis(url);
+});
+
+afterAll(async () => {
+  for (const q of queues) await dropQueue(url, q);
+  redis.disconnect();
+});
+
+describe('Redis transport', () => {
+  it('predict(): enqueue → worker → reply, numerically equal to a direct forward pass, rows in order', async () => {
+    const queue = newQueue();
+    const w = await inProcessWorker(queue);
+    const producer = new Producer({ redis: url, queue });
+    try {
+      for (const rows of [1, 7, 300]) {
+        const x = features(rows, rows);
+        const reply = await producer.predict('mlp', x, { timeoutMs: 10_000, rowIds: x.map((_, i) => `r${i}`) });
+        expect(reply.ok).toBe(true);
+        expect(reply.model).toBe('mlp');
+        expect(reply.version).toBe('1');
+        expect(reply.rowIds).toEqual(x.map((_, i) => `r${i}`));
+        expectMatches(reply, x);
+      }
+      // Named feature objects convert at the edge too.
+      const reply = await producer.predict('mlp', [{ features: [0.1, 0.2, 0.3, 0.4] }], { timeoutMs: 10_000 });
+      expectMatches(reply, [[0.1, 0.2, 0.3, 0.4]]);
+      // The payload key is deleted once the job completed.
+      await waitFor(async () => (await redis.keys(`inferq:${queue}:payload:*`)).length === 0, 'payload keys to be deleted');
+    } finally {
+      await producer.close();
+      await w.close();
+    }
+  });
+
+  it('the inline (base64) payload mode works the same', async () => {
+    const queue = newQueue();
+    const w = await inProcessWorker(queue);
+    const producer = new Producer({ redis: url, queue, payload: 'inline' });
+    try {
+      const x = features(5, 3);
+      expectMatches(await producer.predict('mlp', x, { timeoutMs: 10_000 }), x);
+    } finally {
+      await producer.close();
+      await w.close();
+    }
+  });
+
+  it('enqueueing the same job id twice makes one job', async () => {
+    const queue = newQueue();
+    const producer = new Producer({ redis: url, queue });
+    const q = new Queue(queue, { connection: { url }, prefix: 'inferq' });
+    try {
+      const a = await producer.enqueue('mlp', features(2, 1), { jobId: 'same-id' });
+      const b = await producer.enqueue('mlp', features(2, 2), { jobId: 'same-id' });
+      expect(a).toBe('same-id');
+      expect(b).toBe('same-id');
+      expect(await q.getJobCountByTypes('waiting', 'prioritized', 'delayed')).toBe(1);
+    } finally {
+      await q.close();
+      await producer.close();
+    }
+  });
+
+  it('predict() with no worker fails with a clear timeout error', async () => {
+    const producer = new Producer({ redis: url, queue: newQueue() });
+    try {
+      const started = Date.now();
+      await expect(producer.predict('mlp', features(1, 1), { timeoutMs: 300 })).rejects.toBeInstanceOf(PredictTimeoutError);
+      expect(Date.now() - started).toBeLessThan(5_000);
+      await expect(producer.predict('mlp', features(1, 1), { timeoutMs: 300 })).rejects.toThrow(/no reply for job .* \(model mlp\) within 300 ms/);
+    } finally {
+      await producer.close();
+    }
+  });
+
+  it('every kind of bad input lands in the dead letters with its reason, while good jobs keep flowing', async () => {
+    const queue = newQueue();
+    const w = await inProcessWorker(queue, { maxPayloadBytes: 64 * 1024 });
+    const producer = new Producer({ redis: url, queue });
+    const q = new Queue(queue, { connection: { url }, prefix: 'inferq' });
+    try {
+      const good: Promise<Reply>[] = [];
+      const goodX = (i: number) => features(3, 100 + i);
+      const bad: Record<string, RegExp> = {};
+      const badJob = async (id: string, reason: RegExp, add: () => Promise<unknown>) => {
+        bad[id] = reason;
+        await add();
+        good.push(producer.predict('mlp', goodX(good.length), { timeoutMs: 20_000 }));
+      };
+      await badJob('wrong-width', /input "features": expected float32 \[n,4\], got float32 \[2,3\]/, () => producer.enqueue('mlp', [[1, 2, 3], [4, 5, 6]], { jobId: 'wrong-width' }));
+      await badJob('wrong-dtype', /input "features": expected float32 \[n,4\], got float64 \[1,4\]/, () =>
+        producer.enqueue('mlp', { features: { dtype: 'float64', shape: [1, 4], data: new Float64Array(4) } }, { jobId: 'wrong-dtype' }),
+      );
+      await badJob('unknown-model', /unknown model "nope" in repository/, () => producer.enqueue('nope', features(1, 1), { jobId: 'unknown-model' }));
+      await badJob('unknown-version', /model "mlp" version "7" does not exist/, () => producer.enqueue('mlp', features(1, 1), { jobId: 'unknown-version', version: '7' }));
+      await badJob('nan', /non-finite value NaN at row 0, column 1/, () => producer.enqueue('mlp', [[0, Number.NaN, 0, 0]], { jobId: 'nan' }));
+      await badJob('oversized', /payload of \d+ bytes exceeds the 65536-byte limit/, () => producer.enqueue('mlp', features(5000, 1), { jobId: 'oversized' }));
+      const good1 = encodeEnvelope({ id: 'corrupt', model: 'mlp' }, { features: { dtype: 'float32', shape: [1, 4], data: new Float32Array(4) } });
+      const flipped = Buffer.from(good1);
+      flipped[flipped.length - 3]! ^= 0x10;
+      await badJob('corrupt', /envelope checksum mismatch/, async () => {
+        await redis.set(`inferq:${queue}:payload:corrupt`, flipped);
+        await q.add('mlp', { v: 1, model: 'mlp', rows: 1, bytes: flipped.length, key: `inferq:${queue}:payload:corrupt` }, { jobId: 'corrupt' });
+      });
+      await badJob('truncated', /envelope truncated|payload of job has/, async () => {
+        const t = Buffer.from(good1).subarray(0, 30);
+        await redis.set(`inferq:${queue}:payload:truncated`, t);
+        await q.add('mlp', { v: 1, model: 'mlp', rows: 1, bytes: t.length, key: `inferq:${queue}:payload:truncated` }, { jobId: 'truncated' });
+      });
+      await badJob('not-ours', /job data version undefined is not supported/, () => q.add('mlp', { hello: 'world' }, { jobId: 'not-ours' }));
+      await badJob('missing-payload', /payload key "inferq:.*:payload:missing-payload" is missing/, () =>
+        q.add('mlp', { v: 1, model: 'mlp', rows: 1, bytes: 10, key: `inferq:${queue}:payload:missing-payload` }, { jobId: 'missing-payload' }),
+      );
+      const replies = await Promise.all(good);
+      replies.forEach((r, i) => expectMatches(r, goodX(i)));
+      const dead = async () => readStream(redis, `inferq:${queue}:dead`);
+      await waitFor(async () => (await dead()).length >= Object.keys(bad).length, 'all dead letters');
+      const entries = await dead();
+      expect(entries.map((e) => e.fields.get('id')!.toString()).sort()).toEqual(Object.keys(bad).sort());
+      for (const e of entries) {
+        const id = e.fields.get('id')!.toString();
+        expect(e.fields.get('reason')!.toString(), id).toMatch(bad[id]!);
+        expect(e.fields.get('attempts')!.toString(), id).toBe('1'); // unrecoverable: not retried
+      }
+      // BullMQ's own record agrees: failed, not retried, reason kept.
+      const failed = await q.getFailed();
+      expect(failed.map((j) => j.id).sort()).toEqual(Object.keys(bad).sort());
+      expect(w.worker.stats.deadLettered).toBe(Object.keys(bad).length);
+    } finally {
+      await q.close();
+      await producer.close();
+      await w.close();
+    }
+  });
+
+  it('a caller waiting on predict() gets the error reply of a bad job at once', async () => {
+    const queue = newQueue();
+    const w = await inProcessWorker(queue);
+    const producer = new Producer({ redis: url, queue });
+    try {
+      const err = await producer.predict('mlp', [[1, 2]], { timeoutMs: 10_000 }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(RemoteJobError);
+      expect((err as RemoteJobError).kind).toBe('InvalidInputError');
+      expect((err as Error).message).toMatch(/expected float32 \[n,4\], got float32 \[1,2\]/);
+    } finally {
+      await producer.close();
+      await w.close();
+    }
+  });
+
+  it('subscribe(): a consumer group shares a reply stream, and a restarted subscriber gets what it had not acknowledged', async () => {
+    const queue = newQueue();
+    const stream = `inferq:${queue}:replies`;
+    const w = await inProcessWorker(queue);
+    const producer = new Producer({ redis: url, queue });
+    try {
+      const ids = await Promise.all(Array.from({ length: 40 }, (_, i) => producer.enqueue('mlp', features(2, i), { replyTo: stream, jobId: `s-${i}` })));
+      const seenA: string[] = [];
+      const seenB: string[] = [];
+      let failOnce = 5; // A fails its first 5 replies: they stay pending for A
+      const a = producer.subscribe(stream, (r) => {
+        if (failOnce-- > 0) throw new Error('handler crashed');
+        seenA.push(r.id);
+      }, { group: 'g', consumer: 'A', count: 5, blockMs: 100 });
+      const b = producer.subscribe(stream, (r) => void seenB.push(r.id), { group: 'g', consumer: 'B', count: 5, blockMs: 100 });
+      await waitFor(() => seenA.length + seenB.length >= 35, '35 replies handled');
+      await a.close();
+      await b.close();
+      expect(seenA.length).toBeGreaterThan(0);
+      expect(seenB.length).toBeGreaterThan(0);
+      expect(new Set([...seenA, ...seenB]).size).toBe(seenA.length + seenB.length); // each reply to one consumer
+      // A restarts with the same name: its 5 unacknowledged replies come first.
+      const again: string[] = [];
+      const a2 = producer.subscribe(stream, (r) => void again.push(r.id), { group: 'g', consumer: 'A', blockMs: 100 });
+      await waitFor(() => seenA.length + seenB.length + again.length >= 40, 'all 40 replies');
+      await a2.close();
+      expect(new Set([...seenA, ...seenB, ...again])).toEqual(new Set(ids));
+      expect(again.length).toBe(5);
+    } finally {
+      await producer.close();
+      await w.close();
+    }
+  });
+
+  it('subscribe(): replies left pending by a dead consumer are claimed by another', async () => {
+    const queue = newQueue();
+    const stream = `inferq:${queue}:replies`;
+    const w = await inProcessWorker(queue);
+    const producer = new Producer({ redis: url, queue });
+    try {
+      await Promise.all(Array.from({ length: 10 }, (_, i) => producer.enqueue('mlp', features(1, i), { replyTo: stream, jobId: `c-${i}` })));
+      // A "dead" consumer: reads everything and never acknowledges.
+      await waitFor(async () => (await redis.xlen(stream)) === 10, '10 replies');
+      await redis.xgroup('CREATE', stream, 'g2', '0', 'MKSTREAM');
+      await redis.xreadgroup('GROUP', 'g2', 'dead', 'COUNT', 100, 'STREAMS', stream, '>');
+      const got: string[] = [];
+      const sub = producer.subscribe(stream, (r) => void got.push(r.id), { group: 'g2', consumer: 'alive', claimIdleMs: 200, blockMs: 50 });
+      await waitFor(() => got.length === 10, 'claimed replies');
+      await sub.close();
+      expect(new Set(got).size).toBe(10);
+    } finally {
+      await producer.close();
+      await w.close();
+    }
+  });
+});
+
+describe('Redis workers as processes', () => {
+  it('10,000 jobs through 2 worker processes: none lost, none duplicated', async () => {
+    const queue = newQueue();
+    const stream = `inferq:${queue}:replies`;
+    const args = ['--queue', queue, '--redis', url, '--model-repo', repo, '--models', 'mlp', '--threads', '1'];
+    const workers = [startWorker(args), startWorker(args)];
+    const producer = new Producer({ redis: url, queue });
+    try {
+      await Promise.all(workers.map((w) => w.ready));
+      const n = 10_000;
+      for (let i = 0; i < n; i += 500) {
+        await Promise.all(Array.from({ length: Math.min(500, n - i) }, (_, k) => producer.enqueue('mlp', features(1 + ((i + k) % 5), i + k), { jobId: `j-${i + k}`, replyTo: stream })));
+      }
+      await waitFor(async () => (await redis.xlen(stream)) >= n, `${n} replies`, 120_000, 200);
+      const entries = await readStream(redis, stream);
+      const ids = entries.map((e) => e.fields.get('id')!.toString());
+      expect(ids.length).toBe(n);
+      expect(new Set(ids).size).toBe(n);
+      expect(entries.every((e) => e.fields.get('status')!.toString() === 'ok')).toBe(true);
+      expect(await redis.xlen(`inferq:${queue}:dead`)).toBe(0);
+    } finally {
+      for (const w of workers) w.child.kill('SIGTERM');
+      await Promise.all(workers.map((w) => w.exited));
+      await producer.close();
+    }
+  }, 240_000);
+
+  it('kill -9 of a worker mid-run loses nothing: its jobs are taken over by the other worker', async () => {
+    const queue = newQueue();
+    const stream = `inferq:${queue}:replies`;
+    const args = ['--queue', queue, '--redis', url, '--model-repo', repo, '--models', 'mlp', '--lock-duration-ms', '2000', '--threads', '1'];
+    const victim = startWorker(args);
+    const survivor = startWorker(args);
+    const producer = new Producer({ redis: url, queue });
+    try {
+      await Promise.all([victim.ready, survivor.ready]);
+      const n = 3000;
+      for (let i = 0; i < n; i += 500) {
+        await Promise.all(Array.from({ length: 500 }, (_, k) => producer.enqueue('mlp', features(20, i + k), { jobId: `k-${i + k}`, replyTo: stream })));
+      }
+      await waitFor(async () => (await redis.xlen(stream)) >= 500, 'some replies before the kill', 60_000, 20);
+      victim.child.kill('SIGKILL');
+      expect((await victim.exited).signal).toBe('SIGKILL');
+      await waitFor(async () => new Set((await readStream(redis, stream)).map((e) => e.fields.get('id')!.toString())).size >= n, `replies for all ${n} jobs`, 120_000, 250);
+      const ids = new Set((await readStream(redis, stream)).map((e) => e.fields.get('id')!.toString()));
+      for (let i = 0; i < n; i++) expect(ids.has(`k-${i}`)).toBe(true);
+      expect(await redis.xlen(`inferq:${queue}:dead`)).toBe(0);
+    } finally {
+      survivor.child.kill('SIGTERM');
+      await survivor.exited;
+      await producer.close();
+    }
+  }, 240_000);
+
+  it('SIGTERM drains: in-flight jobs finish and are acknowledged, the rest wait for the next worker', async () => {
+    const queue = newQueue();
+    const stream = `inferq:${queue}:replies`;
+    const args = ['--queue', queue, '--redis', url, '--model-repo', repo, '--models', 'mlp', '--shutdown-timeout-ms', '20000'];
+    const first = startWorker(args);
+    const producer = new Producer({ redis: url, queue });
+    const q = new Queue(queue, { connection: { url }, prefix: 'inferq' });
+    try {
+      await first.ready;
+      const n = 4000;
+      for (let i = 0; i < n; i += 500) {
+        await Promise.all(Array.from({ length: 500 }, (_, k) => producer.enqueue('mlp', features(50, i + k), { jobId: `t-${i + k}`, replyTo: stream })));
+      }
+      await waitFor(async () => (await redis.xlen(stream)) >= 200, 'work under way', 60_000, 20);
+      const t0 = Date.now();
+      first.child.kill('SIGTERM');
+      const exit = await first.exited;
+      expect(exit.code).toBe(0);
+      expect(Date.now() - t0).toBeLessThan(20_000);
+      expect(await q.getActiveCount()).toBe(0); // nothing left half-done
+      const done = await redis.xlen(stream);
+      expect(done).toBeLessThan(n); // it really stopped pulling
+      const second = startWorker(args);
+      await second.ready;
+      await waitFor(async () => (await redis.xlen(stream)) >= n, 'the rest, by the next worker', 120_000, 200);
+      second.child.kill('SIGTERM');
+      await second.exited;
+      const ids = (await readStream(redis, stream)).map((e) => e.fields.get('id')!.toString());
+      expect(new Set(ids).size).toBe(n);
+      expect(ids.length).toBe(n); // drained jobs were acknowledged: none ran twice
+    } finally {
+      await q.close();
+      await producer.close();
+    }
+  }, 240_000);
+
+  it('a producer far ahead of the worker: in-flight work and memory stay bounded by the worker concurrency', async () => {
+    const queue = newQueue();
+    const stream = `inferq:${queue}:replies`;
+    const concurrency = 32;
+    const producer = new Producer({ redis: url, queue });
+    const q = new Queue(queue, { connection: { url }, prefix: 'inferq' });
+    // The whole backlog is queued before any worker runs: 3,000 jobs × 2,000 rows (≈ 100 MB of features).
+    const n = 3000;
+    for (let i = 0; i < n; i += 250) {
+      await Promise.all(Array.from({ length: 250 }, (_, k) => producer.enqueue('mlp', features(2000, i + k), { jobId: `f-${i + k}`, replyTo: stream })));
+    }
+    expect(await q.getWaitingCount()).toBe(n);
+    const w = startWorker(['--queue', queue, '--redis', url, '--model-repo', repo, '--models', 'mlp', '--concurrency', String(concurrency), '--threads', '1']);
+    try {
+      await w.ready;
+      const rss = async (): Promise<number> => {
+        const status = await readFile(`/proc/${w.child.pid}/status`, 'utf8');
+        return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) * 1024;
+      };
+      const baseline = await rss();
+      let maxActive = 0;
+      let maxRss = 0;
+      await waitFor(
+        async () => {
+          maxActive = Math.max(maxActive, await q.getActiveCount());
+          maxRss = Math.max(maxRss, await rss());
+          return (await redis.xlen(stream)) >= n;
+        },
+        'all jobs',
+        180_000,
+        25,
+      );
+      expect(maxActive).toBeGreaterThan(0);
+      expect(maxActive).toBeLessThanOrEqual(concurrency); // never more than `concurrency` jobs pulled at once
+      expect(maxRss - baseline).toBeLessThan(200 * 1024 * 1024); // the ~100 MB backlog stayed in Redis
+    } finally {
+      w.child.kill('SIGTERM');
+      await w.exited;
+      await q.close();
+      await producer.close();
+    }
+  }, 240_000);
+});
