@@ -54,12 +54,27 @@ const N = {
   latency: 300,
   latencyWarmup: QUICK ? 20 : 50,
 };
-const STALL_MS = 60_000;
+const STALL_MS = 30_000;
 
 const SMALL = [64, 256, 128, 1];
 const MEDIUM = [256, 1024, 1024, 512, 1];
 
 const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
+
+/** Waits for `p` at most `ms` (clean-up steps must not hang when Redis is gone); never rejects. */
+async function bounded(p: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([p.catch(() => undefined), new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
+}
+
+/** The first connection error on one of this bench's own Redis clients (e.g. redis-server went away). */
+let redisTrouble: string | undefined;
+function connectRedis(url: string): Redis {
+  const r = new Redis(url, { maxRetriesPerRequest: null });
+  r.on('error', (err: Error) => (redisTrouble ??= `${err.message} (at ${new Date().toISOString()})`));
+  return r;
+}
 
 function table(title: string, head: string[], rows: (string | number)[][]): void {
   const cells = [head, ...rows.map((r) => r.map((c) => (typeof c === 'number' ? fmt(c) : c)))];
@@ -123,8 +138,22 @@ interface Child {
 }
 
 const children = new Set<ChildProcess>();
+/** redis-server's pid while the bench runs (started through test/infra's startRedis). */
+let serverPid: number | undefined;
 const killAll = (): void => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  if (serverPid !== undefined) {
+    try {
+      process.kill(serverPid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+};
+/** SIGINT / SIGTERM while the bench runs: kill what it started, then exit as the signal would. */
+const onSignal = (signal: NodeJS.Signals): void => {
+  killAll();
+  process.exit(signal === 'SIGINT' ? 130 : 143);
 };
 
 /** Spawns `node --conditions=inferq-source --import tsx ARGS…` in the repo root; resolves when stdout shows `ready`. */
@@ -190,7 +219,7 @@ class ReplyCounter {
     url: string,
     readonly stream: string,
   ) {
-    this.redis = new Redis(url, { maxRetriesPerRequest: null });
+    this.redis = connectRedis(url);
     this.loop = this.run();
     this.loop.catch(() => undefined);
   }
@@ -236,14 +265,16 @@ class ReplyCounter {
       const ok = await Promise.race([reached, stall]);
       clearTimeout(timer);
       if (ok) return;
-      if (this.done === before) throw new Error(`no reply on ${this.stream} for ${STALL_MS / 1000} s (${this.done}/${n} replies)\n${diagnose()}`);
+      if (this.done === before) {
+        throw new Error(`no reply on ${this.stream} for ${STALL_MS / 1000} s (${this.done}/${n} replies)${redisTrouble === undefined ? '' : `; redis: ${redisTrouble}`}\n${diagnose()}`);
+      }
     }
   }
 
   async close(): Promise<void> {
     this.stopped = true;
-    await this.loop.catch(() => undefined);
-    await this.redis.del(this.stream).catch(() => undefined);
+    await bounded(this.loop, 1000);
+    await bounded(this.redis.del(this.stream), 1000);
     this.redis.disconnect();
   }
 }
@@ -276,6 +307,16 @@ async function drive(
   let inflight = 0;
   let failure: unknown;
   let slot: (() => void) | undefined;
+  /** Waits for an enqueue to finish; fails when none did for STALL_MS. */
+  const nextSlot = async (): Promise<void> => {
+    let timer: NodeJS.Timeout | undefined;
+    const freed = await Promise.race([
+      new Promise<boolean>((resolve) => (slot = () => resolve(true))),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), STALL_MS))),
+    ]);
+    clearTimeout(timer);
+    if (!freed) throw new Error(`no enqueue finished for ${STALL_MS / 1000} s (${inflight} in flight)${redisTrouble === undefined ? '' : `; redis: ${redisTrouble}`}\n${diagnose()}`);
+  };
   while (sent < jobs) {
     if (failure !== undefined) throw failure;
     if (counter !== undefined && sent - (counter.done - base) >= WINDOW) {
@@ -283,7 +324,7 @@ async function drive(
       continue;
     }
     if (inflight >= PARALLEL_ENQUEUES) {
-      await new Promise<void>((resolve) => (slot = resolve));
+      await nextSlot();
       continue;
     }
     inflight++;
@@ -299,7 +340,7 @@ async function drive(
       },
     );
   }
-  while (inflight > 0) await new Promise<void>((resolve) => (slot = resolve));
+  while (inflight > 0) await nextSlot();
   if (failure !== undefined) throw failure;
   const enqueueSeconds = (performance.now() - start) / 1000;
   if (counter !== undefined) await counter.waitFor(base + jobs, diagnose);
@@ -365,6 +406,8 @@ export async function redisBench(): Promise<void> {
   await writeModel(repo, 'small-nodelay', '1', small, 'batching:\n  maxDelayMs: 0\n');
   const queue = 'bench';
   process.once('exit', killAll);
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   let server: RedisServer | undefined;
   let admin: Redis | undefined;
   let worker: Child | undefined;
@@ -376,9 +419,10 @@ export async function redisBench(): Promise<void> {
   try {
     server = await startRedis();
     const url = server.url;
-    admin = new Redis(url, { maxRetriesPerRequest: null });
+    admin = connectRedis(url);
     const info = await admin.info('server');
     const redisPid = Number(/process_id:(\d+)/.exec(info)?.[1]);
+    serverPid = redisPid;
     worker = await spawnNode(
       'inferq worker',
       ['workers/src/cli/main.ts', 'worker', '--transport', 'redis', '--queue', queue, '--redis', url, '--model-repo', repo, '--models', 'small,medium,small-lat,small-nodelay', '--concurrency', String(CONCURRENCY)],
@@ -474,7 +518,7 @@ export async function redisBench(): Promise<void> {
       'naive worker: ready',
     );
     const nv = naive;
-    const naiveConnection = new Redis(url, { maxRetriesPerRequest: null });
+    const naiveConnection = connectRedis(url);
     const naiveQueue = new Queue(naiveQueueName, { connection: naiveConnection });
     const row = Array.from(one['features']!.data as Float32Array);
     const naivePids = { producer: process.pid, worker: naive.pid, redis: redisPid };
@@ -485,7 +529,7 @@ export async function redisBench(): Promise<void> {
       const cn = counter('one-row-naive');
       naiveOne = await drive(N.oneRow, () => naiveQueue.add('row', { x: row, replyTo: cn.stream }, { removeOnComplete: true }), cn, naivePids, () => nv.tail());
     } finally {
-      await naiveQueue.close();
+      await bounded(naiveQueue.close(), 5000);
       naiveConnection.disconnect(); // BullMQ leaves a connection it was given open
       await naive.stop();
       naive = undefined;
@@ -539,14 +583,18 @@ export async function redisBench(): Promise<void> {
     table('summary (redis)', ['measure', 'value', 'vs', 'target', 'met'], summary);
     console.log(`\n  redis bench took ${((performance.now() - t0) / 1000).toFixed(0)} s; load average now ${loadavg()[0]!.toFixed(2)}`);
   } finally {
-    for (const c of counters) await c.close().catch(() => undefined);
-    for (const p of producers) await p.close().catch(() => undefined);
+    if (redisTrouble !== undefined) console.log(`  note: a Redis connection error was seen: ${redisTrouble}`);
+    for (const c of counters) await c.close();
+    for (const p of producers) await bounded(p.close(), 5000);
     if (naive !== undefined) await naive.stop().catch(() => undefined);
     if (worker !== undefined && (await worker.stop().catch(() => false))) console.log('  note: the inferq worker did not exit within 5 s of SIGTERM; it was killed');
     admin?.disconnect();
     if (server !== undefined) await server.stop().catch(() => undefined);
     killAll();
+    serverPid = undefined;
     process.off('exit', killAll);
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
     await rm(dir, { recursive: true, force: true });
   }
 }

@@ -18,6 +18,7 @@ import { RedisWorker } from '../workers/src/transports/redis.js';
 import type { RedisWorkerOptions } from '../workers/src/transports/redis.js';
 import { smallMlp, tempDir, writeModel } from './helpers/models.js';
 import { dropQueue, queueName, readStream, startWorker, waitFor } from './helpers/redis.js';
+import { parseReplyForTest } from './helpers/replies.js';
 
 const url = inject('redisUrl');
 const spec = smallMlp([4, 16, 2], 9);
@@ -204,6 +205,42 @@ describe('Redis transport', () => {
       expect((err as RemoteJobError).kind).toBe('InvalidInputError');
       expect((err as Error).message).toMatch(/expected float32 \[n,4\], got float32 \[1,2\]/);
     } finally {
+      await producer.close();
+      await w.close();
+    }
+  });
+
+  it('linger: many small enqueue() calls travel as a few bundle jobs, each keeping its own reply and dead letter', async () => {
+    const queue = newQueue();
+    const stream = `inferq:${queue}:replies`;
+    const w = await inProcessWorker(queue);
+    const producer = new Producer({ redis: url, queue, linger: { ms: 20, maxJobs: 100 } });
+    const q = new Queue(queue, { connection: { url }, prefix: 'inferq' });
+    try {
+      const n = 250;
+      const xs = Array.from({ length: n }, (_, i) => features(1, 500 + i));
+      const ids = await Promise.all(xs.map((x, i) => producer.enqueue('mlp', i === 17 ? [[1, 2, 3]] : x, { replyTo: stream })));
+      await waitFor(async () => (await redis.xlen(stream)) >= n, 'all replies');
+      const entries = await readStream(redis, stream);
+      const byId = new Map(entries.map((e) => [e.fields.get('id')!.toString(), e]));
+      expect(byId.size).toBe(n);
+      const replies = ids.map((id) => parseReplyForTest(byId.get(id)!.fields));
+      replies.forEach((r, i) => {
+        if (i === 17) {
+          expect(r.ok).toBe(false);
+          expect(r.error?.message).toMatch(/expected float32 \[n,4\], got float32 \[1,3\]/);
+        } else {
+          expectMatches(r, xs[i]!);
+        }
+      });
+      const dead = await readStream(redis, `inferq:${queue}:dead`);
+      expect(dead.map((e) => e.fields.get('id')!.toString())).toEqual([ids[17]]);
+      const queueJobs = w.worker.stats.completed; // BullMQ jobs the worker completed
+      expect(queueJobs).toBeGreaterThanOrEqual(3); // 250 jobs, at most 100 per bundle
+      expect(queueJobs).toBeLessThanOrEqual(10); // far fewer queue messages than jobs
+      expect(await q.getFailedCount()).toBe(0); // the bundle itself completed
+    } finally {
+      await q.close();
       await producer.close();
       await w.close();
     }

@@ -14,7 +14,7 @@ import { Job, Queue } from 'bullmq';
 import type { JobsOptions } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { RedisOptions } from 'ioredis';
-import { ClosedError, DEFAULT_PREFIX, DEFAULT_QUEUE, InferqError, encodeEnvelope, redisKeys } from '@inferq/shared';
+import { ClosedError, DEFAULT_PREFIX, DEFAULT_QUEUE, InferqError, encodeBundle, encodeEnvelope, redisKeys } from '@inferq/shared';
 import type { JobData, RedisKeys } from '@inferq/shared';
 import { toTensors } from './features.js';
 import type { FeatureBatch } from './features.js';
@@ -38,6 +38,13 @@ export interface ProducerOptions {
   readonly payload?: 'key' | 'inline';
   /** Expiry of payload keys, so the payload of a job that never runs does not stay forever. Default 7 days. */
   readonly payloadTtlSeconds?: number;
+  /**
+   * Producer-side batching, like Kafka's linger.ms: enqueue() calls within `ms` are sent
+   * as one queue message (a bundle) — many small jobs for the cost of one BullMQ job. Each
+   * job keeps its own id, reply and dead letter. Calls with `jobId`, `priority`, `delay`,
+   * `attempts` or `backoff` are never bundled. Default: off (`ms: 0`).
+   */
+  readonly linger?: { readonly ms: number; readonly maxJobs?: number; readonly maxBytes?: number };
 }
 
 export interface EnqueueOptions {
@@ -69,6 +76,14 @@ export interface PredictOptions extends Omit<EnqueueOptions, 'replyTo'> {
   readonly timeoutMs?: number;
 }
 
+interface Lingering {
+  readonly model: string;
+  readonly envelope: Uint8Array;
+  readonly rows: number;
+  readonly resolve: () => void;
+  readonly reject: (err: Error) => void;
+}
+
 interface Waiter {
   resolve(reply: Reply): void;
   reject(err: Error): void;
@@ -88,6 +103,10 @@ export class Producer {
   private inboxLoop: Promise<void> | undefined;
   private readonly subscriptions = new Set<Subscription>();
   private closing: Promise<void> | undefined;
+  private lingering: Lingering[] = [];
+  private lingerBytes = 0;
+  private lingerTimer: NodeJS.Timeout | undefined;
+  private readonly flushing = new Set<Promise<void>>();
 
   constructor(options: ProducerOptions) {
     this.options = options;
@@ -101,18 +120,32 @@ export class Producer {
 
   /** Enqueues a feature batch for `model`; resolves with the job id once it is stored in Redis. */
   async enqueue(model: string, batch: FeatureBatch, options: EnqueueOptions = {}): Promise<string> {
+    return this.send(model, batch, options, options.jobId ?? randomUUID(), options.jobId !== undefined);
+  }
+
+  private async send(model: string, batch: FeatureBatch, options: EnqueueOptions, id: string, explicitId: boolean): Promise<string> {
     this.assertOpen();
-    const id = options.jobId ?? randomUUID();
     const tensors = toTensors(batch, options.input);
     const envelope = encodeEnvelope(
       { id, model, version: options.version, rowIds: options.rowIds, replyTo: options.replyTo, sinks: options.sinks, deadline: options.deadline },
       tensors,
     );
     const rows = Object.values(tensors)[0]?.shape[0] ?? 0;
+    const linger = this.options.linger;
+    const bundleable =
+      linger !== undefined && linger.ms > 0 && !explicitId && options.priority === undefined && options.delay === undefined && options.attempts === undefined && options.backoff === undefined;
+    if (bundleable) {
+      await new Promise<void>((resolve, reject) => this.addToBundle({ model, envelope, rows, resolve, reject }));
+      return id;
+    }
+    await this.addJob(id, { v: 1, model, version: options.version, rows, bytes: envelope.byteLength }, envelope, options);
+    return id;
+  }
+
+  /** One BullMQ job and its payload in one MULTI/EXEC. */
+  private async addJob(id: string, meta: Omit<JobData, 'key' | 'b64'>, payload: Uint8Array, options: EnqueueOptions): Promise<void> {
     const inline = this.options.payload === 'inline';
-    const data: JobData = inline
-      ? { v: 1, model, version: options.version, rows, bytes: envelope.byteLength, b64: Buffer.from(envelope).toString('base64') }
-      : { v: 1, model, version: options.version, rows, bytes: envelope.byteLength, key: this.keys.payload(id) };
+    const data: JobData = inline ? { ...meta, b64: Buffer.from(payload).toString('base64') } : { ...meta, key: this.keys.payload(id) };
     const opts: JobsOptions = {
       jobId: id,
       attempts: options.attempts ?? 3,
@@ -122,21 +155,49 @@ export class Producer {
       ...(options.priority === undefined ? {} : { priority: options.priority }),
       ...(options.delay === undefined ? {} : { delay: options.delay }),
     };
-    const job = new Job(this.queue, model, data, opts, id);
+    const job = new Job(this.queue, meta.model, data, opts, id);
     // BullMQ's client wrapper hands out ioredis transactions it can add jobs to.
     const multi = ((await this.queue.backend.client) as unknown as Redis).multi();
     if (!inline) {
       const ttl = Math.max(this.options.payloadTtlSeconds ?? 7 * 86_400, Math.ceil((options.delay ?? 0) / 1000) + 86_400);
-      multi.set(this.keys.payload(id), Buffer.from(envelope.buffer, envelope.byteOffset, envelope.byteLength), 'EX', ttl, 'NX');
+      multi.set(this.keys.payload(id), Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength), 'EX', ttl, 'NX');
     }
     // The job and its payload are written in one MULTI/EXEC: a worker never sees one without the other.
     void job.addJob(multi as unknown as Parameters<Job['addJob']>[0]);
     const results = await multi.exec();
     const failed = results?.find(([err]) => err !== null);
     if (results === null || failed !== undefined) {
-      throw new InferqError(`enqueue of job ${id} to queue "${this.queueName}" failed: ${failed?.[0]?.message ?? 'transaction aborted'}`, { jobId: id, model, retriable: true });
+      throw new InferqError(`enqueue of job ${id} to queue "${this.queueName}" failed: ${failed?.[0]?.message ?? 'transaction aborted'}`, { jobId: id, model: meta.model, retriable: true });
     }
-    return id;
+  }
+
+  private addToBundle(item: Lingering): void {
+    const linger = this.options.linger!;
+    this.lingering.push(item);
+    this.lingerBytes += item.envelope.byteLength;
+    if (this.lingering.length >= (linger.maxJobs ?? 1000) || this.lingerBytes >= (linger.maxBytes ?? 1024 * 1024)) {
+      this.flushBundle();
+    } else {
+      this.lingerTimer ??= setTimeout(() => this.flushBundle(), linger.ms);
+    }
+  }
+
+  /** Sends what lingers as one bundle job; every enqueue() in it resolves (or rejects) with it. */
+  private flushBundle(): void {
+    clearTimeout(this.lingerTimer);
+    this.lingerTimer = undefined;
+    const items = this.lingering;
+    this.lingering = [];
+    this.lingerBytes = 0;
+    if (items.length === 0) return;
+    const payload = encodeBundle(items.map((i) => i.envelope));
+    const rows = items.reduce((n, i) => n + i.rows, 0);
+    const sent = this.addJob(randomUUID(), { v: 1, model: items[0]!.model, rows, bytes: payload.byteLength, bundle: items.length }, payload, {}).then(
+      () => items.forEach((i) => i.resolve()),
+      (err: Error) => items.forEach((i) => i.reject(err)),
+    );
+    this.flushing.add(sent);
+    void sent.finally(() => this.flushing.delete(sent));
   }
 
   /** Enqueues and waits for the reply. Rejects with PredictTimeoutError, or RemoteJobError when the job failed. */
@@ -153,7 +214,7 @@ export class Producer {
       this.waiters.set(id, { resolve, reject, timer });
     });
     try {
-      await this.enqueue(model, batch, { ...options, jobId: id, replyTo: this.inbox, deadline: options.deadline ?? Date.now() + timeoutMs });
+      await this.send(model, batch, { ...options, replyTo: this.inbox, deadline: options.deadline ?? Date.now() + timeoutMs }, id, options.jobId !== undefined);
     } catch (err) {
       const w = this.waiters.get(id);
       if (w !== undefined) {
@@ -193,6 +254,8 @@ export class Producer {
         errors.push(err);
       }
     };
+    this.flushBundle();
+    await step(() => Promise.all(this.flushing));
     await step(() => Promise.all([...this.subscriptions].map((s) => s.close())));
     for (const [id, w] of this.waiters) {
       clearTimeout(w.timer);

@@ -19,6 +19,7 @@ import { hostname } from 'node:os';
 import { Worker, UnrecoverableError } from 'bullmq';
 import type { Job } from 'bullmq';
 import { Redis } from 'ioredis';
+import type { ChainableCommander } from 'ioredis';
 import {
   DEFAULT_PREFIX,
   DeadlineExceededError,
@@ -26,14 +27,16 @@ import {
   InvalidInputError,
   REPLY_FIELDS,
   checkJobData,
+  decodeBundle,
   decodeEnvelope,
   encodeEnvelope,
   jobSuffix,
   redisKeys,
   validateInputs,
 } from '@inferq/shared';
-import type { Envelope, JobData, NonFinitePolicy, RedisKeys } from '@inferq/shared';
+import type { Envelope, JobData, NonFinitePolicy, RedisKeys, TensorMap } from '@inferq/shared';
 import type { Logger } from '../logging.js';
+import type { LoadedModel } from '../models/loaded-model.js';
 import type { ModelPool } from '../models/model-pool.js';
 
 export interface RedisWorkerOptions {
@@ -143,34 +146,89 @@ export class RedisWorker {
     try {
       const data = checkJobData(job.data);
       if (typeof data === 'string') throw new InvalidInputError(`${data}${jobSuffix(id)}`, { jobId: id });
-      if (data.bytes > (this.opts.maxPayloadBytes ?? 256 * 1024 * 1024)) {
-        throw new InvalidInputError(`payload of ${data.bytes} bytes exceeds the ${this.opts.maxPayloadBytes ?? 256 * 1024 * 1024}-byte limit${jobSuffix(id)}`, { jobId: id, model: data.model });
+      const limit = this.opts.maxPayloadBytes ?? 256 * 1024 * 1024;
+      if (data.bytes > limit) {
+        throw new InvalidInputError(`payload of ${data.bytes} bytes exceeds the ${limit}-byte limit${jobSuffix(id)}`, { jobId: id, model: data.model });
       }
       const bytes = await this.payload(id, data);
+      if (data.bundle !== undefined) return await this.processBundle(job, bytes);
       envelope = decodeEnvelope(bytes);
       if (envelope.id !== id) throw new InvalidInputError(`envelope id "${envelope.id}" does not match job id "${id}"`, { jobId: id });
-      const model = await this.opts.models.get(envelope.model, envelope.version);
-      const rows = validateInputs(envelope.tensors, model.inputs, { jobId: id, model: model.name, version: model.version, nonFinite: this.opts.nonFinite ?? 'reject' });
-      if (envelope.deadline !== undefined && envelope.deadline <= Date.now()) {
-        throw new DeadlineExceededError(`job deadline passed ${Date.now() - envelope.deadline} ms before it started${jobSuffix(id)}`, { jobId: id, model: model.name });
-      }
-      const outputs = await model.batcher.submit({ id, tensors: envelope.tensors, rows, deadline: envelope.deadline });
+      const result = await this.infer(envelope);
       if (envelope.replyTo !== undefined) {
-        const result = encodeEnvelope({ id, model: model.name, version: model.version, rowIds: envelope.rowIds }, outputs);
-        await this.reply(envelope.replyTo, id, ['status', 'ok', 'env', Buffer.from(result.buffer, result.byteOffset, result.byteLength)]);
+        const pipeline = this.redis.pipeline();
+        this.addReply(pipeline, envelope, result);
+        await execAll(pipeline);
       }
-      return { rows };
+      return { rows: result.rows };
     } catch (err) {
-      const retriable = !(err instanceof InferqError) || err.retriable;
-      const lastAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
-      if (retriable && !lastAttempt) {
-        this.counters.retried++;
-        this.log.warn({ err, jobId: id, attempt: job.attemptsMade + 1 }, 'job failed; it will be retried');
-        throw err;
-      }
-      await this.deadLetter(job, envelope, err);
+      if (this.shouldRetry(job, err)) throw err;
+      const pipeline = this.redis.pipeline();
+      this.addDeadLetter(pipeline, job, id, envelope, err);
+      await execAll(pipeline);
       throw new UnrecoverableError((err as Error).message);
     }
+  }
+
+  /**
+   * A bundle of small jobs (the producer's linger): each envelope is validated and
+   * batched on its own; bad ones are dead-lettered alone; all replies and dead
+   * letters go out in one pipeline before the bundle is acknowledged. A retriable
+   * failure retries the whole bundle (its good replies may then be written twice:
+   * at least once, correlated by job id).
+   */
+  private async processBundle(job: Job, bytes: Uint8Array): Promise<{ rows: number }> {
+    const parts = decodeBundle(bytes);
+    const settled = await Promise.allSettled(
+      parts.map(async (part) => {
+        const env = decodeEnvelope(part);
+        return { env, result: await this.infer(env) };
+      }),
+    );
+    const retriable = settled.find((s) => s.status === 'rejected' && this.shouldRetry(job, s.reason));
+    if (retriable !== undefined) throw (retriable as PromiseRejectedResult).reason;
+    const pipeline = this.redis.pipeline();
+    let rows = 0;
+    settled.forEach((s, i) => {
+      if (s.status === 'fulfilled') {
+        rows += s.value.result.rows;
+        if (s.value.env.replyTo !== undefined) this.addReply(pipeline, s.value.env, s.value.result);
+      } else {
+        // Which job it was, if its envelope at least decodes.
+        let env: Envelope | undefined;
+        try {
+          env = decodeEnvelope(parts[i]!);
+        } catch {
+          env = undefined;
+        }
+        this.addDeadLetter(pipeline, job, env?.id ?? `${job.id ?? ''}#${i}`, env, s.reason);
+      }
+    });
+    await execAll(pipeline);
+    return { rows };
+  }
+
+  /** Validates an envelope against its model and runs it through the model's batcher. */
+  private async infer(envelope: Envelope): Promise<{ model: LoadedModel; outputs: TensorMap; rows: number }> {
+    const id = envelope.id;
+    const model = await this.opts.models.get(envelope.model, envelope.version);
+    const rows = validateInputs(envelope.tensors, model.inputs, { jobId: id, model: model.name, version: model.version, nonFinite: this.opts.nonFinite ?? 'reject' });
+    if (envelope.deadline !== undefined && envelope.deadline <= Date.now()) {
+      throw new DeadlineExceededError(`job deadline passed ${Date.now() - envelope.deadline} ms before it started${jobSuffix(id)}`, { jobId: id, model: model.name });
+    }
+    const outputs = await model.batcher.submit({ id, tensors: envelope.tensors, rows, deadline: envelope.deadline });
+    return { model, outputs, rows };
+  }
+
+  private shouldRetry(job: Job, err: unknown): boolean {
+    const retriable = !(err instanceof InferqError) || err.retriable;
+    const lastAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+    if (retriable && !lastAttempt) {
+      this.counters.retried++;
+      this.log.warn({ err, jobId: job.id, attempt: job.attemptsMade + 1 }, 'job failed; it will be retried');
+      return true;
+    }
+    return false;
   }
 
   private async payload(id: string, data: JobData): Promise<Uint8Array> {
@@ -181,19 +239,23 @@ export class RedisWorker {
     return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
   }
 
-  private async reply(stream: string, id: string, fields: (string | Buffer)[]): Promise<void> {
-    await this.redis.xadd(stream, 'MAXLEN', '~', String(this.opts.replyMaxLen ?? 100_000), '*', REPLY_FIELDS.id, id, ...fields);
+  private addReply(pipeline: ChainableCommander, envelope: Envelope, result: { model: LoadedModel; outputs: TensorMap }): void {
+    const bytes = encodeEnvelope({ id: envelope.id, model: result.model.name, version: result.model.version, rowIds: envelope.rowIds }, result.outputs);
+    this.addReplyFields(pipeline, envelope.replyTo!, envelope.id, ['status', 'ok', 'env', Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)]);
   }
 
-  /** Writes the dead letter (and an error reply when the caller waits for one) before the job is failed. */
-  private async deadLetter(job: Job, envelope: Envelope | undefined, err: unknown): Promise<void> {
-    const id = job.id ?? '';
+  private addReplyFields(pipeline: ChainableCommander, stream: string, id: string, fields: (string | Buffer)[]): void {
+    pipeline.xadd(stream, 'MAXLEN', '~', String(this.opts.replyMaxLen ?? 100_000), '*', REPLY_FIELDS.id, id, ...fields);
+  }
+
+  /** Queues the dead letter (and an error reply when the caller waits for one); written before the job is failed. */
+  private addDeadLetter(pipeline: ChainableCommander, job: Job, id: string, envelope: Envelope | undefined, err: unknown): void {
     const message = err instanceof Error ? err.message : String(err);
     const kind = err instanceof Error ? err.constructor.name : 'Error';
     const data = (typeof job.data === 'object' && job.data !== null ? job.data : {}) as Partial<JobData>;
     this.counters.deadLettered++;
     this.log.warn({ jobId: id, kind, reason: message }, 'job dead-lettered');
-    await this.redis.xadd(
+    pipeline.xadd(
       this.keys.deadLetters,
       'MAXLEN', '~', '1000000',
       '*',
@@ -207,7 +269,16 @@ export class RedisWorker {
       'ts', String(Date.now()),
     );
     if (envelope?.replyTo !== undefined) {
-      await this.reply(envelope.replyTo, id, ['status', 'error', 'error', message, 'kind', kind, 'model', envelope.model]);
+      this.addReplyFields(pipeline, envelope.replyTo, id, ['status', 'error', 'error', message, 'kind', kind, 'model', envelope.model]);
     }
+  }
+}
+
+/** Runs a pipeline and throws the first command error (so a failed write is never taken for an ack). */
+async function execAll(pipeline: ChainableCommander): Promise<void> {
+  const results = await pipeline.exec();
+  const failed = results?.find(([err]) => err !== null);
+  if (results === null || failed !== undefined) {
+    throw new InferqError(`redis write failed: ${failed?.[0]?.message ?? 'pipeline aborted'}`, { retriable: true });
   }
 }
