@@ -1,5 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
+import { PlainSummaryReporter } from './test/infra/summary-reporter.js';
 
 const src = (ws: string): string => fileURLToPath(new URL(`./${ws}/src/index.ts`, import.meta.url));
 
@@ -18,6 +19,6 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 300_000,
     pool: 'forks',
-    reporters: ['default'],
+    reporters: ['default', new PlainSummaryReporter()],
   },
 });
