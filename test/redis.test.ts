@@ -304,6 +304,13 @@ describe('Redis transport', () => {
 });
 
 describe('Redis workers as processes', () => {
+  it('a worker asked to serve an unknown model exits with the reason instead of hanging', async () => {
+    const w = startWorker(['--queue', newQueue(), '--redis', url, '--model-repo', repo, '--models', 'mlp,nope']);
+    const exit = await w.exited;
+    expect(exit.code).toBe(1);
+    expect(w.output()).toMatch(/inferq: error: unknown model "nope" in repository .*; available: mlp/);
+  });
+
   it('10,000 jobs through 2 worker processes: none lost, none duplicated', async () => {
     const queue = newQueue();
     const stream = `inferq:${queue}:replies`;

@@ -105,7 +105,12 @@ async function workerCommand(flags: WorkerFlags): Promise<void> {
     batching: { maxBatchSize: flags.maxBatch, maxDelayMs: flags.maxDelayMs },
     ...(flags.threads === undefined ? {} : { intraOpThreads: flags.threads }),
   });
-  await pool.preload();
+  try {
+    await pool.preload();
+  } catch (err) {
+    await pool.close(); // models that did load hold worker threads: release them so the process can exit
+    throw err;
+  }
   const worker = new RedisWorker({
     redis: flags.redis,
     queue: flags.queue,

@@ -27,7 +27,10 @@ export class ModelPool {
   /** Loads every allowed model now (so a worker is warm before it takes work). */
   async preload(): Promise<LoadedModel[]> {
     const names = this.options.allow ?? [];
-    return Promise.all(names.map((n) => this.get(n)));
+    const settled = await Promise.allSettled(names.map((n) => this.get(n)));
+    const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failed !== undefined) throw failed.reason;
+    return settled.map((s) => (s as PromiseFulfilledResult<LoadedModel>).value);
   }
 
   async get(name: string, version?: string): Promise<LoadedModel> {
