@@ -12,6 +12,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
+import { BATCH_SIZES, QUICK, fmt, rawOrt, table } from './common.js';
 import { Field, FixedSizeList, Float32, RecordBatch, Schema, Struct, Utf8, makeData, vectorFromArray } from 'apache-arrow';
 import type { TensorMap } from '@inferq/shared';
 import { DynamicBatcher } from '../workers/src/batching/batcher.js';
@@ -23,9 +24,6 @@ import { predictParquet } from '../workers/src/predict/predict.js';
 import { buildMlp, randomMlp } from '../examples/build/onnx-builder.js';
 import { writeModel } from '../test/helpers/models.js';
 
-const QUICK = process.env['BENCH_QUICK'] === '1';
-const BATCH_SIZES = [1, 4, 16, 64, 256, 1024, 4096];
-const SECONDS_PER_POINT = QUICK ? 0.2 : 0.7;
 
 interface ModelCase {
   readonly name: string;
@@ -38,36 +36,8 @@ const MODELS: ModelCase[] = [
   { name: 'medium', dims: [256, 1024, 1024, 512, 1], rows: Number(process.env['BENCH_ROWS_MEDIUM'] ?? (QUICK ? 20_000 : 200_000)) },
 ];
 
-const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
 
-function table(title: string, head: string[], rows: (string | number)[][]): void {
-  const cells = [head, ...rows.map((r) => r.map((c) => (typeof c === 'number' ? fmt(c) : c)))];
-  const widths = head.map((_, i) => Math.max(...cells.map((r) => String(r[i]).length)));
-  console.log(`\n${title}`);
-  for (const [k, r] of cells.entries()) {
-    console.log(`  ${r.map((c, i) => (i === 0 ? String(c).padEnd(widths[i]!) : String(c).padStart(widths[i]!))).join('  ')}`);
-    if (k === 0) console.log(`  ${widths.map((w) => '-'.repeat(w)).join('  ')}`);
-  }
-}
 
-/** Raw onnxruntime-node: the same session options inferq uses, one run at a time. */
-async function rawOrt(model: Uint8Array, width: number): Promise<Map<number, number>> {
-  const session = await ort.InferenceSession.create(model, { executionProviders: ['cpu'], graphOptimizationLevel: 'all' });
-  const result = new Map<number, number>();
-  for (const batch of BATCH_SIZES) {
-    const x = new ort.Tensor('float32', Float32Array.from({ length: batch * width }, (_, i) => Math.sin(i)), [batch, width]);
-    for (let i = 0; i < 3; i++) await session.run({ features: x });
-    let rows = 0;
-    const start = performance.now();
-    while (performance.now() - start < SECONDS_PER_POINT * 1000) {
-      await session.run({ features: x });
-      rows += batch;
-    }
-    result.set(batch, rows / ((performance.now() - start) / 1000));
-  }
-  await session.release();
-  return result;
-}
 
 /** The batcher alone: no-op runner (returns a preallocated output view), 1,000-row jobs. */
 async function batcherAlone(): Promise<number> {

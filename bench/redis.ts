@@ -29,7 +29,7 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
-import * as ort from 'onnxruntime-node';
+import { BATCH_SIZES, QUICK, fmt, rawOrt, table } from './common.js';
 import { Producer, decodeEnvelope } from '@inferq/producer';
 import type { TensorMap } from '@inferq/producer';
 import { buildMlp, forwardMlp, randomMlp } from '../examples/build/onnx-builder.js';
@@ -38,10 +38,7 @@ import { writeModel } from '../test/helpers/models.js';
 import { startRedis } from '../test/infra/redis.js';
 import type { RedisServer } from '../test/infra/redis.js';
 
-const QUICK = process.env['BENCH_QUICK'] === '1';
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const BATCH_SIZES = [1, 4, 16, 64, 256, 1024, 4096];
-const SECONDS_PER_POINT = QUICK ? 0.2 : 0.7;
 const CONCURRENCY = 256;
 /** Jobs enqueued but not yet replied to, at most. */
 const WINDOW = 2000;
@@ -61,7 +58,6 @@ const STALL_MS = 30_000;
 const SMALL = [64, 256, 128, 1];
 const MEDIUM = [256, 1024, 1024, 512, 1];
 
-const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
 
 /** Waits for `p` at most `ms` (clean-up steps must not hang when Redis is gone); never rejects. */
 async function bounded(p: Promise<unknown>, ms: number): Promise<void> {
@@ -78,34 +74,7 @@ function connectRedis(url: string): Redis {
   return r;
 }
 
-function table(title: string, head: string[], rows: (string | number)[][]): void {
-  const cells = [head, ...rows.map((r) => r.map((c) => (typeof c === 'number' ? fmt(c) : c)))];
-  const widths = head.map((_, i) => Math.max(...cells.map((r) => String(r[i]).length)));
-  console.log(`\n${title}`);
-  for (const [k, r] of cells.entries()) {
-    console.log(`  ${r.map((c, i) => (i === 0 ? String(c).padEnd(widths[i]!) : String(c).padStart(widths[i]!))).join('  ')}`);
-    if (k === 0) console.log(`  ${widths.map((w) => '-'.repeat(w)).join('  ')}`);
-  }
-}
 
-/** Raw onnxruntime-node as bench/main.ts measures it: one run at a time, per batch size. */
-async function rawOrt(model: Uint8Array, width: number, batchSizes: readonly number[] = BATCH_SIZES): Promise<Map<number, number>> {
-  const session = await ort.InferenceSession.create(model, { executionProviders: ['cpu'], graphOptimizationLevel: 'all' });
-  const result = new Map<number, number>();
-  for (const batch of batchSizes) {
-    const x = new ort.Tensor('float32', Float32Array.from({ length: batch * width }, (_, i) => Math.sin(i)), [batch, width]);
-    for (let i = 0; i < 3; i++) await session.run({ features: x });
-    let rows = 0;
-    const start = performance.now();
-    while (performance.now() - start < SECONDS_PER_POINT * 1000) {
-      await session.run({ features: x });
-      rows += batch;
-    }
-    result.set(batch, rows / ((performance.now() - start) / 1000));
-  }
-  await session.release();
-  return result;
-}
 
 function features(rows: number, width: number, seed = 0): TensorMap {
   const data = new Float32Array(rows * width);
