@@ -125,10 +125,10 @@ pq.write_table(t, sys.argv[1], row_group_size=7_000)`,
       await writeModel(repo, 'mlp', '1', smallMlp([4, 8, 1], 2));
       await mkdir(join(repo, 'broken', '1'), { recursive: true });
       await writeFile(join(repo, 'broken', '1', 'model.onnx'), 'definitely not onnx');
-      for (const name of ['good', 'nan', 'f64', 'wide', 'nocol', 'ragged']) files[name] = join(dir, `${name}.parquet`);
+      for (const name of ['good', 'nan', 'f64', 'wide', 'nocol', 'ragged', 'clash']) files[name] = join(dir, `${name}.parquet`);
       await runPython(
         `import sys, numpy as np, pyarrow as pa, pyarrow.parquet as pq
-d = dict(zip(['good','nan','f64','wide','nocol','ragged'], sys.argv[1:]))
+d = dict(zip(['good','nan','f64','wide','nocol','ragged','clash'], sys.argv[1:]))
 x = np.arange(40, dtype=np.float32).reshape(10, 4)
 lst = lambda a: pa.array(list(a))
 pq.write_table(pa.table({'features': lst(x)}), d['good'])
@@ -138,7 +138,8 @@ pq.write_table(pa.table({'features': lst(x.astype(np.float64))}), d['f64'])
 pq.write_table(pa.table({'features': lst(np.zeros((10, 5), np.float32))}), d['wide'])
 pq.write_table(pa.table({'feats': lst(x)}), d['nocol'])
 rows = [list(r) for r in x]; rows[6] = rows[6][:3]
-pq.write_table(pa.table({'features': pa.array(rows, type=pa.list_(pa.float32()))}), d['ragged'])`,
+pq.write_table(pa.table({'features': pa.array(rows, type=pa.list_(pa.float32()))}), d['ragged'])
+pq.write_table(pa.table({'features': lst(x), 'score': pa.array(np.zeros(10))}), d['clash'])`,
         Object.values(files),
       );
       const good = await readFile(files['good']!);
@@ -161,6 +162,7 @@ pq.write_table(pa.table({'features': pa.array(rows, type=pa.list_(pa.float32()))
       ['an unknown version', () => ['--input', files['good']!, '--version', '9'], /model "mlp" version "9" does not exist; served versions: 1/],
       ['a model that fails to load', () => ['--input', files['good']!, '--model', 'broken'], /model broken:1 \(.*model\.onnx\) failed to load/],
       ['an unwritable output path', () => ['--input', files['good']!, '--output', join(files['good']!, 'sub', 'out.parquet')], /good\.parquet\/sub\/out\.parquet": cannot create its folder/],
+      ['a passthrough column named like an output', () => ['--input', files['clash']!], /column "score" has the name of a model output/],
       ['a missing input file', () => ['--input', join(dir, 'nope.parquet')], /nope\.parquet/],
     ];
 

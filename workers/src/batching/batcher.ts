@@ -191,7 +191,8 @@ export class DynamicBatcher {
   }
 
   private admit(state: JobState): void {
-    const now = Date.now();
+    // Batching delays run on the monotonic sub-millisecond clock (deadlines stay on Date.now()).
+    const now = performance.now();
     const rows = state.job.rows;
     state.admitted = true;
     this.admittedRows += rows;
@@ -226,7 +227,7 @@ export class DynamicBatcher {
       this.dropSettledHead();
       if (this.pendingRowCount === 0) break;
       const oldest = this.pending[this.pendingHead]!;
-      const due = flush || this.closing || this.pendingRowCount >= maxBatchSize || Date.now() - oldest.enqueuedAt >= maxDelayMs;
+      const due = flush || this.closing || this.pendingRowCount >= maxBatchSize || performance.now() - oldest.enqueuedAt >= maxDelayMs;
       if (!due) {
         this.armTimer(oldest.enqueuedAt + maxDelayMs);
         return;
@@ -419,7 +420,7 @@ export class DynamicBatcher {
       this.timer = undefined;
       this.timerAt = Infinity;
       this.pump(false);
-    }, Math.max(0, at - Date.now()));
+    }, Math.max(0, at - performance.now()));
   }
 
   private clearTimer(): void {

@@ -13,7 +13,7 @@ import { RecordBatch, Schema, Struct, makeData } from 'apache-arrow';
 import type { Data, Field } from 'apache-arrow';
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { DataIOError, validateInputs } from '@inferq/shared';
+import { DataIOError, InvalidInputError, validateInputs } from '@inferq/shared';
 import { DTYPE_BYTES, elementCount } from '@inferq/shared';
 import type { NonFinitePolicy, Tensor, TensorMap, TensorSpec } from '@inferq/shared';
 import { DynamicBatcher } from '../batching/batcher.js';
@@ -59,7 +59,7 @@ export async function predictParquet(model: LoadedModel, options: PredictOptions
     const outputNames = new Set(model.outputs.map((o) => o.name));
     const clash = passthrough.find((f) => outputNames.has(f.name));
     if (clash !== undefined) {
-      throw new Error(`${source}: column "${clash.name}" has the name of a model output; rename it or the output`);
+      throw new InvalidInputError(`${source}: column "${clash.name}" has the name of a model output; rename the column`);
     }
     await makeParentDir(options.output);
     const writer = await createParquetWriter(options.output);
