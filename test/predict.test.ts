@@ -114,6 +114,25 @@ pq.write_table(t, sys.argv[1], row_group_size=7_000)`,
     expect(mean).toBeLessThanOrEqual(256);
   });
 
+  it('an empty input gives an empty output with the full schema', async () => {
+    const dir = await tempDir();
+    const repo = join(dir, 'models');
+    await writeModel(repo, 'mlp', '1', smallMlp([4, 8, 1], 2));
+    const input = join(dir, 'empty.parquet');
+    await runPython(
+      `import sys, pyarrow as pa, pyarrow.parquet as pq
+pq.write_table(pa.table({'id': pa.array([], pa.string()), 'features': pa.array([], pa.list_(pa.float32()))}), sys.argv[1])`,
+      [input],
+    );
+    const output = join(dir, 'out.parquet');
+    const res = await runCli(['predict', '--model-repo', repo, '--model', 'mlp', '--input', input, '--output', output, '--no-progress']);
+    expect(res.code, res.stderr).toBe(0);
+    const schema = await runPython(`import sys, pyarrow.parquet as pq
+t = pq.read_table(sys.argv[1])
+print(t.num_rows, t.column_names)`, [output]);
+    expect(schema.trim()).toBe("0 ['id', 'score']");
+  });
+
   describe('bad input: a clear error naming the value, non-zero exit, no output', () => {
     let dir: string;
     let repo: string;

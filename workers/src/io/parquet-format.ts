@@ -177,7 +177,8 @@ function parseColumnChunk(cc: ThriftStruct, what: string, dataEnd: number): Colu
   const start = dictOffset !== undefined && dictOffset > 0 && dictOffset < dataPageOffset ? dictOffset : dataPageOffset;
   const totalCompressedSize = int(m, 7, `${what} total_compressed_size`);
   const numValues = int(m, 5, `${what} num_values`);
-  if (start < 4 || totalCompressedSize < 0 || start + totalCompressedSize > dataEnd || numValues < 0) {
+  // An empty chunk (a 0-row row group, as pyarrow writes for an empty table) is never read.
+  if (numValues !== 0 && (start < 4 || totalCompressedSize < 0 || start + totalCompressedSize > dataEnd || numValues < 0)) {
     throw new CorruptDataError(`${what} points outside the file (offset ${start}, ${totalCompressedSize} bytes)`);
   }
   return {

@@ -142,7 +142,7 @@ class Reader implements ParquetReader {
     );
     const struct = new Struct(schema.fields as Field[]);
     // Column chunks are read one ahead of decoding (I/O overlaps CPU) into two reused buffers.
-    const jobs = this.meta.rowGroups.flatMap((rg, g) => plans.map((plan) => ({ g, rg, plan })));
+    const jobs = this.meta.rowGroups.flatMap((rg, g) => (rg.numRows === 0 ? [] : plans.map((plan) => ({ g, rg, plan }))));
     const buffers = [new Uint8Array(0), new Uint8Array(0)];
     const scratch = new Scratch();
     const read = async (k: number): Promise<Uint8Array> => {

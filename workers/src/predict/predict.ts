@@ -14,7 +14,7 @@ import type { Data, Field } from 'apache-arrow';
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { DataIOError, InvalidInputError, validateInputs } from '@inferq/shared';
-import { DTYPE_BYTES, elementCount } from '@inferq/shared';
+import { DTYPE_BYTES, allocate, elementCount } from '@inferq/shared';
 import type { NonFinitePolicy, Tensor, TensorMap, TensorSpec } from '@inferq/shared';
 import { DynamicBatcher } from '../batching/batcher.js';
 import type { LoadedModel } from '../models/loaded-model.js';
@@ -62,7 +62,11 @@ export async function predictParquet(model: LoadedModel, options: PredictOptions
       throw new InvalidInputError(`${source}: column "${clash.name}" has the name of a model output; rename the column`);
     }
     await makeParentDir(options.output);
-    const writer = await createParquetWriter(options.output);
+    // The schema is known before any row: an empty input still gives a valid (empty) output.
+    const outputFields = model.outputs.map(
+      (o) => tensorToColumn(o.name, { dtype: o.dtype, shape: [0, ...o.shape.slice(1).map((d) => Math.max(1, d))], data: allocate(o.dtype, 0) }).field,
+    );
+    const writer = await createParquetWriter(options.output, { schema: new Schema([...passthrough, ...outputFields]) });
     const { maxBatchSize } = model.batching;
     const chunkRows = options.chunkRows ?? defaultChunkRows(model.inputs, maxBatchSize);
     const window = options.window ?? 8;
