@@ -45,7 +45,8 @@ export interface RedisWorkerOptions {
   readonly queue: string;
   /** Key prefix. Default "inferq". */
   readonly prefix?: string;
-  readonly models: ModelPool;
+  /** Where models come from (a ModelPool; anything with its `get`). */
+  readonly models: Pick<ModelPool, 'get'>;
   readonly logger: Logger;
   /** Jobs in flight at once (enough to fill batches). Default 256. */
   readonly concurrency?: number;
