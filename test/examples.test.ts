@@ -14,6 +14,7 @@ import { buildMlp, forwardMlp, randomMlp } from '../examples/build/onnx-builder.
 import type { MlpSpec } from '../examples/build/onnx-builder.js';
 import { createRng } from '../examples/build/rng.js';
 import { trainMlp } from '../examples/build/train.js';
+import { pearson } from '../examples/build/stats.js';
 
 const examplePath = (rel: string): string => fileURLToPath(new URL(`../examples/${rel}`, import.meta.url));
 
@@ -73,17 +74,6 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
   return a.reduce((m, v, i) => Math.max(m, Math.abs(v - (b[i] as number))), 0);
 }
 
-function pearson(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  const n = a.length;
-  let [ma, mb] = [0, 0];
-  for (let i = 0; i < n; i++) [ma, mb] = [ma + (a[i] as number) / n, mb + (b[i] as number) / n];
-  let [sab, saa, sbb] = [0, 0, 0];
-  for (let i = 0; i < n; i++) {
-    const [da, db] = [(a[i] as number) - ma, (b[i] as number) - mb];
-    [sab, saa, sbb] = [sab + da * db, saa + da * da, sbb + db * db];
-  }
-  return sab / Math.sqrt(saa * sbb);
-}
 
 describe('examples/build/onnx-builder', () => {
   it('encodes a random MLP that onnxruntime-node runs exactly like forwardMlp, at any batch size', async () => {

@@ -21,6 +21,7 @@ import { buildMlp } from './onnx-builder.js';
 import type { MlpLayer, MlpSpec } from './onnx-builder.js';
 import { floatListColumn, toParquet } from './parquet.js';
 import { trainMlp } from './train.js';
+import { pearson } from './stats.js';
 
 const EXAMPLES = dirname(dirname(fileURLToPath(import.meta.url)));
 const SPLIT_SEED = 20240917;
@@ -105,17 +106,6 @@ const concatRows = (b: Bookings): Float32Array => {
   return x;
 };
 
-function pearson(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  const n = a.length;
-  let [ma, mb] = [0, 0];
-  for (let i = 0; i < n; i++) [ma, mb] = [ma + (a[i] as number) / n, mb + (b[i] as number) / n];
-  let [sab, saa, sbb] = [0, 0, 0];
-  for (let i = 0; i < n; i++) {
-    const [da, db] = [(a[i] as number) - ma, (b[i] as number) - mb];
-    [sab, saa, sbb] = [sab + da * db, saa + da * da, sbb + db * db];
-  }
-  return sab / Math.sqrt(saa * sbb);
-}
 
 const BOOKING_CONFIG = `inputs:
   - { name: user, dtype: float32, shape: [-1, 8] }
