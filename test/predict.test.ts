@@ -109,6 +109,17 @@ pq.write_table(t, sys.argv[1], row_group_size=7_000)`,
     expect(c.types).toEqual(['string', 'int64', 'float']);
     expect(c.passthrough_equal).toBe(true);
     expect(c.max_abs_diff).toBeLessThan(1e-5);
+    // A NaN deep in the same file is reported with its absolute row number.
+    const nanInput = join(dir, 'nan-deep.parquet');
+    await runPython(
+      `import sys, numpy as np, pyarrow as pa, pyarrow.parquet as pq
+x = np.zeros((50_000, 4), np.float32); x[43_210, 1] = np.inf
+pq.write_table(pa.table({'features': pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 4)}), sys.argv[1], row_group_size=7_000)`,
+      [nanInput],
+    );
+    const bad = await runCli(['predict', '--model-repo', repo, '--model', 'mlp', '--input', nanInput, '--output', join(dir, 'nan-out.parquet'), '--no-progress']);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/nan-deep\.parquet": input "features": non-finite value Infinity at row 43210, column 1/);
     const mean = Number(/mean batch ([\d.]+) rows/.exec(res.stdout)?.[1]);
     expect(mean).toBeGreaterThan(200); // rows of consecutive row groups merge into full batches
     expect(mean).toBeLessThanOrEqual(256);

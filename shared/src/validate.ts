@@ -16,6 +16,8 @@ export interface ValidateContext {
   readonly version: string;
   /** Default 'reject'. */
   readonly nonFinite?: NonFinitePolicy;
+  /** Added to row numbers in messages (a chunk of a larger file). Default 0. */
+  readonly rowOffset?: number;
 }
 
 /** Shape of a declared spec for messages: the batch dimension shows as `n`, other -1 as `?`. */
@@ -56,7 +58,7 @@ export function validateInputs(tensors: TensorMap, inputs: readonly TensorSpec[]
       const bad = firstNonFinite(data);
       if (bad >= 0) {
         const width = r === 0 ? 1 : data.length / r;
-        throw err(`input "${spec.name}": non-finite value ${data[bad]} at row ${Math.floor(bad / width)}, column ${bad % width}`);
+        throw err(`input "${spec.name}": non-finite value ${data[bad]} at row ${(ctx.rowOffset ?? 0) + Math.floor(bad / width)}, column ${bad % width}`);
       }
     }
   }

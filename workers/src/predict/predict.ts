@@ -95,12 +95,11 @@ export async function predictParquet(model: LoadedModel, options: PredictOptions
         options.signal?.throwIfAborted();
         const tensors: Record<string, Tensor> = {};
         for (const b of bindings) tensors[b.spec.name] = columnToTensor(batch, b, firstRow, source);
-        validateInputs(tensors, model.inputs, {
-          jobId: `${options.input}@${firstRow}`,
-          model: model.name,
-          version: model.version,
-          nonFinite: options.nonFinite ?? 'reject',
-        });
+        try {
+          validateInputs(tensors, model.inputs, { model: model.name, version: model.version, nonFinite: options.nonFinite ?? 'reject', rowOffset: firstRow });
+        } catch (err) {
+          throw err instanceof InvalidInputError ? new InvalidInputError(`${source}: ${err.message}`, { cause: err, model: model.name, version: model.version }) : err;
+        }
         const result = batcher
           .submit({ id: `${options.input}@${firstRow}`, tensors, rows: batch.numRows })
           .then((outputs) => assemble(batch, passthrough, outputs));
