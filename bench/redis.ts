@@ -425,7 +425,7 @@ export async function redisBench(): Promise<void> {
     const w = worker;
     const diagnose = (): string => w.tail();
     const pids = { producer: process.pid, worker: worker.pid, redis: redisPid };
-    const producer = (payload: 'key' | 'inline', q = queue, linger?: { ms: number }): Producer => {
+    const producer = (payload: 'auto' | 'key' | 'inline', q = queue, linger?: { ms: number }): Producer => {
       const p = new Producer({ redis: url, queue: q, payload, ...(linger === undefined ? {} : { linger }) });
       producers.push(p);
       return p;
@@ -512,7 +512,7 @@ export async function redisBench(): Promise<void> {
     const inferqOne = await drive(N.oneRow, () => p.enqueue('small', one, { replyTo: c1.stream }), c1, pids, diagnose);
     cpuRow('end to end, small, 1-row jobs, inferq', inferqOne);
     // The same 1-row enqueue() calls with the producer's linger (2 ms): many jobs per queue message.
-    const pl = producer('key', queue, { ms: 2 });
+    const pl = producer('auto', queue, { ms: 2 });
     const cl = counter('one-row-linger');
     const lingerOne = await drive(N.oneRow, () => pl.enqueue('small', one, { replyTo: cl.stream }), cl, pids, diagnose);
     cpuRow('end to end, small, 1-row jobs, inferq + linger 2 ms', lingerOne);
@@ -545,7 +545,7 @@ export async function redisBench(): Promise<void> {
     const nq = N.oneRow / naiveOne.seconds;
     table(`1-row jobs end to end, small MLP, ${fmt(N.oneRow)} jobs, concurrency ${CONCURRENCY} (rows/s = jobs/s)`, ['worker', 'rows/s', 'enqueue rows/s', 'vs naive'], [
       ['inferq (batcher, envelope, payload key)', iq, N.oneRow / inferqOne.enqueueSeconds, (iq / nq).toFixed(2)],
-      ['inferq + producer linger 2 ms (bundles)', N.oneRow / lingerOne.seconds, N.oneRow / lingerOne.enqueueSeconds, (N.oneRow / lingerOne.seconds / nq).toFixed(2)],
+      ['inferq + producer linger 2 ms (bundles, payload auto)', N.oneRow / lingerOne.seconds, N.oneRow / lingerOne.enqueueSeconds, (N.oneRow / lingerOne.seconds / nq).toFixed(2)],
       ['naive BullMQ worker (1 job = 1 session.run)', nq, N.oneRow / naiveOne.enqueueSeconds, '1.00'],
       ['(reference: inferq, 1,000-row jobs, from above)', smallThousand, '', (smallThousand / nq).toFixed(2)],
     ]);

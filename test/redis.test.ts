@@ -72,7 +72,7 @@ describe('Redis transport', () => {
   it('predict(): enqueue → worker → reply, numerically equal to a direct forward pass, rows in order', async () => {
     const queue = newQueue();
     const w = await inProcessWorker(queue);
-    const producer = new Producer({ redis: url, queue });
+    const producer = new Producer({ redis: url, queue, payload: 'key' });
     try {
       for (const rows of [1, 7, 300]) {
         const x = features(rows, rows);
@@ -94,13 +94,30 @@ describe('Redis transport', () => {
     }
   });
 
-  it('the inline (base64) payload mode works the same', async () => {
+  it('the inline (base64) and auto payload modes work the same; auto puts small jobs inline and large ones under a key', async () => {
     const queue = newQueue();
     const w = await inProcessWorker(queue);
     const producer = new Producer({ redis: url, queue, payload: 'inline' });
     try {
       const x = features(5, 3);
       expectMatches(await producer.predict('mlp', x, { timeoutMs: 10_000 }), x);
+      const auto = new Producer({ redis: url, queue, inlineMaxBytes: 1024 });
+      const q = new Queue(queue, { connection: { url }, prefix: 'inferq' });
+      try {
+        await auto.enqueue('mlp', features(2, 1), { jobId: 'small-one', delay: 60_000 });
+        await auto.enqueue('mlp', features(200, 1), { jobId: 'big-one', delay: 60_000 });
+        const small = await q.getJob('small-one');
+        const big = await q.getJob('big-one');
+        expect(typeof small?.data.b64).toBe('string');
+        expect(small?.data.key).toBeUndefined();
+        expect(big?.data.key).toBe(`inferq:${queue}:payload:big-one`);
+        expect(await redis.exists(`inferq:${queue}:payload:big-one`)).toBe(1);
+        expect(await redis.exists(`inferq:${queue}:payload:small-one`)).toBe(0);
+        expectMatches(await auto.predict('mlp', x, { timeoutMs: 10_000 }), x);
+      } finally {
+        await q.close();
+        await auto.close();
+      }
     } finally {
       await producer.close();
       await w.close();
@@ -411,9 +428,9 @@ describe('Redis workers as processes', () => {
     const q = new Queue(queue, { connection: { url }, prefix: 'inferq' });
     try {
       await first.ready;
-      const n = 4000;
+      const n = 3000;
       for (let i = 0; i < n; i += 500) {
-        await Promise.all(Array.from({ length: 500 }, (_, k) => producer.enqueue('mlp', features(50, i + k), { jobId: `t-${i + k}`, replyTo: stream })));
+        await Promise.all(Array.from({ length: 500 }, (_, k) => producer.enqueue('mlp', features(1000, i + k), { jobId: `t-${i + k}`, replyTo: stream })));
       }
       await waitFor(async () => (await redis.xlen(stream)) >= 200, 'work under way', 60_000, 20);
       const t0 = Date.now();
