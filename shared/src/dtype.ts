@@ -29,23 +29,6 @@ export const DTYPE_BYTES: Readonly<Record<DType, number>> = {
   bool: 1,
 };
 
-/** Wire codes; stable forever (append only). */
-export const DTYPE_CODES: Readonly<Record<DType, number>> = {
-  float32: 1,
-  float64: 2,
-  int32: 3,
-  int64: 4,
-  uint8: 5,
-  int8: 6,
-  bool: 7,
-};
-
-const CODE_TO_DTYPE = new Map<number, DType>(DTYPES.map((d) => [DTYPE_CODES[d], d]));
-
-export function dtypeFromCode(code: number): DType | undefined {
-  return CODE_TO_DTYPE.get(code);
-}
-
 export function isDType(value: unknown): value is DType {
   return typeof value === 'string' && (DTYPES as readonly string[]).includes(value);
 }
@@ -88,12 +71,3 @@ export function allocate(dtype: DType, length: number): TypedArray {
   }
 }
 
-/** The dtype a typed array holds (bool cannot be told from uint8: pass it explicitly). */
-export function dtypeOfArray(array: TypedArray): DType {
-  if (array instanceof Float32Array) return 'float32';
-  if (array instanceof Float64Array) return 'float64';
-  if (array instanceof Int32Array) return 'int32';
-  if (array instanceof BigInt64Array) return 'int64';
-  if (array instanceof Int8Array) return 'int8';
-  return 'uint8';
-}

@@ -1,5 +1,5 @@
 export { crc32 } from './checksum.js';
-export { DTYPES, DTYPE_BYTES, DTYPE_CODES, allocate, dtypeFromCode, dtypeOfArray, isDType, viewOf } from './dtype.js';
+export { DTYPES, DTYPE_BYTES, allocate, isDType, viewOf } from './dtype.js';
 export type { DType, TypedArray, TypedArrayByDType } from './dtype.js';
 export { ENVELOPE_VERSION, MAX_ENVELOPE_BYTES, decodeEnvelope, encodeEnvelope } from './envelope.js';
 export type { Envelope, EnvelopeMeta } from './envelope.js';

@@ -75,60 +75,53 @@ export function bindInputs(schema: Schema, inputs: readonly TensorSpec[], source
   });
 }
 
-/** One model input tensor from a record batch column; checks nulls and row widths. */
+/**
+ * One model input tensor from a record batch column; checks nulls and row widths.
+ * A record batch holds exactly one Data per column, so this is a view (bools, which
+ * Arrow bit-packs, are unpacked to one byte each).
+ */
 export function columnToTensor(batch: RecordBatch, binding: InputBinding, firstRow: number, source: string): Tensor {
-  const vector = batch.getChild(binding.column);
-  if (vector === null) throw new InvalidInputError(`${source}: column "${binding.column}" vanished from a record batch`);
+  const data = batch.data.children[batch.schema.fields.findIndex((f) => f.name === binding.column)];
+  if (data === undefined) throw new InvalidInputError(`${source}: column "${binding.column}" vanished from a record batch`);
   const rows = batch.numRows;
   const shape = [rows, ...binding.spec.shape.slice(1)];
   const where = (row: number): string => `${source}: column "${binding.column}" row ${firstRow + row}`;
-  const parts: TypedArray[] = [];
-  for (const data of vector.data as Data[]) {
-    if (data.nullCount > 0) {
-      const row = firstNull(data);
-      throw new InvalidInputError(`${where(row)}: null value (model input "${binding.spec.name}" needs ${describeSpec(binding.spec)})`);
-    }
-    if (binding.layout === 'scalar') {
-      parts.push((data.values as TypedArray).subarray(data.offset, data.offset + data.length));
-      continue;
-    }
-    const child = data.children[0]!;
-    if (child.nullCount > 0) throw new InvalidInputError(`${where(0)}: null element inside a list`);
-    const w = binding.width;
-    if (binding.layout === 'fixed') {
-      const start = (data.offset + child.offset) * w;
-      parts.push((child.values as TypedArray).subarray(start, start + data.length * w));
-      continue;
-    }
+  const needs = `model input "${binding.spec.name}" needs ${describeSpec(binding.spec)}`;
+  if (data.nullCount > 0) throw new InvalidInputError(`${where(firstNull(data))}: null value (${needs})`);
+  if (binding.layout === 'scalar') return { dtype: binding.spec.dtype, shape, data: valuesOf(data, 0, rows) };
+  const child = data.children[0]!;
+  if (child.nullCount > 0) throw new InvalidInputError(`${where(0)}: null element inside a list`);
+  const w = binding.width;
+  let start = 0; // a sliced fixed_size_list's child is sliced with it
+  if (binding.layout === 'list') {
+    // Arrow JS slices valueOffsets with the Data; they index the (unsliced) child.
     const offsets = data.valueOffsets as Int32Array;
-    const base = offsets[data.offset]!;
-    for (let i = 0; i < data.length; i++) {
-      const len = offsets[data.offset + i + 1]! - offsets[data.offset + i]!;
-      if (len !== w) {
-        throw new InvalidInputError(`${where(i)}: list of length ${len}, model input "${binding.spec.name}" needs ${describeSpec(binding.spec)}`);
-      }
+    for (let i = 0; i < rows; i++) {
+      const len = offsets[i + 1]! - offsets[i]!;
+      if (len !== w) throw new InvalidInputError(`${where(i)}: list of length ${len}, ${needs}`);
     }
-    const start = child.offset + base;
-    parts.push((child.values as TypedArray).subarray(start, start + data.length * w));
+    start = offsets[0]!;
   }
-  return { dtype: binding.spec.dtype, shape, data: concat(parts, rows * binding.width) };
+  return { dtype: binding.spec.dtype, shape, data: valuesOf(child, start, rows * w) };
+}
+
+/**
+ * `length` values from logical element `start` of a flat Arrow Data. Arrow JS slices
+ * fixed-width `values` with the Data (a view is returned); booleans stay bit-packed with
+ * a bit offset and are unpacked to one byte each.
+ */
+function valuesOf(data: Data, start: number, length: number): TypedArray {
+  if (data.typeId !== Type.Bool) return (data.values as TypedArray).subarray(start, start + length);
+  const bits = data.values as Uint8Array;
+  const first = data.offset + start;
+  const out = new Uint8Array(length);
+  for (let i = 0; i < length; i++) out[i] = (bits[(first + i) >> 3]! >> ((first + i) & 7)) & 1;
+  return out;
 }
 
 function firstNull(data: Data): number {
   for (let i = 0; i < data.length; i++) if (!data.getValid(i)) return i;
   return 0;
-}
-
-function concat(parts: TypedArray[], length: number): TypedArray {
-  if (parts.length === 1) return parts[0]!;
-  const Ctor = parts[0]!.constructor as new (n: number) => TypedArray;
-  const out = new Ctor(length);
-  let at = 0;
-  for (const p of parts) {
-    (out as Float32Array).set(p as Float32Array, at);
-    at += p.length;
-  }
-  return out;
 }
 
 function arrowScalarType(dtype: DType): DataType {
