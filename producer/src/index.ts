@@ -9,3 +9,5 @@ export { Subscription } from './subscription.js';
 export type { SubscribeOptions } from './subscription.js';
 export { ClosedError, EnvelopeError, InferqError, InvalidInputError, decodeEnvelope, encodeEnvelope } from '@inferq/shared';
 export type { DType, Envelope, EnvelopeMeta, Tensor, TensorMap } from '@inferq/shared';
+export { KafkaProducer, parseKafkaReply } from './kafka.js';
+export type { KafkaEnqueueOptions, KafkaPredictOptions, KafkaProducerOptions, KafkaSubscribeOptions, ReplySubscription } from './kafka.js';

@@ -24,5 +24,17 @@ export { describe, elementCount } from './tensor.js';
 export type { Tensor, TensorMap } from './tensor.js';
 export { describeSpec, firstNonFinite, validateInputs } from './validate.js';
 export type { NonFinitePolicy, ValidateContext } from './validate.js';
-export { DEFAULT_PREFIX, DEFAULT_QUEUE, REPLY_FIELDS, checkJobData, decodeBundle, encodeBundle, redisKeys } from './protocol.js';
+export {
+  DEFAULT_PREFIX,
+  DEFAULT_QUEUE,
+  ENVELOPE_CONTENT_TYPE,
+  KAFKA_HEADERS,
+  REPLY_FIELDS,
+  checkJobData,
+  decodeBundle,
+  encodeBundle,
+  kafkaDeadLetterTopic,
+  kafkaReplyTopic,
+  redisKeys,
+} from './protocol.js';
 export type { JobData, RedisKeys } from './protocol.js';

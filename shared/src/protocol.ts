@@ -110,3 +110,39 @@ export function decodeBundle(bytes: Uint8Array): Uint8Array[] {
 }
 
 const align8 = (n: number): number => (n + 7) & ~7;
+
+/** Content type of an inferq envelope (the `content-type` header of Kafka messages). */
+export const ENVELOPE_CONTENT_TYPE = 'application/x-inferq-envelope';
+
+/**
+ * Kafka message headers. Requests: key = job id (or the caller's partition key), value =
+ * the envelope, headers id/model/version/reply-to/content-type (the envelope stays the
+ * authority; the headers let a worker name the job and answer its caller even when the
+ * value is corrupt). Replies: key = job id, value = the result envelope, or empty with
+ * status "error" and the error headers. Dead letters: the original key and value, with
+ * the reason and where the message came from.
+ */
+export const KAFKA_HEADERS = {
+  id: 'inferq-id',
+  model: 'inferq-model',
+  version: 'inferq-version',
+  replyTo: 'inferq-reply-to',
+  /** Row count of the request (lets a worker bound rows in flight before decoding). */
+  rows: 'inferq-rows',
+  contentType: 'content-type',
+  status: 'inferq-status',
+  error: 'inferq-error',
+  kind: 'inferq-kind',
+  sourceTopic: 'inferq-source-topic',
+  sourcePartition: 'inferq-source-partition',
+  sourceOffset: 'inferq-source-offset',
+  attempts: 'inferq-attempts',
+  ts: 'inferq-ts',
+  /** The worker that answered (host:pid), on replies and dead letters. */
+  worker: 'inferq-worker',
+} as const;
+
+/** Default dead-letter topic of a request topic. */
+export const kafkaDeadLetterTopic = (topic: string): string => `${topic}.dead`;
+/** Default reply topic of a producer's predict() calls on a request topic. */
+export const kafkaReplyTopic = (topic: string): string => `${topic}.replies`;

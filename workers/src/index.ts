@@ -19,3 +19,7 @@ export type { OnnxRunnerOptions } from './runners/onnx.js';
 export type { OrtSession, OrtSessionFactory } from './runners/ort-session.js';
 export { formatDevice } from './runners/runner.js';
 export type { Device, Runner } from './runners/runner.js';
+export { KafkaWorker } from './transports/kafka.js';
+export type { KafkaWorkerOptions, KafkaWorkerStats } from './transports/kafka.js';
+export { OffsetTracker } from './transports/offsets.js';
+export type { TopicPartitionOffset } from './transports/offsets.js';

@@ -11,6 +11,7 @@ import { loadModel } from '../models/loaded-model.js';
 import { ModelRepository } from '../models/repository.js';
 import { ModelPool } from '../models/model-pool.js';
 import { predictParquet } from '../predict/predict.js';
+import { KafkaWorker } from '../transports/kafka.js';
 import { RedisWorker } from '../transports/redis.js';
 import { parseDevice } from '../runners/device.js';
 import { formatDevice } from '../runners/runner.js';
@@ -78,8 +79,13 @@ async function predictCommand(flags: PredictFlags): Promise<void> {
 }
 
 interface WorkerFlags {
-  transport: 'redis';
+  transport: 'redis' | 'kafka';
   queue: string;
+  topic: string;
+  group: string;
+  brokers: string;
+  deadLetterTopic?: string;
+  sessionTimeoutMs?: number;
   redis: string;
   prefix?: string;
   modelRepo: string;
@@ -111,16 +117,30 @@ async function workerCommand(flags: WorkerFlags): Promise<void> {
     await pool.close(); // models that did load hold worker threads: release them so the process can exit
     throw err;
   }
-  const worker = new RedisWorker({
-    redis: flags.redis,
-    queue: flags.queue,
-    ...(flags.prefix === undefined ? {} : { prefix: flags.prefix }),
-    models: pool,
-    logger,
-    concurrency: flags.concurrency,
-    ...(flags.lockDurationMs === undefined ? {} : { lockDurationMs: flags.lockDurationMs }),
-    nonFinite: flags.nan,
-  });
+  const worker =
+    flags.transport === 'kafka'
+      ? new KafkaWorker({
+          brokers: flags.brokers.split(',').map((b) => b.trim()).filter((b) => b !== ''),
+          topic: flags.topic,
+          group: flags.group,
+          ...(flags.deadLetterTopic === undefined ? {} : { deadLetterTopic: flags.deadLetterTopic }),
+          ...(flags.sessionTimeoutMs === undefined ? {} : { sessionTimeoutMs: flags.sessionTimeoutMs }),
+          models: pool,
+          logger,
+          maxInFlightMessages: flags.concurrency * 16,
+          nonFinite: flags.nan,
+        })
+      : new RedisWorker({
+          redis: flags.redis,
+          queue: flags.queue,
+          ...(flags.prefix === undefined ? {} : { prefix: flags.prefix }),
+          models: pool,
+          logger,
+          concurrency: flags.concurrency,
+          ...(flags.lockDurationMs === undefined ? {} : { lockDurationMs: flags.lockDurationMs }),
+          nonFinite: flags.nan,
+        });
+  const source = flags.transport === 'kafka' ? `topic "${flags.topic}" (group "${flags.group}")` : `queue "${flags.queue}"`;
   let stopping: Promise<void> | undefined;
   const stop = (signal: NodeJS.Signals): Promise<void> => {
     stopping ??= (async () => {
@@ -139,7 +159,7 @@ async function workerCommand(flags: WorkerFlags): Promise<void> {
     process.once('SIGTERM', onSignal);
     process.once('SIGINT', onSignal);
     worker.start().then(
-      () => process.stdout.write(`inferq worker: serving queue "${flags.queue}" on ${formatDevice(device)} (pid ${process.pid})\n`),
+      () => process.stdout.write(`inferq worker: serving ${source} on ${formatDevice(device)} (pid ${process.pid})\n`),
       reject,
     );
   });
@@ -168,14 +188,19 @@ export function buildProgram(): Command {
   program
     .command('worker')
     .description('Serve a queue: pull feature batches, batch them dynamically, run the model, reply / write results.')
-    .addOption(new Option('--transport <kind>', 'queue transport').choices(['redis']).default('redis'))
+    .addOption(new Option('--transport <kind>', 'queue transport').choices(['redis', 'kafka']).default('redis'))
     .option('--queue <name>', 'queue name (Redis)', 'inferq')
     .option('--redis <url>', 'Redis URL', process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379')
-    .option('--prefix <prefix>', 'key prefix (default "inferq")')
+    .option('--prefix <prefix>', 'key prefix (Redis; default "inferq")')
+    .option('--topic <name>', 'request topic (Kafka)', 'inferq')
+    .option('--group <id>', 'consumer group (Kafka): workers of one group share the partitions', 'inferq-workers')
+    .option('--brokers <host:port,…>', 'Kafka bootstrap brokers', process.env['KAFKA_BROKERS'] ?? '127.0.0.1:9092')
+    .option('--dead-letter-topic <name>', 'dead-letter topic (Kafka; default <topic>.dead)')
+    .option('--session-timeout-ms <n>', 'Kafka: a worker silent this long leaves the group and its partitions move (default 30000)', positiveInt)
     .requiredOption('--model-repo <dir>', 'model repository')
     .option('--models <a,b>', 'serve only these models, loaded and warmed at start (default: any, loaded on first use)')
     .option('--device <device>', 'cpu or cuda:N', 'cpu')
-    .option('--concurrency <n>', 'jobs in flight (enough to fill batches)', positiveInt, 256)
+    .option('--concurrency <n>', 'jobs in flight (enough to fill batches; Kafka: the topic is paused at 16× this many messages)', positiveInt, 256)
     .option('--max-batch <n>', 'largest batch in rows (overrides config.yaml)', positiveInt)
     .option('--max-delay-ms <n>', 'longest wait for a batch to fill', Number)
     .option('--threads <n>', 'ONNX Runtime intra-op threads (default: CPU count)', positiveInt)

@@ -22,7 +22,6 @@ import { Redis } from 'ioredis';
 import type { ChainableCommander } from 'ioredis';
 import {
   DEFAULT_PREFIX,
-  DeadlineExceededError,
   InferqError,
   InvalidInputError,
   REPLY_FIELDS,
@@ -32,12 +31,12 @@ import {
   encodeEnvelope,
   jobSuffix,
   redisKeys,
-  validateInputs,
 } from '@inferq/shared';
-import type { Envelope, JobData, NonFinitePolicy, RedisKeys, TensorMap } from '@inferq/shared';
+import type { Envelope, JobData, NonFinitePolicy, RedisKeys } from '@inferq/shared';
 import type { Logger } from '../logging.js';
-import type { LoadedModel } from '../models/loaded-model.js';
 import type { ModelPool } from '../models/model-pool.js';
+import { inferEnvelope } from './infer.js';
+import type { Inference } from './infer.js';
 
 export interface RedisWorkerOptions {
   /** Redis URL. */
@@ -209,16 +208,8 @@ export class RedisWorker {
     return { rows };
   }
 
-  /** Validates an envelope against its model and runs it through the model's batcher. */
-  private async infer(envelope: Envelope): Promise<{ model: LoadedModel; outputs: TensorMap; rows: number }> {
-    const id = envelope.id;
-    const model = await this.opts.models.get(envelope.model, envelope.version);
-    const rows = validateInputs(envelope.tensors, model.inputs, { jobId: id, model: model.name, version: model.version, nonFinite: this.opts.nonFinite ?? 'reject' });
-    if (envelope.deadline !== undefined && envelope.deadline <= Date.now()) {
-      throw new DeadlineExceededError(`job deadline passed ${Date.now() - envelope.deadline} ms before it started${jobSuffix(id)}`, { jobId: id, model: model.name });
-    }
-    const outputs = await model.batcher.submit({ id, tensors: envelope.tensors, rows, deadline: envelope.deadline });
-    return { model, outputs, rows };
+  private infer(envelope: Envelope): Promise<Inference> {
+    return inferEnvelope(this.opts.models, envelope, this.opts.nonFinite ?? 'reject');
   }
 
   private shouldRetry(job: Job, err: unknown): boolean {
@@ -240,7 +231,7 @@ export class RedisWorker {
     return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
   }
 
-  private addReply(pipeline: ChainableCommander, envelope: Envelope, result: { model: LoadedModel; outputs: TensorMap }): void {
+  private addReply(pipeline: ChainableCommander, envelope: Envelope, result: Inference): void {
     const bytes = encodeEnvelope({ id: envelope.id, model: result.model.name, version: result.model.version, rowIds: envelope.rowIds }, result.outputs);
     this.addReplyFields(pipeline, envelope.replyTo!, envelope.id, ['status', 'ok', 'env', Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)]);
   }

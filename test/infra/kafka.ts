@@ -1,0 +1,163 @@
+/**
+ * A real Apache Kafka broker (KRaft, one node acting as broker and controller) on
+ * loopback ports, for tests. No Docker: the broker jars come from Maven Central
+ * through test/infra/kafka/pom.xml (`mvn dependency:copy-dependencies`) and are
+ * cached in ~/.cache/inferq/kafka-<version>/libs; the storage is formatted with
+ * kafka.tools.StorageTool and the broker runs as `java -cp 'libs/*' kafka.Kafka`.
+ * `KAFKA_BROKERS` set in the environment points the suites at an external cluster.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { homedir, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Kafka, logLevel } from 'kafkajs';
+import { freePort } from './redis.js';
+
+export const KAFKA_VERSION = '3.9.1';
+
+export interface KafkaServer {
+  /** "127.0.0.1:port", for kafkajs `brokers`. */
+  readonly brokers: string[];
+  readonly version: string;
+  /** Stops the broker (SIGTERM, then SIGKILL after 20 s). Its data stays. */
+  stop(): Promise<void>;
+  /** Starts it again on the same ports and data (for restart tests). */
+  start(): Promise<void>;
+  /** Stops it and deletes its data. */
+  destroy(): Promise<void>;
+}
+
+const cacheRoot = (): string => process.env['INFERQ_CACHE'] ?? join(homedir(), '.cache', 'inferq');
+
+/** Fetches the broker jars for `version` once (Maven Central through the throw-away pom); returns the libs folder. */
+export function kafkaLibs(version = KAFKA_VERSION): string {
+  const dir = join(cacheRoot(), `kafka-${version}`);
+  const libs = join(dir, 'libs');
+  const done = join(dir, '.complete');
+  if (existsSync(done)) return libs;
+  if (spawnSync('java', ['-version'], { stdio: 'ignore' }).status !== 0) throw new Error('java is not on PATH: the test Kafka broker needs Java 17 (or set KAFKA_BROKERS to an external cluster)');
+  mkdirSync(dir, { recursive: true });
+  const pom = join(dirname(fileURLToPath(import.meta.url)), 'kafka', 'pom.xml');
+  // Kafka 4 logs through slf4j 2; 3.x through slf4j 1.7.
+  const slf4j = Number(version.split('.')[0]) >= 4 ? '2.0.16' : '1.7.36';
+  console.error(`[test/infra] fetching Apache Kafka ${version} jars from Maven Central into ${libs} (once)`);
+  const r = spawnSync(
+    'mvn',
+    ['-q', '-B', '-f', pom, 'dependency:copy-dependencies', '-DincludeScope=runtime', `-Dkafka.version=${version}`, `-Dslf4j.version=${slf4j}`, `-DoutputDirectory=${libs}`],
+    { stdio: 'inherit', timeout: 15 * 60_000 },
+  );
+  if (r.status !== 0) throw new Error(`mvn could not fetch the Kafka ${version} jars (exit ${r.status}); is Maven Central reachable? Or set KAFKA_BROKERS to an external cluster`);
+  writeFileSync(done, new Date().toISOString());
+  return libs;
+}
+
+/** Waits until a kafkajs admin can describe the cluster. */
+export async function waitForKafka(brokers: string[], timeoutMs = 60_000, alive: () => boolean = () => true): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const kafka = new Kafka({ clientId: 'inferq-test-infra', brokers, logLevel: logLevel.NOTHING, retry: { retries: 0 }, connectionTimeout: 1000 });
+  for (;;) {
+    const admin = kafka.admin();
+    try {
+      await admin.connect();
+      const cluster = await admin.describeCluster();
+      if (cluster.brokers.length > 0) return;
+    } catch {
+      // not up yet
+    } finally {
+      await admin.disconnect().catch(() => undefined);
+    }
+    if (!alive()) throw new Error('the Kafka broker exited during start-up');
+    if (Date.now() > deadline) throw new Error(`Kafka at ${brokers.join(',')} did not answer describeCluster within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+export interface StartKafkaOptions {
+  readonly version?: string;
+  /** Extra server.properties lines. */
+  readonly properties?: Record<string, string>;
+}
+
+export async function startKafka(options: StartKafkaOptions = {}): Promise<KafkaServer> {
+  const version = options.version ?? KAFKA_VERSION;
+  const libs = kafkaLibs(version);
+  const [port, controllerPort] = [await freePort(), await freePort()];
+  const dir = await mkdtemp(join(tmpdir(), 'inferq-kafka-'));
+  const props: Record<string, string> = {
+    'process.roles': 'broker,controller',
+    'node.id': '1',
+    'controller.quorum.voters': `1@127.0.0.1:${controllerPort}`,
+    listeners: `PLAINTEXT://127.0.0.1:${port},CONTROLLER://127.0.0.1:${controllerPort}`,
+    'advertised.listeners': `PLAINTEXT://127.0.0.1:${port}`,
+    'controller.listener.names': 'CONTROLLER',
+    'inter.broker.listener.name': 'PLAINTEXT',
+    'listener.security.protocol.map': 'CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT',
+    'log.dirs': join(dir, 'data'),
+    'offsets.topic.replication.factor': '1',
+    // One partition for the internal topics: start-up and the first group join are seconds faster.
+    'offsets.topic.num.partitions': '1',
+    'transaction.state.log.replication.factor': '1',
+    'transaction.state.log.min.isr': '1',
+    'transaction.state.log.num.partitions': '1',
+    'group.initial.rebalance.delay.ms': '0',
+    'num.partitions': '1',
+    // 1,000-row jobs of wide models are larger than Kafka's 1 MB default.
+    'message.max.bytes': String(64 * 1024 * 1024),
+    'replica.fetch.max.bytes': String(64 * 1024 * 1024),
+    'auto.create.topics.enable': 'true',
+    ...options.properties,
+  };
+  const propsFile = join(dir, 'server.properties');
+  writeFileSync(propsFile, Object.entries(props).map(([k, v]) => `${k}=${v}`).join('\n') + '\n');
+  const cp = `${libs}/*`;
+  const clusterId = randomBytes(16).toString('base64url');
+  const fmt = spawnSync('java', ['-cp', cp, 'kafka.tools.StorageTool', 'format', `--cluster-id=${clusterId}`, '-c', propsFile, '--ignore-formatted'], { encoding: 'utf8', timeout: 120_000 });
+  if (fmt.status !== 0) throw new Error(`kafka StorageTool format failed (exit ${fmt.status}): ${fmt.stderr}${fmt.stdout}`);
+
+  const brokers = [`127.0.0.1:${port}`];
+  let child: ChildProcess | undefined;
+  let log = '';
+  const start = async (): Promise<void> => {
+    log = '';
+    const proc = spawn(
+      'java',
+      ['-Xms256m', '-Xmx768m', '-XX:+UseG1GC', '-Dorg.slf4j.simpleLogger.defaultLogLevel=warn', '-Djava.awt.headless=true', '-cp', cp, 'kafka.Kafka', propsFile],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    const keep = (d: Buffer): void => {
+      log = (log + d.toString()).slice(-8000);
+    };
+    proc.stdout?.on('data', keep);
+    proc.stderr?.on('data', keep);
+    child = proc;
+    try {
+      await waitForKafka(brokers, 90_000, () => proc.exitCode === null && proc.signalCode === null);
+    } catch (err) {
+      proc.kill('SIGKILL');
+      throw new Error(`${(err as Error).message}\n--- broker log ---\n${log}`);
+    }
+  };
+  const stop = async (): Promise<void> => {
+    const proc = child;
+    child = undefined;
+    if (proc === undefined || proc.exitCode !== null || proc.signalCode !== null) return;
+    await new Promise<void>((resolve) => {
+      const kill = setTimeout(() => proc.kill('SIGKILL'), 20_000);
+      proc.once('exit', () => {
+        clearTimeout(kill);
+        resolve();
+      });
+      proc.kill('SIGTERM');
+    });
+  };
+  const destroy = async (): Promise<void> => {
+    await stop();
+    await rm(dir, { recursive: true, force: true });
+  };
+  await start();
+  return { brokers, version, stop, start, destroy };
+}

@@ -1,0 +1,503 @@
+/**
+ * The Kafka worker loop (kafkajs).
+ *
+ * ```
+ *  consumer group ─ eachBatch ─► take offset (OffsetTracker) ─► decode envelope ─► model pool ─► validate ─► batcher
+ *        ▲            │ resolveOffset at once: the next fetch                                            │
+ *        │            │ starts while this batch still runs                                               ▼
+ *        │            └ in flight > limit: pause the topic;          reply topic / dead-letter topic ◄── outputs
+ *        │              resume below half of it                          (one idempotent producer, sends coalesced)
+ *        └── commitOffsets(first offset per partition not yet written) ◄── message done
+ * ```
+ *
+ * Offsets are committed by hand, per partition, only up to the first message whose
+ * results are not all written, however the batches finish (see offsets.ts). A
+ * partition revoked by a rebalance is forgotten: its in-flight messages finish, but
+ * nothing more is committed for it; the new owner starts from the last commit
+ * (at least once: a message in flight across a rebalance or a crash is answered
+ * again, with the same job id). A redelivery of an offset this worker already took
+ * (a rebalance that kept the partition here) is skipped, not run twice.
+ *
+ * Bad messages (corrupt bytes, wrong shape or dtype, unknown model, oversized, expired)
+ * go to the dead-letter topic with the reason and the original key and value, and an
+ * error reply goes to the caller when the message names a reply topic; the
+ * partition keeps moving. Other errors are retried in process with backoff, then
+ * dead-lettered. A send that cannot reach the broker is retried until it can: the
+ * offset is not committed before it is written.
+ */
+import { hostname } from 'node:os';
+import { Kafka, logLevel as kafkaLogLevel } from 'kafkajs';
+import type { Consumer, EachBatchPayload, IHeaders, KafkaMessage, LogEntry, Message, Producer, logCreator } from 'kafkajs';
+import {
+  ENVELOPE_CONTENT_TYPE,
+  InferqError,
+  InvalidInputError,
+  KAFKA_HEADERS,
+  decodeEnvelope,
+  encodeEnvelope,
+  jobSuffix,
+  kafkaDeadLetterTopic,
+} from '@inferq/shared';
+import type { Envelope, NonFinitePolicy } from '@inferq/shared';
+import type { Logger } from '../logging.js';
+import type { ModelPool } from '../models/model-pool.js';
+import { inferEnvelope } from './infer.js';
+import type { Inference } from './infer.js';
+import { OffsetTracker } from './offsets.js';
+
+export interface KafkaWorkerOptions {
+  /** Bootstrap brokers, "host:port". */
+  readonly brokers: readonly string[];
+  readonly topic: string;
+  /** Consumer group: workers of one group share the topic's partitions. */
+  readonly group: string;
+  readonly clientId?: string;
+  readonly models: Pick<ModelPool, 'get'>;
+  readonly logger: Logger;
+  /** Default `<topic>.dead`. */
+  readonly deadLetterTopic?: string;
+  /** Messages in flight before the topic is paused (resumed below half). Default 4096. */
+  readonly maxInFlightMessages?: number;
+  /** Rows in flight before the topic is paused. Default 262,144. */
+  readonly maxInFlightRows?: number;
+  /** Largest accepted message value. Default 64 MiB. */
+  readonly maxPayloadBytes?: number;
+  /** Tries for retriable failures (in process, with backoff) before a message is dead-lettered. Default 3. */
+  readonly attempts?: number;
+  /** A new group starts at the earliest offset (default true), so jobs enqueued before the first worker are served. */
+  readonly fromBeginning?: boolean;
+  readonly sessionTimeoutMs?: number;
+  /** NaN/Inf in features. Default 'reject'. */
+  readonly nonFinite?: NonFinitePolicy;
+}
+
+export interface KafkaWorkerStats {
+  readonly completed: number;
+  readonly deadLettered: number;
+  readonly retried: number;
+  readonly skippedRedeliveries: number;
+  readonly commits: number;
+  /** Most messages in flight at once (bounded by maxInFlightMessages). */
+  readonly peakInFlight: number;
+  /** Times the topic was paused for backpressure. */
+  readonly pauses: number;
+}
+
+interface Outgoing {
+  readonly topic: string;
+  readonly message: Message;
+}
+
+const MB = 1024 * 1024;
+const WORKER_ID = `${hostname()}:${process.pid}`;
+
+export class KafkaWorker {
+  private readonly opts: KafkaWorkerOptions;
+  private readonly log: Logger;
+  private readonly kafka: Kafka;
+  private readonly consumer: Consumer;
+  private readonly producer: Producer;
+  private readonly sender: CoalescingSender;
+  private readonly tracker = new OffsetTracker();
+  private readonly deadLetters: string;
+  private readonly counters = { completed: 0, deadLettered: 0, retried: 0, skippedRedeliveries: 0, commits: 0, peakInFlight: 0, pauses: 0 };
+  private inFlightMessages = 0;
+  private inFlightRows = 0;
+  private paused = false;
+  private draining = false;
+  private commitRunning: Promise<void> | undefined;
+  private commitAgain = false;
+  private rebalancing = false;
+  private idleWaiters: (() => void)[] = [];
+  private closing: Promise<void> | undefined;
+  private commitTimer: NodeJS.Timeout | undefined;
+
+  constructor(options: KafkaWorkerOptions) {
+    this.opts = options;
+    this.log = options.logger.child({ transport: 'kafka', topic: options.topic, group: options.group });
+    this.deadLetters = options.deadLetterTopic ?? kafkaDeadLetterTopic(options.topic);
+    this.kafka = new Kafka({
+      clientId: options.clientId ?? `inferq-worker-${hostname()}-${process.pid}`,
+      brokers: [...options.brokers],
+      logLevel: kafkaLogLevel.WARN,
+      logCreator: pinoLogCreator(this.log),
+      retry: { initialRetryTime: 200, maxRetryTime: 5000, retries: 10 },
+    });
+    this.consumer = this.kafka.consumer({
+      groupId: options.group,
+      sessionTimeout: options.sessionTimeoutMs ?? 30_000,
+      heartbeatInterval: Math.max(500, Math.floor((options.sessionTimeoutMs ?? 30_000) / 10)),
+      maxBytesPerPartition: 16 * MB,
+      maxBytes: 64 * MB,
+      maxWaitTimeInMs: 100,
+      allowAutoTopicCreation: false,
+    });
+    // Idempotent: a retried send is written once. One request in flight keeps kafkajs's sequence numbers in order.
+    this.producer = this.kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: true });
+    this.sender = new CoalescingSender(this.producer);
+  }
+
+  get stats(): KafkaWorkerStats {
+    return { ...this.counters };
+  }
+
+  /** Connects, joins the group and starts consuming. Resolves once the first partitions are assigned. */
+  async start(): Promise<void> {
+    await ensureTopic(this.kafka, this.deadLetters);
+    await this.producer.connect();
+    await this.consumer.connect();
+    const joined = new Promise<void>((resolve) => {
+      this.consumer.on(this.consumer.events.GROUP_JOIN, (e) => {
+        const assigned = new Map<string, number[]>(Object.entries(e.payload.memberAssignment));
+        this.tracker.retain(assigned);
+        this.rebalancing = false;
+        this.log.info({ assignment: e.payload.memberAssignment, generation: e.payload.groupProtocol }, 'partitions assigned');
+        this.scheduleCommit();
+        resolve();
+      });
+    });
+    this.consumer.on(this.consumer.events.REBALANCING, () => {
+      // Commits fail while the group re-forms; the tracker keeps them until it has.
+      this.rebalancing = true;
+    });
+    this.consumer.on(this.consumer.events.CRASH, (e) => this.log.error({ err: e.payload.error, restart: e.payload.restart }, 'kafka consumer crashed'));
+    await this.consumer.subscribe({ topic: this.opts.topic, fromBeginning: this.opts.fromBeginning ?? true });
+    await this.consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: 1,
+      eachBatch: (payload) => this.eachBatch(payload),
+    });
+    await joined;
+    // A commit that failed (coordinator moving, broker restarting) is retried even when no further message finishes.
+    this.commitTimer = setInterval(() => {
+      if (this.tracker.pending().length > 0) this.scheduleCommit();
+    }, 1000);
+    this.commitTimer.unref();
+    this.log.info({ deadLetters: this.deadLetters }, 'kafka worker started');
+  }
+
+  /** Stops taking messages, finishes and commits in-flight ones (up to `timeoutMs`), leaves the group. */
+  close(timeoutMs = 30_000): Promise<void> {
+    this.closing ??= this.doClose(timeoutMs);
+    return this.closing;
+  }
+
+  private async doClose(timeoutMs: number): Promise<void> {
+    this.draining = true;
+    // Paused, the consumer stays in the group (so the final commit is accepted) but fetches nothing.
+    this.consumer.pause([{ topic: this.opts.topic }]);
+    const deadline = Date.now() + timeoutMs;
+    const drained = await this.waitIdle(timeoutMs);
+    if (!drained) this.log.warn({ inFlight: this.inFlightMessages, timeoutMs }, 'in-flight messages did not finish in time; they are not committed and the next owner runs them again');
+    clearInterval(this.commitTimer);
+    await this.flushCommits(Math.max(1000, deadline - Date.now()));
+    await this.consumer.disconnect().catch((err: unknown) => this.log.warn({ err }, 'consumer disconnect failed'));
+    await this.producer.disconnect().catch((err: unknown) => this.log.warn({ err }, 'producer disconnect failed'));
+  }
+
+  private waitIdle(timeoutMs: number): Promise<boolean> {
+    if (this.inFlightMessages === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), timeoutMs);
+      this.idleWaiters.push(() => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+  }
+
+  private async eachBatch({ batch, resolveOffset, isRunning, isStale }: EachBatchPayload): Promise<void> {
+    const { topic, partition } = batch;
+    for (const message of batch.messages) {
+      if (this.draining || !isRunning() || isStale()) return;
+      if (this.overLimit()) {
+        // Backpressure: the rest of this batch is fetched again after resume (its offsets are not resolved).
+        this.pause();
+        return;
+      }
+      const offset = Number(message.offset);
+      if (!this.tracker.take(topic, partition, offset)) {
+        this.counters.skippedRedeliveries++;
+        resolveOffset(message.offset);
+        continue;
+      }
+      const rows = Number(headerString(message.headers, KAFKA_HEADERS.rows) ?? 1);
+      this.inFlightMessages++;
+      if (this.inFlightMessages > this.counters.peakInFlight) this.counters.peakInFlight = this.inFlightMessages;
+      this.inFlightRows += Number.isFinite(rows) && rows > 0 ? rows : 1;
+      void this.handle(topic, partition, message).finally(() => {
+        this.inFlightMessages--;
+        this.inFlightRows -= Number.isFinite(rows) && rows > 0 ? rows : 1;
+        this.tracker.done(topic, partition, offset);
+        this.scheduleCommit();
+        this.maybeResume();
+        if (this.inFlightMessages === 0) for (const w of this.idleWaiters.splice(0)) w();
+      });
+      resolveOffset(message.offset);
+    }
+  }
+
+  private overLimit(): boolean {
+    return this.inFlightMessages >= (this.opts.maxInFlightMessages ?? 4096) || this.inFlightRows >= (this.opts.maxInFlightRows ?? 262_144);
+  }
+
+  private pause(): void {
+    if (this.paused) return;
+    this.paused = true;
+    this.counters.pauses++;
+    this.consumer.pause([{ topic: this.opts.topic }]);
+  }
+
+  private maybeResume(): void {
+    if (!this.paused || this.draining) return;
+    if (this.inFlightMessages * 2 <= (this.opts.maxInFlightMessages ?? 4096) && this.inFlightRows * 2 <= (this.opts.maxInFlightRows ?? 262_144)) {
+      this.paused = false;
+      this.consumer.resume([{ topic: this.opts.topic }]);
+    }
+  }
+
+  /** Runs one message to the end: its reply or its dead letter is written when this resolves. Never rejects. */
+  private async handle(topic: string, partition: number, message: KafkaMessage): Promise<void> {
+    const attempts = this.opts.attempts ?? 3;
+    let envelope: Envelope | undefined;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        envelope ??= this.decode(message);
+        const result = await inferEnvelope(this.opts.models, envelope, this.opts.nonFinite ?? 'reject');
+        if (envelope.replyTo !== undefined) await this.writeForever([this.reply(envelope, result)], envelope.id);
+        this.counters.completed++;
+        return;
+      } catch (err) {
+        const retriable = !(err instanceof InferqError) || err.retriable;
+        if (retriable && attempt < attempts && !this.draining) {
+          this.counters.retried++;
+          this.log.warn({ err, jobId: envelope?.id, attempt }, 'message failed; retrying');
+          await sleep(200 * 2 ** (attempt - 1));
+          continue;
+        }
+        await this.writeForever(this.deadLetter(topic, partition, message, envelope, err, attempt), envelope?.id ?? messageId(message));
+        return;
+      }
+    }
+  }
+
+  private decode(message: KafkaMessage): Envelope {
+    const id = messageId(message);
+    const value = message.value;
+    if (value === null) throw new InvalidInputError(`message has no value (a tombstone)${jobSuffix(id)}`, { jobId: id });
+    const limit = this.opts.maxPayloadBytes ?? 64 * MB;
+    if (value.byteLength > limit) throw new InvalidInputError(`message of ${value.byteLength} bytes exceeds the ${limit}-byte limit${jobSuffix(id)}`, { jobId: id });
+    const envelope = decodeEnvelope(new Uint8Array(value.buffer, value.byteOffset, value.byteLength));
+    const headerId = headerString(message.headers, KAFKA_HEADERS.id);
+    if (headerId !== undefined && headerId !== envelope.id) {
+      throw new InvalidInputError(`envelope id "${envelope.id}" does not match the ${KAFKA_HEADERS.id} header "${headerId}"`, { jobId: headerId });
+    }
+    return envelope;
+  }
+
+  private reply(envelope: Envelope, result: Inference): Outgoing {
+    const bytes = encodeEnvelope({ id: envelope.id, model: result.model.name, version: result.model.version, rowIds: envelope.rowIds }, result.outputs);
+    return {
+      topic: envelope.replyTo!,
+      message: {
+        key: envelope.id,
+        value: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength),
+        headers: {
+          [KAFKA_HEADERS.id]: envelope.id,
+          [KAFKA_HEADERS.status]: 'ok',
+          [KAFKA_HEADERS.model]: result.model.name,
+          [KAFKA_HEADERS.version]: result.model.version,
+          [KAFKA_HEADERS.contentType]: ENVELOPE_CONTENT_TYPE,
+          [KAFKA_HEADERS.worker]: WORKER_ID,
+        },
+      },
+    };
+  }
+
+  private deadLetter(topic: string, partition: number, message: KafkaMessage, envelope: Envelope | undefined, err: unknown, attempts: number): Outgoing[] {
+    const reason = err instanceof Error ? err.message : String(err);
+    const kind = err instanceof Error ? err.constructor.name : 'Error';
+    const id = envelope?.id ?? messageId(message);
+    const model = envelope?.model ?? headerString(message.headers, KAFKA_HEADERS.model) ?? '';
+    this.counters.deadLettered++;
+    this.log.warn({ jobId: id, kind, reason, partition, offset: message.offset }, 'message dead-lettered');
+    const out: Outgoing[] = [
+      {
+        topic: this.deadLetters,
+        message: {
+          key: message.key,
+          value: message.value,
+          headers: {
+            ...stringHeaders(message.headers),
+            [KAFKA_HEADERS.id]: id,
+            [KAFKA_HEADERS.error]: reason,
+            [KAFKA_HEADERS.kind]: kind,
+            [KAFKA_HEADERS.model]: model,
+            [KAFKA_HEADERS.sourceTopic]: topic,
+            [KAFKA_HEADERS.sourcePartition]: String(partition),
+            [KAFKA_HEADERS.sourceOffset]: message.offset,
+            [KAFKA_HEADERS.attempts]: String(attempts),
+            [KAFKA_HEADERS.ts]: String(Date.now()),
+            [KAFKA_HEADERS.worker]: WORKER_ID,
+          },
+        },
+      },
+    ];
+    const replyTo = envelope?.replyTo ?? headerString(message.headers, KAFKA_HEADERS.replyTo);
+    if (replyTo !== undefined && replyTo !== '') {
+      out.push({
+        topic: replyTo,
+        message: { key: id, value: null, headers: { [KAFKA_HEADERS.id]: id, [KAFKA_HEADERS.status]: 'error', [KAFKA_HEADERS.error]: reason, [KAFKA_HEADERS.kind]: kind, [KAFKA_HEADERS.model]: model } },
+      });
+    }
+    return out;
+  }
+
+  /** Sends until the broker takes it: an offset is never committed past a message whose output is not written. */
+  private async writeForever(out: Outgoing[], id: string): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.sender.send(out);
+        return;
+      } catch (err) {
+        if (this.draining && attempt > 3) throw err;
+        this.log.warn({ err, jobId: id, attempt }, 'could not write to Kafka; retrying');
+        await sleep(Math.min(5000, 200 * 2 ** Math.min(attempt, 5)));
+      }
+    }
+  }
+
+  /** At most one commit in flight; whatever finished meanwhile goes in the next one. */
+  private scheduleCommit(): void {
+    if (this.commitRunning !== undefined) {
+      this.commitAgain = true;
+      return;
+    }
+    this.commitRunning = (async () => {
+      do {
+        this.commitAgain = false;
+        await new Promise((r) => setImmediate(r));
+        await this.commitOnce();
+      } while (this.commitAgain && !this.rebalancing);
+    })().finally(() => {
+      this.commitRunning = undefined;
+    });
+  }
+
+  private async commitOnce(): Promise<void> {
+    if (this.rebalancing) return;
+    const offsets = this.tracker.pending();
+    if (offsets.length === 0) return;
+    try {
+      await this.consumer.commitOffsets(offsets);
+      this.tracker.committed(offsets);
+      this.counters.commits++;
+    } catch (err) {
+      // Not lost: the tracker still holds them, and the next finished message commits again.
+      this.log.debug({ err, offsets }, 'offset commit failed; will retry');
+    }
+  }
+
+  private async flushCommits(timeoutMs: number): Promise<void> {
+    const end = Date.now() + timeoutMs;
+    while (Date.now() < end) {
+      await this.commitRunning;
+      if (this.tracker.pending().length === 0) return;
+      await this.commitOnce();
+      if (this.tracker.pending().length === 0) return;
+      await sleep(100);
+    }
+    this.log.warn({ pending: this.tracker.pending() }, 'could not commit the last offsets; those messages run again on the next owner');
+  }
+}
+
+/**
+ * Coalesces sends: every message queued while one sendBatch is in flight goes into
+ * the next one (kafkajs has no linger of its own); each caller learns the outcome
+ * of the request that carried its messages.
+ */
+class CoalescingSender {
+  private queue: { out: Outgoing[]; resolve: () => void; reject: (err: unknown) => void }[] = [];
+  private running = false;
+
+  constructor(private readonly producer: Producer) {}
+
+  send(out: Outgoing[]): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ out, resolve, reject });
+      if (!this.running) {
+        this.running = true;
+        setImmediate(() => void this.drain());
+      }
+    });
+  }
+
+  private async drain(): Promise<void> {
+    while (this.queue.length > 0) {
+      const items = this.queue;
+      this.queue = [];
+      const byTopic = new Map<string, Message[]>();
+      for (const item of items) {
+        for (const o of item.out) {
+          let list = byTopic.get(o.topic);
+          if (list === undefined) byTopic.set(o.topic, (list = []));
+          list.push(o.message);
+        }
+      }
+      try {
+        await this.producer.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })) });
+        for (const item of items) item.resolve();
+      } catch (err) {
+        for (const item of items) item.reject(err);
+      }
+    }
+    this.running = false;
+  }
+}
+
+/** Creates a topic (broker defaults for partitions and replication) unless it exists. */
+async function ensureTopic(kafka: Kafka, topic: string): Promise<void> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    await admin.createTopics({ topics: [{ topic }], waitForLeaders: true });
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+function messageId(message: KafkaMessage): string {
+  return headerString(message.headers, KAFKA_HEADERS.id) ?? message.key?.toString() ?? `offset ${message.offset}`;
+}
+
+function headerString(headers: IHeaders | undefined, name: string): string | undefined {
+  const v = headers?.[name];
+  if (v === undefined) return undefined;
+  const first = Array.isArray(v) ? v[0] : v;
+  return first === undefined ? undefined : first.toString();
+}
+
+function stringHeaders(headers: IHeaders | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of Object.keys(headers ?? {})) {
+    const v = headerString(headers, name);
+    if (v !== undefined) out[name] = v;
+  }
+  return out;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Routes kafkajs's log lines into our pino logger. */
+function pinoLogCreator(logger: Logger): logCreator {
+  return () =>
+    ({ namespace, level, log }: LogEntry) => {
+      const { message, ...extra } = log;
+      const fields = { kafkajs: namespace, ...extra };
+      if (level === kafkaLogLevel.ERROR) logger.error(fields, message);
+      else if (level === kafkaLogLevel.WARN) logger.warn(fields, message);
+      else if (level === kafkaLogLevel.INFO) logger.info(fields, message);
+      else logger.debug(fields, message);
+    };
+}

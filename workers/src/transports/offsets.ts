@@ -1,0 +1,119 @@
+/**
+ * Which Kafka offsets are safe to commit when messages finish out of order.
+ *
+ * Per partition the worker tracks every message it took, in offset order. A message
+ * is "done" when its results are written (reply, sinks, or dead letter). The offset
+ * to commit is the first offset not yet done, so a commit never passes a message
+ * whose results are not all written, however the batches finish:
+ *
+ * ```
+ *  taken:  10 11 12 13 14 15      done: 10 11 13 14      → commit 12 (12 still running)
+ *  12 finishes                    done: 10 11 12 13 14   → commit 15
+ * ```
+ *
+ * Offsets need not be contiguous (compaction and transaction markers leave gaps).
+ * A partition revoked in a rebalance is forgotten: nothing is committed for it
+ * again, whatever its in-flight messages do later.
+ */
+
+interface PartitionState {
+  /** Offsets taken, in order, from `head`; done flags beside them. */
+  readonly offsets: number[];
+  readonly done: boolean[];
+  head: number;
+  /** Highest offset ever taken (messages at or below it are already ours). */
+  highest: number;
+  /** Next offset to commit that was last committed (or -1). */
+  committed: number;
+  /** The next offset to commit, once computed; -1 while nothing is done. */
+  commitable: number;
+}
+
+export interface TopicPartitionOffset {
+  readonly topic: string;
+  readonly partition: number;
+  /** The next offset to consume, as Kafka commits it (a string, as kafkajs wants it). */
+  readonly offset: string;
+}
+
+const key = (topic: string, partition: number): string => `${topic}\u0000${partition}`;
+
+export class OffsetTracker {
+  private readonly parts = new Map<string, PartitionState & { readonly topic: string; readonly partition: number }>();
+
+  /**
+   * Takes a message. Returns false when this offset was already taken (a redelivery
+   * after a rebalance kept the partition here, or a re-fetch): do not process it again.
+   */
+  take(topic: string, partition: number, offset: number): boolean {
+    const k = key(topic, partition);
+    let p = this.parts.get(k);
+    if (p === undefined) {
+      p = { topic, partition, offsets: [], done: [], head: 0, highest: -1, committed: -1, commitable: -1 };
+      this.parts.set(k, p);
+    }
+    if (offset <= p.highest) return false;
+    p.highest = offset;
+    p.offsets.push(offset);
+    p.done.push(false);
+    return true;
+  }
+
+  /** Marks a message done. Ignored for partitions no longer tracked (revoked). */
+  done(topic: string, partition: number, offset: number): void {
+    const p = this.parts.get(key(topic, partition));
+    if (p === undefined) return;
+    const i = lowerBound(p.offsets, p.head, offset);
+    if (p.offsets[i] !== offset) return;
+    p.done[i] = true;
+    if (i !== p.head) return;
+    while (p.head < p.offsets.length && p.done[p.head]) p.head++;
+    p.commitable = p.head < p.offsets.length ? p.offsets[p.head]! : p.offsets[p.head - 1]! + 1;
+    if (p.head > 1024 && p.head * 2 > p.offsets.length) {
+      p.offsets.splice(0, p.head);
+      p.done.splice(0, p.head);
+      p.head = 0;
+    }
+  }
+
+  /** Offsets that moved past what was last committed. */
+  pending(): TopicPartitionOffset[] {
+    const out: TopicPartitionOffset[] = [];
+    for (const p of this.parts.values()) {
+      if (p.commitable > p.committed) out.push({ topic: p.topic, partition: p.partition, offset: String(p.commitable) });
+    }
+    return out;
+  }
+
+  /** Records a successful commit (never moves backwards). */
+  committed(offsets: readonly TopicPartitionOffset[]): void {
+    for (const o of offsets) {
+      const p = this.parts.get(key(o.topic, o.partition));
+      if (p !== undefined) p.committed = Math.max(p.committed, Number(o.offset));
+    }
+  }
+
+  /** Keeps only these partitions (after a rebalance); the others are forgotten. */
+  retain(assigned: ReadonlyMap<string, readonly number[]>): void {
+    for (const [k, p] of this.parts) {
+      if (!(assigned.get(p.topic) ?? []).includes(p.partition)) this.parts.delete(k);
+    }
+  }
+
+  /** Partitions tracked now. */
+  partitions(): { topic: string; partition: number }[] {
+    return [...this.parts.values()].map((p) => ({ topic: p.topic, partition: p.partition }));
+  }
+}
+
+/** First index ≥ from whose value is ≥ x (the array is sorted). */
+function lowerBound(a: readonly number[], from: number, x: number): number {
+  let lo = from;
+  let hi = a.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (a[mid]! < x) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
