@@ -20,16 +20,15 @@
  *
  * Env: BENCH_QUICK=1 for a short smoke run.
  */
-import { spawn } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { BATCH_SIZES, QUICK, fmt, rawOrt, table } from './common.js';
+import { cpuSeconds, killAll, machineBusySeconds, onSignal, spawnNode, unwatchServer, watchServer } from './processes.js';
+import type { Child } from './processes.js';
 import { Producer, decodeEnvelope } from '@inferq/producer';
 import type { TensorMap } from '@inferq/producer';
 import { buildMlp, forwardMlp, randomMlp } from '../examples/build/onnx-builder.js';
@@ -38,7 +37,6 @@ import { writeModel } from '../test/helpers/models.js';
 import { startRedis } from '../test/infra/redis.js';
 import type { RedisServer } from '../test/infra/redis.js';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CONCURRENCY = 256;
 /** Jobs enqueued but not yet replied to, at most. */
 const WINDOW = 2000;
@@ -80,107 +78,6 @@ function features(rows: number, width: number, seed = 0): TensorMap {
   const data = new Float32Array(rows * width);
   for (let i = 0; i < data.length; i++) data[i] = Math.sin(seed + i * 0.37);
   return { features: { dtype: 'float32', shape: [rows, width], data } };
-}
-
-// ---------------------------------------------------------------- processes
-
-/** CPU seconds (user + system, all threads) of a process, from /proc; NaN where unreadable. */
-function cpuSeconds(pid: number | undefined): number {
-  if (pid === undefined) return Number.NaN;
-  if (pid === process.pid) {
-    const u = process.cpuUsage();
-    return (u.user + u.system) / 1e6;
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
-  } catch {
-    return Number.NaN;
-  }
-}
-
-/** CPU seconds the whole machine spent busy (all processes, all cores), from /proc/stat; NaN where unreadable. */
-function machineBusySeconds(): number {
-  try {
-    const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
-    const [user, nice, system, , , irq, softirq, steal] = cpu as [number, number, number, number, number, number, number, number];
-    return (user + nice + system + irq + softirq + steal) / 100;
-  } catch {
-    return Number.NaN;
-  }
-}
-
-interface Child {
-  readonly proc: ChildProcess;
-  readonly pid: number | undefined;
-  tail(): string;
-  /** SIGTERM, then SIGKILL after 5 s; resolves true when it had to be killed. */
-  stop(): Promise<boolean>;
-}
-
-const children = new Set<ChildProcess>();
-/** redis-server's pid while the bench runs (started through test/infra's startRedis). */
-let serverPid: number | undefined;
-const killAll = (): void => {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  if (serverPid !== undefined) {
-    try {
-      process.kill(serverPid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
-};
-/** SIGINT / SIGTERM while the bench runs: kill what it started, then exit as the signal would. */
-const onSignal = (signal: NodeJS.Signals): void => {
-  killAll();
-  process.exit(signal === 'SIGINT' ? 130 : 143);
-};
-
-/** Spawns `node --conditions=inferq-source --import tsx ARGS…` in the repo root; resolves when stdout shows `ready`. */
-async function spawnNode(label: string, args: string[], ready: string): Promise<Child> {
-  const proc = spawn(process.execPath, ['--conditions=inferq-source', '--import', 'tsx', ...args], {
-    cwd: ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, INFERQ_LOG_LEVEL: process.env['INFERQ_LOG_LEVEL'] ?? 'warn' },
-  });
-  children.add(proc);
-  let out = '';
-  let err = '';
-  proc.stdout?.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-8000)));
-  proc.stderr?.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-8000)));
-  const tail = (): string => `${label} stdout: ${out.trim().slice(-2000) || '(empty)'}\n${label} stderr: ${err.trim().slice(-2000) || '(empty)'}`;
-  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${label} not ready within 60 s\n${tail()}`)), 60_000);
-    const onData = (): void => {
-      if (!out.includes(ready)) return;
-      clearTimeout(timer);
-      proc.stdout?.off('data', onData);
-      resolve();
-    };
-    proc.stdout?.on('data', onData);
-    void exited.then(() => {
-      clearTimeout(timer);
-      reject(new Error(`${label} exited (code ${proc.exitCode}, signal ${proc.signalCode}) before it was ready\n${tail()}`));
-    });
-  });
-  const stop = async (): Promise<boolean> => {
-    let killed = false;
-    if (proc.exitCode === null && proc.signalCode === null) {
-      const kill = setTimeout(() => {
-        killed = true;
-        proc.kill('SIGKILL');
-      }, 5_000);
-      proc.kill('SIGTERM');
-      await exited;
-      clearTimeout(kill);
-    }
-    children.delete(proc);
-    return killed;
-  };
-  return { proc, pid: proc.pid, tail, stop };
 }
 
 // ---------------------------------------------------------------- completions
@@ -402,6 +299,7 @@ export async function redisBench(): Promise<void> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   let server: RedisServer | undefined;
+  let redisServerPid: number | undefined;
   let admin: Redis | undefined;
   let worker: Child | undefined;
   let naive: Child | undefined;
@@ -416,7 +314,8 @@ export async function redisBench(): Promise<void> {
     admin = connectRedis(url);
     const info = await admin.info('server');
     const redisPid = Number(/process_id:(\d+)/.exec(info)?.[1]);
-    serverPid = redisPid;
+    redisServerPid = redisPid;
+    watchServer(redisPid);
     worker = await spawnNode(
       'inferq worker',
       ['workers/src/cli/main.ts', 'worker', '--transport', 'redis', '--queue', queue, '--redis', url, '--model-repo', repo, '--models', 'small,medium,small-lat,small-nodelay', '--concurrency', String(CONCURRENCY)],
@@ -605,7 +504,7 @@ export async function redisBench(): Promise<void> {
     admin?.disconnect();
     if (server !== undefined) await server.stop().catch(() => undefined);
     killAll();
-    serverPid = undefined;
+    if (redisServerPid !== undefined) unwatchServer(redisServerPid);
     process.off('exit', killAll);
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);

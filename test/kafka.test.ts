@@ -371,7 +371,7 @@ describe('Kafka transport', () => {
       await createTopic(b, topic, 3);
       const replyTopic = `${topic}.out`;
       await createTopic(b, replyTopic, 1);
-      const args = ['--transport', 'kafka', '--topic', topic, '--group', `g-${topic}`, '--brokers', b.join(','), '--model-repo', repo, '--models', 'mlp', '--threads', '1'];
+      const args = ['--transport', 'kafka', '--topic', topic, '--group', `g-${topic}`, '--brokers', b.join(','), '--model-repo', repo, '--models', 'mlp', '--threads', '1', '--session-timeout-ms', '6000'];
       const producer = new KafkaProducer({ brokers: b, topic });
       const n = 3000;
       await Promise.all(Array.from({ length: n }, (_, k) => producer.enqueue('mlp', features(100, k), { jobId: `r-${k}`, replyTo: replyTopic })));
@@ -389,7 +389,9 @@ describe('Kafka transport', () => {
         await waitFor(() => replyIds(replies.messages).size >= n, `replies for all ${n} messages after the restart`, 180_000, 250);
         const counts = replyIds(replies.messages);
         for (let k = 0; k < n; k++) expect(counts.has(`r-${k}`)).toBe(true);
-        await waitFor(async () => (await committedTotal(b, `g-${topic}`, topic)) === n, 'all offsets committed', 60_000, 250);
+        await waitFor(async () => (await committedTotal(b, `g-${topic}`, topic)) === n, 'all offsets committed', 60_000, 250).catch((err: Error) => {
+          throw new Error(`${err.message}\n--- worker output ---\n${w.output().split("\n").filter((l) => !l.includes("\"kafkajs\"")).join("\n").slice(-6000)}`);
+        });
         await replies.stop();
         expect(w.child.exitCode).toBeNull(); // it kept serving through the outage
       } finally {

@@ -47,6 +47,12 @@ describe('OffsetTracker', () => {
     expect(pending(t)).toEqual({});
     // Reassigned later, it starts fresh from what Kafka redelivers.
     expect(t.take('a', 1, 0)).toBe(true);
+    // After a rebalance every position is offered again, even unchanged ones.
+    for (let o = 0; o <= 5; o++) t.done('a', 0, o);
+    t.committed(t.pending());
+    expect(pending(t)).toEqual({});
+    t.recommitAll();
+    expect(pending(t)).toEqual({ 'a/0': '6' });
   });
 
   it('stays correct over a long run with random completion order (compaction of its arrays included)', () => {

@@ -62,7 +62,7 @@ export interface WorkerProcess {
 export function startWorker(args: readonly string[]): WorkerProcess {
   const child = spawn(process.execPath, cliArgv(['worker', ...args]), {
     cwd: REPO_ROOT,
-    env: { ...process.env, INFERQ_LOG_LEVEL: 'warn' },
+    env: { ...process.env, INFERQ_LOG_LEVEL: process.env['INFERQ_TEST_WORKER_LOG_LEVEL'] ?? 'warn' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

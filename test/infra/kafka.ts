@@ -17,7 +17,8 @@ import { fileURLToPath } from 'node:url';
 import { Kafka, logLevel } from 'kafkajs';
 import { freePort } from './redis.js';
 
-export const KAFKA_VERSION = '3.9.1';
+/** The broker version tests run against; KAFKA_VERSION overrides it (the compatibility runs in the README). */
+export const KAFKA_VERSION = process.env['KAFKA_VERSION'] ?? '3.9.1';
 
 export interface KafkaServer {
   /** "127.0.0.1:port", for kafkajs `brokers`. */
@@ -29,6 +30,8 @@ export interface KafkaServer {
   start(): Promise<void>;
   /** Stops it and deletes its data. */
   destroy(): Promise<void>;
+  /** The broker JVM's pid while it runs (for CPU accounting in the bench). */
+  pid(): number | undefined;
 }
 
 const cacheRoot = (): string => process.env['INFERQ_CACHE'] ?? join(homedir(), '.cache', 'inferq');
@@ -159,5 +162,5 @@ export async function startKafka(options: StartKafkaOptions = {}): Promise<Kafka
     await rm(dir, { recursive: true, force: true });
   };
   await start();
-  return { brokers, version, stop, start, destroy };
+  return { brokers, version, stop, start, destroy, pid: () => child?.pid };
 }

@@ -128,6 +128,7 @@ async function workerCommand(flags: WorkerFlags): Promise<void> {
           models: pool,
           logger,
           maxInFlightMessages: flags.concurrency * 16,
+          onFatal: (err) => fatal(err),
           nonFinite: flags.nan,
         })
       : new RedisWorker({
@@ -152,7 +153,12 @@ async function workerCommand(flags: WorkerFlags): Promise<void> {
     })();
     return stopping;
   };
+  let fatal: (err: Error) => void = () => undefined;
   await new Promise<void>((resolve, reject) => {
+    fatal = (err) => {
+      logger.error({ err }, 'the queue consumer stopped for good: exiting so that the process is restarted');
+      stop('SIGTERM').then(() => reject(new InferqError(`queue consumer stopped: ${err.message}`)), reject);
+    };
     const onSignal = (signal: NodeJS.Signals): void => {
       stop(signal).then(resolve, reject);
     };

@@ -69,6 +69,8 @@ export interface KafkaWorkerOptions {
   readonly sessionTimeoutMs?: number;
   /** NaN/Inf in features. Default 'reject'. */
   readonly nonFinite?: NonFinitePolicy;
+  /** Called when the consumer crashed and kafkajs will not restart it (the process should exit and be restarted). */
+  readonly onFatal?: (err: Error) => void;
 }
 
 export interface KafkaWorkerStats {
@@ -111,6 +113,7 @@ export class KafkaWorker {
   private idleWaiters: (() => void)[] = [];
   private closing: Promise<void> | undefined;
   private commitTimer: NodeJS.Timeout | undefined;
+  private commitFailures = 0;
 
   constructor(options: KafkaWorkerOptions) {
     this.opts = options;
@@ -150,6 +153,7 @@ export class KafkaWorker {
       this.consumer.on(this.consumer.events.GROUP_JOIN, (e) => {
         const assigned = new Map<string, number[]>(Object.entries(e.payload.memberAssignment));
         this.tracker.retain(assigned);
+        this.tracker.recommitAll();
         this.rebalancing = false;
         this.log.info({ assignment: e.payload.memberAssignment, generation: e.payload.groupProtocol }, 'partitions assigned');
         this.scheduleCommit();
@@ -160,7 +164,10 @@ export class KafkaWorker {
       // Commits fail while the group re-forms; the tracker keeps them until it has.
       this.rebalancing = true;
     });
-    this.consumer.on(this.consumer.events.CRASH, (e) => this.log.error({ err: e.payload.error, restart: e.payload.restart }, 'kafka consumer crashed'));
+    this.consumer.on(this.consumer.events.CRASH, (e) => {
+      this.log.error({ err: e.payload.error, restart: e.payload.restart }, e.payload.restart ? 'kafka consumer crashed; kafkajs restarts it' : 'kafka consumer crashed for good');
+      if (!e.payload.restart && !this.draining) this.opts.onFatal?.(e.payload.error);
+    });
     await this.consumer.subscribe({ topic: this.opts.topic, fromBeginning: this.opts.fromBeginning ?? true });
     await this.consumer.run({
       autoCommit: false,
@@ -169,8 +176,12 @@ export class KafkaWorker {
       eachBatch: (payload) => this.eachBatch(payload),
     });
     await joined;
-    // A commit that failed (coordinator moving, broker restarting) is retried even when no further message finishes.
+    // A commit that failed (coordinator moving, broker restarting) is retried even when no further message
+    // finishes; and every 5 s all positions are committed again (as Kafka's own auto-commit does), so one
+    // acknowledged by a coordinator that then lost it is repaired.
+    let ticks = 0;
     this.commitTimer = setInterval(() => {
+      if (++ticks % 5 === 0) this.tracker.recommitAll();
       if (this.tracker.pending().length > 0) this.scheduleCommit();
     }, 1000);
     this.commitTimer.unref();
@@ -390,12 +401,17 @@ export class KafkaWorker {
     const offsets = this.tracker.pending();
     if (offsets.length === 0) return;
     try {
-      await this.consumer.commitOffsets(offsets);
+      // A commit sent just before a broker went away can wait forever for its answer; give up on it instead.
+      await withTimeout(this.consumer.commitOffsets(offsets), 10_000, 'offset commit');
       this.tracker.committed(offsets);
       this.counters.commits++;
+      this.log.debug({ offsets }, 'offsets committed');
+      this.commitFailures = 0;
     } catch (err) {
-      // Not lost: the tracker still holds them, and the next finished message commits again.
-      this.log.debug({ err, offsets }, 'offset commit failed; will retry');
+      // Not lost: the tracker still holds them; the next finished message, or the commit timer, commits again.
+      this.commitFailures++;
+      if (this.commitFailures % 10 === 3) this.log.warn({ err, offsets, failures: this.commitFailures }, 'offset commits keep failing; retrying');
+      else this.log.debug({ err, offsets }, 'offset commit failed; will retry');
     }
   }
 
@@ -485,6 +501,14 @@ function stringHeaders(headers: IHeaders | undefined): Record<string, string> {
     if (v !== undefined) out[name] = v;
   }
   return out;
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new InferqError(`${what} got no answer within ${ms} ms`, { retriable: true })), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

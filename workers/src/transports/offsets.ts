@@ -93,6 +93,15 @@ export class OffsetTracker {
     }
   }
 
+  /**
+   * Forgets what was committed, so that the next pending() offers every partition's
+   * offset again. After a group re-forms or a coordinator moves, a commit that was
+   * acknowledged may not be what the group holds now; committing again is harmless.
+   */
+  recommitAll(): void {
+    for (const p of this.parts.values()) p.committed = -1;
+  }
+
   /** Keeps only these partitions (after a rebalance); the others are forgotten. */
   retain(assigned: ReadonlyMap<string, readonly number[]>): void {
     for (const [k, p] of this.parts) {
