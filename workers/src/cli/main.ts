@@ -4,13 +4,18 @@
  * signal handlers and sets the exit code.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { InferqError } from '@inferq/shared';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, posix } from 'node:path';
+import { ConfigError, InferqError } from '@inferq/shared';
 import type { NonFinitePolicy } from '@inferq/shared';
 import { createLogger } from '../logging.js';
 import { loadModel } from '../models/loaded-model.js';
 import { ModelRepository } from '../models/repository.js';
 import { ModelPool } from '../models/model-pool.js';
 import { predictParquet } from '../predict/predict.js';
+import { LocalStore, parseLocation } from '../io/store.js';
+import { ParquetSink } from '../sinks/parquet-sink.js';
 import { KafkaWorker } from '../transports/kafka.js';
 import { RedisWorker } from '../transports/redis.js';
 import { parseDevice } from '../runners/device.js';
@@ -56,22 +61,33 @@ async function predictCommand(flags: PredictFlags): Promise<void> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   const bar = new ProgressBar();
+  // A folder (trailing "/") gets part-00000.parquet and a _SUCCESS marker, as Spark and Hive
+  // jobs write; HDFS outputs are written to a local temporary file first, then published.
+  const dirMode = flags.output.endsWith('/');
+  const target = parseLocation(dirMode ? `${flags.output}part-00000.parquet` : flags.output);
+  const remote = !(target.store instanceof LocalStore);
+  const successPath = posix.join(posix.dirname(target.path), '_SUCCESS');
+  if (dirMode) await target.store.delete(successPath);
+  const staging = remote ? await mkdtemp(join(tmpdir(), 'inferq-predict-')) : undefined;
   try {
     const summary = await predictParquet(model, {
       input: flags.input,
-      output: flags.output,
+      output: staging === undefined ? target.path : join(staging, 'part.parquet'),
       nonFinite: flags.nan,
       signal: abort.signal,
       ...(flags.progress ? { onProgress: (p: { rows: number; totalRows: number }) => bar.update(p.rows, p.totalRows) } : {}),
     });
     bar.done();
+    if (staging !== undefined) await target.store.putFile(summary.output, target.path);
+    if (dirMode) await target.store.putBytes(successPath, new Uint8Array(0));
     process.stdout.write(
       `inferq predict: ${fmt(summary.rows)} rows in ${summary.seconds.toFixed(2)} s = ${fmt(summary.rowsPerSecond)} rows/s; ` +
         `${fmt(summary.batches)} batches, mean batch ${summary.meanBatchSize.toFixed(1)} rows; ` +
-        `model ${model.name}:${model.version} on ${formatDevice(model.runner.device)} → ${summary.output} (${fmt(summary.bytes)} bytes)\n`,
+        `model ${model.name}:${model.version} on ${formatDevice(model.runner.device)} → ${remote ? target.uri : summary.output} (${fmt(summary.bytes)} bytes)\n`,
     );
   } finally {
     bar.done();
+    if (staging !== undefined) await rm(staging, { recursive: true, force: true });
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     await model.close();
@@ -86,6 +102,9 @@ interface WorkerFlags {
   brokers: string;
   deadLetterTopic?: string;
   sessionTimeoutMs?: number;
+  sink: string[];
+  sinkRollRows?: number;
+  sinkRollMs?: number;
   redis: string;
   prefix?: string;
   modelRepo: string;
@@ -117,6 +136,20 @@ async function workerCommand(flags: WorkerFlags): Promise<void> {
     await pool.close(); // models that did load hold worker threads: release them so the process can exit
     throw err;
   }
+  const sinks = flags.sink.map((spec) => {
+    const m = /^parquet:(.+)$/.exec(spec);
+    if (m === null) throw new ConfigError(`--sink "${spec}": expected parquet:<folder or URI> (a local path, file://, webhdfs:// or hdfs://)`);
+    return new ParquetSink({
+      location: m[1]!,
+      logger,
+      ...(flags.sinkRollRows === undefined ? {} : { rollRows: flags.sinkRollRows }),
+      ...(flags.sinkRollMs === undefined ? {} : { rollMs: flags.sinkRollMs }),
+    });
+  });
+  if (sinks.length > 0 && flags.transport !== 'kafka') {
+    await pool.close();
+    throw new ConfigError('--sink is built for --transport kafka only so far (the Redis worker writes replies)');
+  }
   const worker =
     flags.transport === 'kafka'
       ? new KafkaWorker({
@@ -129,6 +162,7 @@ async function workerCommand(flags: WorkerFlags): Promise<void> {
           logger,
           maxInFlightMessages: flags.concurrency * 16,
           onFatal: (err) => fatal(err),
+          sinks,
           nonFinite: flags.nan,
         })
       : new RedisWorker({
@@ -183,7 +217,7 @@ export function buildProgram(): Command {
     .requiredOption('--model <name>', 'model name')
     .option('--version <v>', 'model version (default: the newest its versionPolicy serves)')
     .requiredOption('--input <file.parquet>', 'input Parquet file; columns named like model inputs feed them')
-    .requiredOption('--output <file.parquet>', 'output Parquet file (written under a temporary name, renamed on success)')
+    .requiredOption('--output <file.parquet|dir/>', 'output Parquet file, or a folder ending in "/" (part-00000.parquet + _SUCCESS); a local path, file://, webhdfs:// or hdfs:// URI; written under a temporary name, renamed on success')
     .option('--device <device>', 'cpu or cuda:N', 'cpu')
     .option('--max-batch <n>', 'largest batch in rows (overrides config.yaml)', positiveInt)
     .option('--max-delay-ms <n>', 'longest wait for a batch to fill', Number)
@@ -202,6 +236,9 @@ export function buildProgram(): Command {
     .option('--group <id>', 'consumer group (Kafka): workers of one group share the partitions', 'inferq-workers')
     .option('--brokers <host:port,…>', 'Kafka bootstrap brokers', process.env['KAFKA_BROKERS'] ?? '127.0.0.1:9092')
     .option('--dead-letter-topic <name>', 'dead-letter topic (Kafka; default <topic>.dead)')
+    .option('--sink <parquet:uri>', 'also write every result to Parquet files under this folder (local path, file://, webhdfs://, hdfs://); repeatable', (v: string, prev: string[]) => [...prev, v], [] as string[])
+    .option('--sink-roll-rows <n>', 'roll a sink file at this many rows (default 100000)', positiveInt)
+    .option('--sink-roll-ms <n>', 'roll a sink file when its oldest row is this old (default 10000)', positiveInt)
     .option('--session-timeout-ms <n>', 'Kafka: a worker silent this long leaves the group and its partitions move (default 30000)', positiveInt)
     .requiredOption('--model-repo <dir>', 'model repository')
     .option('--models <a,b>', 'serve only these models, loaded and warmed at start (default: any, loaded on first use)')

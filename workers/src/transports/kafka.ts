@@ -41,9 +41,11 @@ import {
 import type { Envelope, NonFinitePolicy } from '@inferq/shared';
 import type { Logger } from '../logging.js';
 import type { ModelPool } from '../models/model-pool.js';
+import type { ParquetSink } from '../sinks/parquet-sink.js';
 import { inferEnvelope } from './infer.js';
 import type { Inference } from './infer.js';
 import { OffsetTracker } from './offsets.js';
+import type { TopicPartitionOffset } from './offsets.js';
 
 export interface KafkaWorkerOptions {
   /** Bootstrap brokers, "host:port". */
@@ -69,6 +71,13 @@ export interface KafkaWorkerOptions {
   readonly sessionTimeoutMs?: number;
   /** NaN/Inf in features. Default 'reject'. */
   readonly nonFinite?: NonFinitePolicy;
+  /**
+   * Parquet sinks every result is written to. With sinks, a partition's offset is committed
+   * only after a roll has published the results of every message below it; rolls are
+   * named by their offset range, and on assignment the worker skips messages a complete
+   * roll already holds (a crash between a roll and its commit writes nothing twice).
+   */
+  readonly sinks?: readonly ParquetSink[];
   /** Called when the consumer crashed and kafkajs will not restart it (the process should exit and be restarted). */
   readonly onFatal?: (err: Error) => void;
 }
@@ -79,6 +88,10 @@ export interface KafkaWorkerStats {
   readonly retried: number;
   readonly skippedRedeliveries: number;
   readonly commits: number;
+  /** Messages skipped on assignment because a published sink roll already held them. */
+  readonly skippedWritten: number;
+  /** Sink rolls published. */
+  readonly rolls: number;
   /** Most messages in flight at once (bounded by maxInFlightMessages). */
   readonly peakInFlight: number;
   /** Times the topic was paused for backpressure. */
@@ -102,7 +115,10 @@ export class KafkaWorker {
   private readonly sender: CoalescingSender;
   private readonly tracker = new OffsetTracker();
   private readonly deadLetters: string;
-  private readonly counters = { completed: 0, deadLettered: 0, retried: 0, skippedRedeliveries: 0, commits: 0, peakInFlight: 0, pauses: 0 };
+  private readonly counters = { completed: 0, deadLettered: 0, retried: 0, skippedRedeliveries: 0, commits: 0, skippedWritten: 0, rolls: 0, peakInFlight: 0, pauses: 0 };
+  private readonly sinks: readonly ParquetSink[];
+  /** Per partition with sinks: where the next roll starts, a roll that failed half-way (retried with the same range), and the recovery on assignment. */
+  private readonly sinkState = new Map<string, { rollFrom: number | undefined; retry: { first: number; last: number } | undefined; recovered: Promise<number> }>();
   private inFlightMessages = 0;
   private inFlightRows = 0;
   private paused = false;
@@ -119,6 +135,7 @@ export class KafkaWorker {
     this.opts = options;
     this.log = options.logger.child({ transport: 'kafka', topic: options.topic, group: options.group });
     this.deadLetters = options.deadLetterTopic ?? kafkaDeadLetterTopic(options.topic);
+    this.sinks = options.sinks ?? [];
     this.kafka = new Kafka({
       clientId: options.clientId ?? `inferq-worker-${hostname()}-${process.pid}`,
       brokers: [...options.brokers],
@@ -153,6 +170,7 @@ export class KafkaWorker {
       this.consumer.on(this.consumer.events.GROUP_JOIN, (e) => {
         const assigned = new Map<string, number[]>(Object.entries(e.payload.memberAssignment));
         this.tracker.retain(assigned);
+        this.assignSinks(assigned.get(this.opts.topic) ?? []);
         this.tracker.recommitAll();
         this.rebalancing = false;
         this.log.info({ assignment: e.payload.memberAssignment, generation: e.payload.groupProtocol }, 'partitions assigned');
@@ -218,8 +236,38 @@ export class KafkaWorker {
     });
   }
 
+  /** On assignment: each new partition's sink recovery starts (eachBatch waits for it); revoked ones are dropped. */
+  private assignSinks(partitions: readonly number[]): void {
+    if (this.sinks.length === 0) return;
+    const groups = new Set(partitions.map((p) => sinkGroup(this.opts.topic, p)));
+    for (const group of this.sinkState.keys()) {
+      if (!groups.has(group)) {
+        this.sinkState.delete(group);
+        for (const sink of this.sinks) sink.drop(group);
+      }
+    }
+    for (const group of groups) {
+      if (this.sinkState.has(group)) continue;
+      const recovered = (async () => {
+        for (let attempt = 1; ; attempt++) {
+          try {
+            const marks = await Promise.all(this.sinks.map((sink) => sink.recover(group)));
+            return Math.min(...marks);
+          } catch (err) {
+            this.log.warn({ err, group, attempt }, 'could not read the sink to recover; retrying');
+            await sleep(Math.min(5000, 200 * 2 ** Math.min(attempt, 5)));
+          }
+        }
+      })();
+      this.sinkState.set(group, { rollFrom: undefined, retry: undefined, recovered });
+    }
+  }
+
   private async eachBatch({ batch, resolveOffset, isRunning, isStale }: EachBatchPayload): Promise<void> {
     const { topic, partition } = batch;
+    const sinkState = this.sinks.length > 0 ? this.sinkState.get(sinkGroup(topic, partition)) : undefined;
+    // Messages a published roll already holds were answered and written before it: not again.
+    const written = sinkState === undefined ? -1 : await sinkState.recovered;
     for (const message of batch.messages) {
       if (this.draining || !isRunning() || isStale()) return;
       if (this.overLimit()) {
@@ -233,6 +281,14 @@ export class KafkaWorker {
         resolveOffset(message.offset);
         continue;
       }
+      if (offset <= written) {
+        this.counters.skippedWritten++;
+        this.tracker.done(topic, partition, offset);
+        this.scheduleCommit();
+        resolveOffset(message.offset);
+        continue;
+      }
+      if (sinkState !== undefined) sinkState.rollFrom ??= offset;
       const rows = Number(headerString(message.headers, KAFKA_HEADERS.rows) ?? 1);
       this.inFlightMessages++;
       if (this.inFlightMessages > this.counters.peakInFlight) this.counters.peakInFlight = this.inFlightMessages;
@@ -277,6 +333,19 @@ export class KafkaWorker {
         envelope ??= this.decode(message);
         const result = await inferEnvelope(this.opts.models, envelope, this.opts.nonFinite ?? 'reject');
         if (envelope.replyTo !== undefined) await this.writeForever([this.reply(envelope, result)], envelope.id);
+        // Buffered here; durable when the roll that covers this offset is published, before its commit.
+        for (const sink of this.sinks) {
+          sink.add(sinkGroup(topic, partition), {
+            seq: Number(message.offset),
+            jobId: envelope.id,
+            rowIds: envelope.rowIds,
+            outputs: result.outputs,
+            rows: result.rows,
+            model: result.model.name,
+            version: result.model.version,
+            ts: Date.now(),
+          });
+        }
         this.counters.completed++;
         return;
       } catch (err) {
@@ -398,7 +467,8 @@ export class KafkaWorker {
 
   private async commitOnce(): Promise<void> {
     if (this.rebalancing) return;
-    const offsets = this.tracker.pending();
+    let offsets = this.tracker.pending();
+    if (offsets.length > 0 && this.sinks.length > 0) offsets = await this.rollSinks(offsets);
     if (offsets.length === 0) return;
     try {
       // A commit sent just before a broker went away can wait forever for its answer; give up on it instead.
@@ -413,6 +483,41 @@ export class KafkaWorker {
       if (this.commitFailures % 10 === 3) this.log.warn({ err, offsets, failures: this.commitFailures }, 'offset commits keep failing; retrying');
       else this.log.debug({ err, offsets }, 'offset commit failed; will retry');
     }
+  }
+
+  /**
+   * With sinks, an offset may be committed only once the results of every message below it
+   * are published. For each partition with a commitable offset C: when a roll is due (rows,
+   * bytes, age, or shutting down) the buffered results of [rollFrom, C-1] are published as
+   * one roll, then C is committed; a partition whose roll is not due yet waits (its offset
+   * stays pending); one with nothing buffered in the range commits at once. A roll that
+   * failed is retried with the same range, so its file names do not change.
+   */
+  private async rollSinks(offsets: TopicPartitionOffset[]): Promise<TopicPartitionOffset[]> {
+    const ok: TopicPartitionOffset[] = [];
+    for (const o of offsets) {
+      const group = sinkGroup(o.topic, o.partition);
+      const st = this.sinkState.get(group);
+      if (st === undefined) continue;
+      const next = Number(o.offset);
+      const range = st.retry ?? { first: st.rollFrom ?? next, last: next - 1 };
+      const buffered = range.first <= range.last && this.sinks.some((sink) => sink.has(group, range.first, range.last));
+      if (buffered) {
+        if (st.retry === undefined && !this.draining && !this.sinks.some((sink) => sink.due(group))) continue;
+        st.retry = range;
+        try {
+          for (const sink of this.sinks) await sink.roll(group, range.first, range.last);
+        } catch (err) {
+          this.log.warn({ err, group, first: range.first, last: range.last }, 'sink roll failed; retrying (the offset waits)');
+          continue;
+        }
+        st.retry = undefined;
+        this.counters.rolls++;
+      }
+      st.rollFrom = range.last + 1;
+      ok.push({ topic: o.topic, partition: o.partition, offset: String(range.last + 1) });
+    }
+    return ok;
   }
 
   private async flushCommits(timeoutMs: number): Promise<void> {
@@ -482,6 +587,9 @@ async function ensureTopic(kafka: Kafka, topic: string): Promise<void> {
     await admin.disconnect();
   }
 }
+
+/** A sink group: one Kafka partition (its roll files are named after it). */
+const sinkGroup = (topic: string, partition: number): string => `${topic}-${partition}`;
 
 function messageId(message: KafkaMessage): string {
   return headerString(message.headers, KAFKA_HEADERS.id) ?? message.key?.toString() ?? `offset ${message.offset}`;

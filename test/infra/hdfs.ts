@@ -1,0 +1,122 @@
+/**
+ * A real HDFS for tests: MiniDFSCluster (org.apache.hadoop:hadoop-minicluster, jars from
+ * Maven Central through test/infra/hdfs/pom.xml, cached in ~/.cache/inferq/hadoop-<v>/libs,
+ * a classpath of its own) started by the single-file launcher test/infra/hdfs/MiniHdfs.java
+ * with WebHDFS on fixed loopback ports. `WEBHDFS_URL` set in the environment points the
+ * suites at an external cluster instead.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { homedir, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { freePort } from './redis.js';
+
+export const HADOOP_VERSION = '3.4.1';
+
+/** The JVM flags Hadoop itself adds for Java 17 (its code reflects into these packages). */
+const ADD_OPENS = ['java.io', 'java.lang', 'java.lang.reflect', 'java.math', 'java.net', 'java.nio', 'java.text', 'java.util', 'java.util.concurrent', 'java.util.zip', 'sun.nio.ch', 'sun.security.util', 'sun.security.x509'].map(
+  (p) => `--add-opens=java.base/${p}=ALL-UNNAMED`,
+);
+
+export interface HdfsServer {
+  /** WebHDFS base URL of the NameNode ("http://127.0.0.1:port"). */
+  readonly url: string;
+  /** Stops the cluster (SIGTERM, then SIGKILL after 20 s). Its data stays. */
+  stop(): Promise<void>;
+  /** Starts it again on the same ports and data (for outage tests). */
+  start(): Promise<void>;
+  /** Stops it and deletes its data. */
+  destroy(): Promise<void>;
+  pid(): number | undefined;
+}
+
+const cacheRoot = (): string => process.env['INFERQ_CACHE'] ?? join(homedir(), '.cache', 'inferq');
+
+/** Fetches the minicluster jars once; returns the libs folder. */
+export function hadoopLibs(version = HADOOP_VERSION): string {
+  const dir = join(cacheRoot(), `hadoop-${version}`);
+  const libs = join(dir, 'libs');
+  const done = join(dir, '.complete');
+  if (existsSync(done)) return libs;
+  if (spawnSync('java', ['-version'], { stdio: 'ignore' }).status !== 0) throw new Error('java is not on PATH: the test HDFS needs Java 17 (or set WEBHDFS_URL to an external cluster)');
+  mkdirSync(dir, { recursive: true });
+  const pom = join(dirname(fileURLToPath(import.meta.url)), 'hdfs', 'pom.xml');
+  console.error(`[test/infra] fetching hadoop-minicluster ${version} jars from Maven Central into ${libs} (once)`);
+  const r = spawnSync('mvn', ['-q', '-B', '-f', pom, 'dependency:copy-dependencies', '-DincludeScope=runtime', `-Dhadoop.version=${version}`, `-DoutputDirectory=${libs}`], {
+    stdio: 'inherit',
+    timeout: 20 * 60_000,
+  });
+  if (r.status !== 0) throw new Error(`mvn could not fetch the hadoop-minicluster ${version} jars (exit ${r.status}); is Maven Central reachable? Or set WEBHDFS_URL`);
+  writeFileSync(done, new Date().toISOString());
+  return libs;
+}
+
+export async function startHdfs(): Promise<HdfsServer> {
+  const libs = hadoopLibs();
+  const launcher = join(dirname(fileURLToPath(import.meta.url)), 'hdfs', 'MiniHdfs.java');
+  const dir = await mkdtemp(join(tmpdir(), 'inferq-hdfs-'));
+  const ports: number[] = [];
+  while (ports.length < 5) {
+    const p = await freePort();
+    if (!ports.includes(p)) ports.push(p);
+  }
+  const [nnRpc, nnHttp, dn, dnHttp, dnIpc] = ports as [number, number, number, number, number];
+  const url = `http://127.0.0.1:${nnHttp}`;
+  let child: ChildProcess | undefined;
+  let formatted = false;
+  const start = async (): Promise<void> => {
+    let log = '';
+    const proc = spawn(
+      'java',
+      ['-Xmx1g', '-XX:+IgnoreUnrecognizedVMOptions', ...ADD_OPENS, '-Dlog4j.configuration=none', '-Dhadoop.log.dir=' + join(dir, 'logs'), '-cp', `${libs}/*`, launcher, join(dir, 'data'), ...[nnRpc, nnHttp, dn, dnHttp, dnIpc].map(String), String(!formatted)],
+      // stdin stays open: the launcher exits when it closes (this process died).
+      { stdio: ['pipe', 'pipe', 'pipe'] },
+    );
+    child = proc;
+    proc.stderr?.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-8000)));
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        proc.kill('SIGKILL');
+        reject(new Error(`MiniDFSCluster not ready within 120 s\n${log}`));
+      }, 120_000);
+      proc.stdout?.on('data', (d: Buffer) => {
+        if (d.toString().includes('READY')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      proc.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`MiniDFSCluster exited (${code}) during start-up\n${log}`));
+      });
+    });
+    formatted = true;
+  };
+  const stop = async (): Promise<void> => {
+    const proc = child;
+    child = undefined;
+    if (proc === undefined || proc.exitCode !== null || proc.signalCode !== null) return;
+    await new Promise<void>((resolve) => {
+      const kill = setTimeout(() => proc.kill('SIGKILL'), 20_000);
+      proc.once('exit', () => {
+        clearTimeout(kill);
+        resolve();
+      });
+      proc.kill('SIGTERM');
+    });
+  };
+  await start();
+  return {
+    url,
+    stop,
+    start,
+    destroy: async () => {
+      await stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+    pid: () => child?.pid,
+  };
+}

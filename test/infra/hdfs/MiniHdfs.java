@@ -1,0 +1,55 @@
+// A real HDFS for tests: one NameNode and one DataNode (MiniDFSCluster) with WebHDFS on
+// fixed loopback ports. Run as a single source file (no build step):
+//   java <add-opens flags> -cp '<hadoop libs>/*' MiniHdfs.java <baseDir> <nnRpcPort> <nnHttpPort> <dnPort> <dnHttpPort> <dnIpcPort> <format:true|false>
+// Prints "READY <webhdfs url>" once the cluster is active; shuts down on SIGTERM (or stdin EOF).
+import java.io.File;
+import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.hdfs.HdfsConfiguration;
+import org.apache.hadoop.hdfs.MiniDFSCluster;
+
+public class MiniHdfs {
+  public static void main(String[] args) throws Exception {
+    String base = args[0];
+    int nnRpc = Integer.parseInt(args[1]);
+    int nnHttp = Integer.parseInt(args[2]);
+    int dn = Integer.parseInt(args[3]);
+    int dnHttp = Integer.parseInt(args[4]);
+    int dnIpc = Integer.parseInt(args[5]);
+    boolean format = Boolean.parseBoolean(args[6]);
+
+    Configuration conf = new HdfsConfiguration();
+    conf.set(MiniDFSCluster.HDFS_MINIDFS_BASEDIR, new File(base).getAbsolutePath());
+    conf.setBoolean("dfs.webhdfs.enabled", true);
+    conf.setBoolean("dfs.permissions.enabled", false);
+    conf.set("hadoop.security.authentication", "simple");
+    conf.setInt("dfs.replication", 1);
+    conf.set("dfs.namenode.rpc-address", "127.0.0.1:" + nnRpc);
+    conf.set("dfs.namenode.http-address", "127.0.0.1:" + nnHttp);
+    conf.set("dfs.datanode.address", "127.0.0.1:" + dn);
+    conf.set("dfs.datanode.http.address", "127.0.0.1:" + dnHttp);
+    conf.set("dfs.datanode.ipc.address", "127.0.0.1:" + dnIpc);
+    conf.set("dfs.datanode.hostname", "127.0.0.1");
+    conf.setBoolean("dfs.datanode.use.datanode.hostname", false);
+    // Small blocks and quick heartbeats: a test cluster, not a production one.
+    conf.setLong("dfs.blocksize", 8L * 1024 * 1024);
+    conf.setLong("dfs.namenode.fs-limits.min-block-size", 1024);
+    conf.setInt("dfs.heartbeat.interval", 1);
+
+    MiniDFSCluster cluster = new MiniDFSCluster.Builder(conf)
+        .nameNodePort(nnRpc)
+        .nameNodeHttpPort(nnHttp)
+        .numDataNodes(1)
+        .checkDataNodeAddrConfig(true)
+        .format(format)
+        .manageNameDfsDirs(true)
+        .manageDataDfsDirs(true)
+        .build();
+    cluster.waitActive();
+    Runtime.getRuntime().addShutdownHook(new Thread(cluster::shutdown));
+    System.out.println("READY http://127.0.0.1:" + nnHttp);
+    System.out.flush();
+    // Until killed, or until the parent closes stdin.
+    while (System.in.read() != -1) { }
+    System.exit(0);
+  }
+}

@@ -1,0 +1,174 @@
+/**
+ * Where output files go: local disk or HDFS (over WebHDFS), behind one small interface.
+ *
+ *   file:///data/out, /data/out, out/        → local disk
+ *   webhdfs://namenode:9870/data/out         → WebHDFS at http://namenode:9870 (Hadoop's own scheme)
+ *   hdfs://namenode[:8020]/data/out          → WebHDFS at $WEBHDFS_URL, else http://namenode:9870
+ *
+ * Every write is atomic: the bytes go to a hidden temporary name in the destination's
+ * folder (`_temporary/`, which Hive, Spark and pyarrow skip), and are renamed into place
+ * once complete, replacing what was there. A reader never sees half a file.
+ */
+import { randomBytes } from 'node:crypto';
+import { copyFile, mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { dirname, join, posix, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { DataIOError } from '@inferq/shared';
+import { WebHdfs } from './webhdfs.js';
+import type { WebHdfsOptions } from './webhdfs.js';
+
+export interface StoreEntry {
+  readonly name: string;
+  readonly type: 'file' | 'dir';
+  readonly size: number;
+}
+
+export interface FileStore {
+  /** Where it writes, for messages ("local disk", "hdfs http://…"). */
+  readonly description: string;
+  /** Copies a complete local file to `path` atomically, replacing any file there. */
+  putFile(localPath: string, path: string): Promise<void>;
+  /** Writes bytes to `path` atomically, replacing any file there. */
+  putBytes(path: string, bytes: Uint8Array): Promise<void>;
+  readFile(path: string): Promise<Buffer>;
+  /** Entries of a folder; [] when it does not exist. */
+  list(path: string): Promise<StoreEntry[]>;
+  exists(path: string): Promise<boolean>;
+  delete(path: string, recursive?: boolean): Promise<void>;
+}
+
+export interface Location {
+  readonly store: FileStore;
+  /** Path inside the store (absolute for HDFS, resolved for local disk). */
+  readonly path: string;
+  /** The location as the user wrote it. */
+  readonly uri: string;
+}
+
+/** Parses an output location (see the module comment). */
+export function parseLocation(uri: string, options: Omit<WebHdfsOptions, 'url'> = {}): Location {
+  const m = /^([a-z]+):\/\/([^/]*)(\/.*)?$/i.exec(uri);
+  if (m === null) return { store: new LocalStore(), path: resolve(uri), uri };
+  const scheme = m[1]!.toLowerCase();
+  const authority = m[2]!;
+  const path = m[3] ?? '/';
+  if (scheme === 'file') return { store: new LocalStore(), path: fileURLToPath(uri), uri };
+  if (scheme === 'webhdfs') return { store: new HdfsStore(new WebHdfs({ ...options, url: `http://${authority}` })), path, uri };
+  if (scheme === 'hdfs') {
+    const url = process.env['WEBHDFS_URL'] ?? `http://${authority.replace(/:\d+$/, '')}:9870`;
+    return { store: new HdfsStore(new WebHdfs({ ...options, url })), path, uri };
+  }
+  throw new DataIOError(`"${uri}": unknown scheme "${scheme}" (use a local path, file://, webhdfs:// or hdfs://)`);
+}
+
+const tmpName = (): string => `${process.pid}-${randomBytes(6).toString('hex')}`;
+
+export class LocalStore implements FileStore {
+  readonly description = 'local disk';
+
+  async putFile(localPath: string, path: string): Promise<void> {
+    const tmp = await this.tempFor(path);
+    await copyFile(localPath, tmp);
+    await this.publish(tmp, path);
+  }
+
+  async putBytes(path: string, bytes: Uint8Array): Promise<void> {
+    const tmp = await this.tempFor(path);
+    const fh = await open(tmp, 'wx');
+    try {
+      await fh.writeFile(bytes);
+    } finally {
+      await fh.close();
+    }
+    await this.publish(tmp, path);
+  }
+
+  private async tempFor(path: string): Promise<string> {
+    const dir = join(dirname(path), '_temporary');
+    await mkdir(dir, { recursive: true });
+    return join(dir, `${posix.basename(path)}.${tmpName()}`);
+  }
+
+  /** fsync the file, rename it into place, fsync the folder: the rename survives a power cut. */
+  private async publish(tmp: string, path: string): Promise<void> {
+    const fh = await open(tmp, 'r+');
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, path);
+    const dir = await open(dirname(path), 'r');
+    try {
+      await dir.sync();
+    } finally {
+      await dir.close();
+    }
+  }
+
+  readFile(path: string): Promise<Buffer> {
+    return readFile(path);
+  }
+
+  async list(path: string): Promise<StoreEntry[]> {
+    try {
+      const entries = await readdir(path, { withFileTypes: true });
+      return Promise.all(entries.map(async (e) => ({ name: e.name, type: e.isDirectory() ? ('dir' as const) : ('file' as const), size: e.isDirectory() ? 0 : (await stat(join(path, e.name))).size })));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    }
+  }
+
+  async exists(path: string): Promise<boolean> {
+    try {
+      await stat(path);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async delete(path: string, recursive = false): Promise<void> {
+    await rm(path, { recursive, force: true });
+  }
+}
+
+export class HdfsStore implements FileStore {
+  readonly description: string;
+
+  constructor(readonly client: WebHdfs) {
+    this.description = `hdfs ${client.url}`;
+  }
+
+  async putFile(localPath: string, path: string): Promise<void> {
+    await this.putBytes(path, await readFile(localPath));
+  }
+
+  async putBytes(path: string, bytes: Uint8Array): Promise<void> {
+    const tmp = posix.join(posix.dirname(path), '_temporary', `${posix.basename(path)}.${tmpName()}`);
+    await this.client.create(tmp, bytes, { overwrite: true });
+    // HDFS's RENAME does not replace: a file already there (a replay) is removed first.
+    if (!(await this.client.rename(tmp, path))) {
+      await this.client.delete(path);
+      if (!(await this.client.rename(tmp, path))) throw new DataIOError(`hdfs: could not rename ${tmp} to ${path}`, { retriable: true });
+    }
+  }
+
+  readFile(path: string): Promise<Buffer> {
+    return this.client.open(path);
+  }
+
+  async list(path: string): Promise<StoreEntry[]> {
+    if ((await this.client.getFileStatus(path)) === undefined) return [];
+    return (await this.client.listStatus(path)).map((s) => ({ name: s.pathSuffix, type: s.type === 'DIRECTORY' ? ('dir' as const) : ('file' as const), size: s.length }));
+  }
+
+  async exists(path: string): Promise<boolean> {
+    return (await this.client.getFileStatus(path)) !== undefined;
+  }
+
+  async delete(path: string, recursive = false): Promise<void> {
+    await this.client.delete(path, recursive);
+  }
+}

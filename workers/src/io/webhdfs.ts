@@ -1,0 +1,197 @@
+/**
+ * A small typed WebHDFS client (the HDFS REST API of the NameNode), on node:http.
+ *
+ * ```
+ *  CREATE / APPEND:  PUT|POST namenode/webhdfs/v1/<path>?op=…  (no body) ─► 307 Location: datanode
+ *                    PUT|POST <Location> with the bytes               ─► 201 / 200
+ *  OPEN:             GET  namenode …?op=OPEN ─► 307 ─► GET datanode ─► the bytes
+ *  MKDIRS, RENAME, DELETE, LISTSTATUS, GETFILESTATUS: one request to the NameNode, JSON answer
+ * ```
+ *
+ * Why not the `webhdfs` npm package: it is built on `request`, deprecated since 2020 and
+ * unmaintained, and has no types. Why not fetch: the DataNode answers a write with
+ * `100 Continue` whether or not it was asked to, and undici's fetch fails on it
+ * ("bad response"); node:http handles it.
+ *
+ * Errors carry the RemoteException (`exception`, `javaClassName`, `message`). Requests time
+ * out; network errors, 5xx and the NameNode's StandbyException/RetriableException are
+ * retried with exponential backoff; 4xx (missing file, bad request) are not.
+ */
+import { request as httpRequest } from 'node:http';
+import type { IncomingMessage } from 'node:http';
+import { InferqError } from '@inferq/shared';
+
+export interface WebHdfsOptions {
+  /** NameNode HTTP address, e.g. "http://namenode:9870". */
+  readonly url: string;
+  /** `user.name` for simple authentication. Default: $HADOOP_USER_NAME, $USER, or "inferq". */
+  readonly user?: string;
+  /** A delegation token (`delegation=`), instead of `user.name`, for secured clusters. */
+  readonly delegationToken?: string;
+  /** Per-request timeout. Default 30 s. */
+  readonly timeoutMs?: number;
+  /** Tries for a retriable failure. Default 5 (backoff 200 ms × 2ⁿ, at most 5 s). */
+  readonly attempts?: number;
+}
+
+export interface FileStatus {
+  readonly pathSuffix: string;
+  readonly type: 'FILE' | 'DIRECTORY' | 'SYMLINK';
+  readonly length: number;
+  readonly modificationTime: number;
+  readonly replication: number;
+  readonly permission: string;
+  readonly owner: string;
+}
+
+/** An HDFS error, with the server's RemoteException when it sent one. */
+export class WebHdfsError extends InferqError {
+  readonly status: number | undefined;
+  readonly exception: string | undefined;
+  readonly javaClassName: string | undefined;
+
+  constructor(message: string, opts: { status?: number | undefined; exception?: string | undefined; javaClassName?: string | undefined; retriable: boolean; cause?: unknown }) {
+    super(message, { retriable: opts.retriable, cause: opts.cause });
+    this.status = opts.status;
+    this.exception = opts.exception;
+    this.javaClassName = opts.javaClassName;
+  }
+}
+
+interface Response {
+  readonly status: number;
+  readonly headers: IncomingMessage['headers'];
+  readonly body: Buffer;
+}
+
+const RETRIABLE_EXCEPTIONS = new Set(['StandbyException', 'RetriableException', 'SafeModeException', 'ConnectException']);
+
+export class WebHdfs {
+  readonly url: string;
+  private readonly opts: WebHdfsOptions;
+
+  constructor(options: WebHdfsOptions) {
+    this.opts = options;
+    this.url = options.url.replace(/\/+$/, '');
+  }
+
+  /** Writes a whole file (two-step CREATE). `overwrite` default false: an existing file is an error. */
+  async create(path: string, data: Uint8Array, options: { overwrite?: boolean; permission?: string } = {}): Promise<void> {
+    await this.twoStep('PUT', path, 'CREATE', { overwrite: String(options.overwrite ?? false), ...(options.permission === undefined ? {} : { permission: options.permission }) }, data, 201);
+  }
+
+  /** Appends to an existing file (two-step APPEND). */
+  async append(path: string, data: Uint8Array): Promise<void> {
+    await this.twoStep('POST', path, 'APPEND', {}, data, 200);
+  }
+
+  /** Reads a whole file. */
+  async open(path: string): Promise<Buffer> {
+    return (await this.twoStep('GET', path, 'OPEN', {}, undefined, 200)).body;
+  }
+
+  async mkdirs(path: string): Promise<boolean> {
+    return this.json<{ boolean: boolean }>('PUT', path, 'MKDIRS').then((r) => r.boolean);
+  }
+
+  /** Renames; false when HDFS refused (e.g. the destination exists). */
+  async rename(from: string, to: string): Promise<boolean> {
+    return this.json<{ boolean: boolean }>('PUT', from, 'RENAME', { destination: absolute(to) }).then((r) => r.boolean);
+  }
+
+  /** Deletes; false when there was nothing to delete. */
+  async delete(path: string, recursive = false): Promise<boolean> {
+    return this.json<{ boolean: boolean }>('DELETE', path, 'DELETE', { recursive: String(recursive) }).then((r) => r.boolean);
+  }
+
+  async listStatus(path: string): Promise<FileStatus[]> {
+    return this.json<{ FileStatuses: { FileStatus: FileStatus[] } }>('GET', path, 'LISTSTATUS').then((r) => r.FileStatuses.FileStatus);
+  }
+
+  /** The file's status, or undefined when it does not exist. */
+  async getFileStatus(path: string): Promise<FileStatus | undefined> {
+    try {
+      return (await this.json<{ FileStatus: FileStatus }>('GET', path, 'GETFILESTATUS')).FileStatus;
+    } catch (err) {
+      if (err instanceof WebHdfsError && err.status === 404) return undefined;
+      throw err;
+    }
+  }
+
+  private query(path: string, op: string, params: Record<string, string>): string {
+    const q = new URLSearchParams({ op, ...params });
+    if (this.opts.delegationToken !== undefined) q.set('delegation', this.opts.delegationToken);
+    else q.set('user.name', this.opts.user ?? process.env['HADOOP_USER_NAME'] ?? process.env['USER'] ?? 'inferq');
+    return `${this.url}/webhdfs/v1${encodePath(absolute(path))}?${q.toString()}`;
+  }
+
+  private async json<T>(method: string, path: string, op: string, params: Record<string, string> = {}): Promise<T> {
+    const res = await this.retry(`${op} ${path}`, () => this.send(method, this.query(path, op, params)), 200);
+    return JSON.parse(res.body.toString('utf8')) as T;
+  }
+
+  /** The NameNode redirects to a DataNode; the body goes (or comes) only in the second request. */
+  private twoStep(method: string, path: string, op: string, params: Record<string, string>, data: Uint8Array | undefined, expect: number): Promise<Response> {
+    return this.retry(
+      `${op} ${path}`,
+      async () => {
+        const first = await this.send(method, this.query(path, op, params));
+        if (first.status !== 307) return first;
+        const location = first.headers.location;
+        if (location === undefined) throw new WebHdfsError(`${op} ${path}: redirect without a Location`, { status: 307, retriable: true });
+        return this.send(method, location, data);
+      },
+      expect,
+    );
+  }
+
+  private async retry(what: string, attempt: () => Promise<Response>, expect: number): Promise<Response> {
+    const attempts = this.opts.attempts ?? 5;
+    for (let i = 1; ; i++) {
+      let err: WebHdfsError;
+      try {
+        const res = await attempt();
+        if (res.status === expect) return res;
+        err = remoteError(what, res);
+      } catch (e) {
+        err = e instanceof WebHdfsError ? e : new WebHdfsError(`${what}: ${(e as Error).message} (WebHDFS at ${this.url})`, { retriable: true, cause: e });
+      }
+      if (!err.retriable || i >= attempts) throw err;
+      await new Promise((r) => setTimeout(r, Math.min(5000, 200 * 2 ** (i - 1))));
+    }
+  }
+
+  private send(method: string, url: string, body?: Uint8Array): Promise<Response> {
+    const timeoutMs = this.opts.timeoutMs ?? 30_000;
+    return new Promise((resolve, reject) => {
+      const req = httpRequest(url, { method, timeout: timeoutMs, headers: body === undefined ? {} : { 'content-type': 'application/octet-stream', 'content-length': body.byteLength } }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
+        res.on('error', reject);
+      });
+      req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+      req.on('error', reject);
+      req.end(body === undefined ? undefined : Buffer.from(body.buffer, body.byteOffset, body.byteLength));
+    });
+  }
+}
+
+function remoteError(what: string, res: Response): WebHdfsError {
+  let exception: string | undefined;
+  let javaClassName: string | undefined;
+  let message = res.body.toString('utf8').slice(0, 500);
+  try {
+    const parsed = JSON.parse(res.body.toString('utf8')) as { RemoteException?: { exception?: string; javaClassName?: string; message?: string } };
+    exception = parsed.RemoteException?.exception;
+    javaClassName = parsed.RemoteException?.javaClassName;
+    message = parsed.RemoteException?.message ?? message;
+  } catch {
+    // not JSON
+  }
+  const retriable = res.status >= 500 || (exception !== undefined && RETRIABLE_EXCEPTIONS.has(exception));
+  return new WebHdfsError(`${what}: HTTP ${res.status}${exception === undefined ? '' : ` ${exception}`}: ${message}`, { status: res.status, exception, javaClassName, retriable });
+}
+
+const absolute = (p: string): string => (p.startsWith('/') ? p : `/${p}`);
+const encodePath = (p: string): string => p.split('/').map(encodeURIComponent).join('/');
