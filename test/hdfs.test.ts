@@ -4,11 +4,12 @@
  * writing results to Parquet on HDFS: read back by pyarrow, exactly once across a
  * kill -9 and an HDFS outage.
  */
-import { mkdtemp, mkdir, writeFile } from 'node:fs/promises';
+import { mkdtemp, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { KafkaProducer } from '@inferq/producer';
+import { Queue } from 'bullmq';
+import { KafkaProducer, Producer } from '@inferq/producer';
 import { forwardMlp } from '../examples/build/onnx-builder.js';
 import { WebHdfs, WebHdfsError } from '../workers/src/io/webhdfs.js';
 import { silentLogger } from '../workers/src/logging.js';
@@ -21,7 +22,7 @@ import { runPython } from './infra/python.js';
 import { runCli } from './helpers/cli.js';
 import { committedTotal, createTopic, topicName, withAdmin } from './helpers/kafka.js';
 import { smallMlp, tempDir, writeModel } from './helpers/models.js';
-import { startWorker, waitFor } from './helpers/redis.js';
+import { dropQueue, queueName, startWorker, waitFor } from './helpers/redis.js';
 
 const webhdfs = inject('webhdfsUrl');
 const brokers = inject('kafkaBrokers');
@@ -172,6 +173,21 @@ describe('inferq predict --output on HDFS', () => {
     ) as { rows: number; cols: string[] };
     expect(out.rows).toBe(1797);
     expect(out.cols).toContain('tags');
+  }, 120_000);
+});
+
+describe('a model repository on HDFS', () => {
+  it('inferq predict --model-repo webhdfs://… loads the model from HDFS', async () => {
+    const root = `/inferq-test/models-${Date.now()}`;
+    await fs.create(`${root}/digit-tags/1/model.onnx`, await readFile('examples/models/digit-tags/1/model.onnx'));
+    const out = join(await tempDir(), 'out.parquet');
+    const r = await runCli(['predict', '--model-repo', `webhdfs://${hostPort}${root}`, '--model', 'digit-tags', '--input', 'examples/data/digits.parquet', '--output', out, '--no-progress']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('1,797 rows');
+    expect(r.stdout).toContain('model digit-tags:1');
+    const missing = await runCli(['predict', '--model-repo', `webhdfs://${hostPort}/inferq-test/no-such-repo`, '--model', 'digit-tags', '--input', 'examples/data/digits.parquet', '--output', out, '--no-progress']);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain('/inferq-test/no-such-repo": no such folder, or it is empty');
   }, 120_000);
 });
 
@@ -328,4 +344,79 @@ describe('Kafka workers with a Parquet sink on HDFS', () => {
       await own.destroy();
     }
   }, 300_000);
+});
+
+describe('Redis workers with a Parquet sink on HDFS', () => {
+  const redisUrl = inject('redisUrl');
+  const args = (queue: string, sink: string, more: string[] = []): string[] => [
+    '--transport', 'redis', '--queue', queue, '--redis', redisUrl, '--model-repo', repo, '--models', 'mlp', '--threads', '1',
+    '--sink', `parquet:${sink}`, '--sink-roll-rows', '400', '--sink-roll-ms', '300', ...more,
+  ];
+  const idle = async (queue: string): Promise<boolean> => {
+    const q = new Queue(queue, { connection: { url: redisUrl }, prefix: 'inferq' });
+    try {
+      const c = await q.getJobCounts('wait', 'active', 'delayed', 'prioritized');
+      return Object.values(c).every((v) => v === 0);
+    } finally {
+      await q.close();
+    }
+  };
+
+  it('every job\'s rows are written once; a job run again after its roll was published is not written twice', async () => {
+    const queue = queueName();
+    const dir = `/inferq-test/redis-sink-${queue}`;
+    const producer = new Producer({ redis: redisUrl, queue });
+    const w = startWorker(args(queue, `webhdfs://${hostPort}${dir}`));
+    try {
+      await w.ready;
+      const n = 400;
+      await Promise.all(Array.from({ length: n }, (_, k) => producer.enqueue('mlp', features(1 + (k % 3), k), { jobId: `r-${k}` })));
+      await waitFor(() => idle(queue), 'the queue to drain', 60_000, 100);
+      const total = Array.from({ length: n }, (_, k) => 1 + (k % 3)).reduce((a, b) => a + b, 0);
+      const d = JSON.parse(await runPython(READ_DATASET, [await download(fs, dir)])) as Dataset;
+      expect(d.rows).toBe(total);
+      expect(d.distinct).toBe(total);
+      expectRowsMatch(d, (id) => {
+        const k = Number(id.slice(2));
+        return features(1 + (k % 3), k);
+      });
+      // The same job again (a replay after a crash between the roll and the completion looks like this).
+      await producer.enqueue('mlp', features(1, 0), { jobId: 'r-0' });
+      await waitFor(() => idle(queue), 'the replayed job to complete', 30_000, 100);
+      const again = JSON.parse(await runPython(READ_DATASET, [await download(fs, dir)])) as Dataset;
+      expect(again.rows).toBe(total);
+      expect(again.files).toEqual(d.files);
+    } finally {
+      w.child.kill('SIGTERM');
+      await w.exited;
+      await producer.close();
+      await dropQueue(redisUrl, queue);
+    }
+  }, 180_000);
+
+  it('kill -9 of a worker mid-run: its jobs are taken over and every row is written exactly once', async () => {
+    const queue = queueName();
+    const dir = `/inferq-test/redis-kill-${queue}`;
+    const producer = new Producer({ redis: redisUrl, queue });
+    const more = ['--lock-duration-ms', '2000', '--sink-roll-rows', '1000'];
+    const victim = startWorker(args(queue, `webhdfs://${hostPort}${dir}`, more));
+    const survivor = startWorker(args(queue, `webhdfs://${hostPort}${dir}`, more));
+    try {
+      await Promise.all([victim.ready, survivor.ready]);
+      const n = 2000;
+      await Promise.all(Array.from({ length: n }, (_, k) => producer.enqueue('mlp', features(5, k), { jobId: `v-${k}` })));
+      await waitFor(async () => (await fs.getFileStatus(dir)) !== undefined, 'the first rolls', 60_000, 20);
+      victim.child.kill('SIGKILL');
+      await victim.exited;
+      await waitFor(() => idle(queue), 'the queue to drain', 120_000, 200);
+      const d = JSON.parse(await runPython(READ_DATASET, [await download(fs, dir)])) as Dataset;
+      expect(d.rows).toBe(n * 5);
+      expect(d.distinct).toBe(n * 5);
+    } finally {
+      survivor.child.kill('SIGTERM');
+      await survivor.exited;
+      await producer.close();
+      await dropQueue(redisUrl, queue);
+    }
+  }, 240_000);
 });

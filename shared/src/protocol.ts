@@ -13,6 +13,8 @@ export interface RedisKeys {
   readonly deadLetters: string;
   /** Default reply inbox of one producer instance (for predict()). */
   inbox(producerId: string): string;
+  /** The sink files a job's rows were written to (JSON), recorded before the job is completed. */
+  sunk(jobId: string): string;
 }
 
 export const DEFAULT_PREFIX = 'inferq';
@@ -24,6 +26,7 @@ export function redisKeys(prefix: string, queue: string): RedisKeys {
     payload: (jobId) => `${base}:payload:${jobId}`,
     deadLetters: `${base}:dead`,
     inbox: (producerId) => `${base}:inbox:${producerId}`,
+    sunk: (jobId) => `${base}:sunk:${jobId}`,
   };
 }
 

@@ -14,7 +14,7 @@ import { loadModel } from '../models/loaded-model.js';
 import { ModelRepository } from '../models/repository.js';
 import { ModelPool } from '../models/model-pool.js';
 import { predictParquet } from '../predict/predict.js';
-import { LocalStore, parseLocation } from '../io/store.js';
+import { LocalStore, localCopy, parseLocation } from '../io/store.js';
 import { ParquetSink } from '../sinks/parquet-sink.js';
 import { KafkaWorker } from '../transports/kafka.js';
 import { RedisWorker } from '../transports/redis.js';
@@ -26,6 +26,12 @@ function positiveInt(value: string): number {
   const n = Number(value);
   if (!Number.isSafeInteger(n) || n <= 0) throw new InvalidArgumentError(`expected a positive integer, got "${value}"`);
   return n;
+}
+
+/** A model repository on HDFS is copied to a local folder first (ONNX Runtime loads from bytes on disk). */
+async function modelRepoDir(uri: string): Promise<string> {
+  if (parseLocation(uri).store instanceof LocalStore) return uri;
+  return localCopy(uri, await mkdtemp(join(tmpdir(), 'inferq-models-')));
 }
 
 interface PredictFlags {
@@ -46,7 +52,7 @@ async function predictCommand(flags: PredictFlags): Promise<void> {
   // predict prints its own summary; its logs are warnings and errors unless INFERQ_LOG_LEVEL says otherwise.
   const logger = createLogger({ level: process.env['INFERQ_LOG_LEVEL'] ?? 'warn', base: { cmd: 'predict' } });
   const device = parseDevice(flags.device);
-  const repo = new ModelRepository(flags.modelRepo);
+  const repo = new ModelRepository(await modelRepoDir(flags.modelRepo));
   const model = await loadModel(repo, flags.model, flags.version, {
     device,
     logger,
@@ -123,7 +129,7 @@ async function workerCommand(flags: WorkerFlags): Promise<void> {
   const device = parseDevice(flags.device);
   const logger = createLogger({ base: { cmd: 'worker', device: formatDevice(device) } });
   const allow = flags.models?.split(',').map((s) => s.trim()).filter((s) => s !== '');
-  const pool = new ModelPool(new ModelRepository(flags.modelRepo), {
+  const pool = new ModelPool(new ModelRepository(await modelRepoDir(flags.modelRepo)), {
     device,
     logger,
     allow,
@@ -146,10 +152,6 @@ async function workerCommand(flags: WorkerFlags): Promise<void> {
       ...(flags.sinkRollMs === undefined ? {} : { rollMs: flags.sinkRollMs }),
     });
   });
-  if (sinks.length > 0 && flags.transport !== 'kafka') {
-    await pool.close();
-    throw new ConfigError('--sink is built for --transport kafka only so far (the Redis worker writes replies)');
-  }
   const worker =
     flags.transport === 'kafka'
       ? new KafkaWorker({
@@ -174,6 +176,7 @@ async function workerCommand(flags: WorkerFlags): Promise<void> {
           concurrency: flags.concurrency,
           ...(flags.lockDurationMs === undefined ? {} : { lockDurationMs: flags.lockDurationMs }),
           nonFinite: flags.nan,
+          sinks,
         });
   const source = flags.transport === 'kafka' ? `topic "${flags.topic}" (group "${flags.group}")` : `queue "${flags.queue}"`;
   let stopping: Promise<void> | undefined;
@@ -213,7 +216,7 @@ export function buildProgram(): Command {
   program
     .command('predict')
     .description('Predict a Parquet file offline (no queue, no server): Parquet in → model → Parquet out.')
-    .requiredOption('--model-repo <dir>', 'model repository: <dir>/<name>/<version>/model.onnx')
+    .requiredOption('--model-repo <dir>', 'model repository: <dir>/<name>/<version>/model.onnx (a local folder, or webhdfs:// / hdfs://, copied locally at start)')
     .requiredOption('--model <name>', 'model name')
     .option('--version <v>', 'model version (default: the newest its versionPolicy serves)')
     .requiredOption('--input <file.parquet>', 'input Parquet file; columns named like model inputs feed them')
@@ -240,7 +243,7 @@ export function buildProgram(): Command {
     .option('--sink-roll-rows <n>', 'roll a sink file at this many rows (default 100000)', positiveInt)
     .option('--sink-roll-ms <n>', 'roll a sink file when its oldest row is this old (default 10000)', positiveInt)
     .option('--session-timeout-ms <n>', 'Kafka: a worker silent this long leaves the group and its partitions move (default 30000)', positiveInt)
-    .requiredOption('--model-repo <dir>', 'model repository')
+    .requiredOption('--model-repo <dir>', 'model repository (a local folder, or webhdfs:// / hdfs://, copied locally at start)')
     .option('--models <a,b>', 'serve only these models, loaded and warmed at start (default: any, loaded on first use)')
     .option('--device <device>', 'cpu or cuda:N', 'cpu')
     .option('--concurrency <n>', 'jobs in flight (enough to fill batches; Kafka: the topic is paused at 16× this many messages)', positiveInt, 256)

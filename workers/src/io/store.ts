@@ -172,3 +172,31 @@ export class HdfsStore implements FileStore {
     await this.client.delete(path, recursive);
   }
 }
+
+/**
+ * A local copy of a folder tree (a model repository on HDFS, say): remote locations are
+ * downloaded once into `into`; a local one is returned as it is.
+ */
+export async function localCopy(uri: string, into: string): Promise<string> {
+  const loc = parseLocation(uri);
+  if (loc.store instanceof LocalStore) return loc.path;
+  if ((await loc.store.list(loc.path)).length === 0) throw new DataIOError(`"${uri}": no such folder, or it is empty (${loc.store.description})`);
+  const walk = async (from: string, to: string): Promise<void> => {
+    await mkdir(to, { recursive: true });
+    for (const e of await loc.store.list(from)) {
+      if (e.name.startsWith('_') || e.name.startsWith('.')) continue;
+      const src = posix.join(from, e.name);
+      if (e.type === 'dir') await walk(src, join(to, e.name));
+      else {
+        const fh = await open(join(to, e.name), 'w');
+        try {
+          await fh.writeFile(await loc.store.readFile(src));
+        } finally {
+          await fh.close();
+        }
+      }
+    }
+  };
+  await walk(loc.path, into);
+  return into;
+}

@@ -67,6 +67,17 @@ export interface RollResult {
   readonly rows: number;
 }
 
+export interface RollPlan {
+  readonly group: string;
+  readonly first: number;
+  readonly last: number;
+  /** The files the roll writes, in order. */
+  readonly paths: readonly string[];
+  /** The jobs whose rows it holds. */
+  readonly jobIds: readonly string[];
+  readonly files: readonly { readonly path: string; readonly records: readonly SinkRecord[] }[];
+}
+
 interface GroupBuffer {
   records: SinkRecord[];
   rows: number;
@@ -117,13 +128,12 @@ export class ParquetSink {
   }
 
   /**
-   * Writes the records of `group` with first ≤ seq ≤ last as one roll, one file per
-   * partition folder; resolves when every file is in place. Records past `last` stay.
+   * Plans the roll of `group`'s records with first ≤ seq ≤ last: which files it will
+   * write (one per partition folder), before anything is written — so a transport can
+   * record them first (the Redis worker does, per job).
    */
-  async roll(group: string, first: number, last: number): Promise<RollResult> {
-    const g = this.groups.get(group);
-    const taken = (g?.records ?? []).filter((r) => r.seq >= first && r.seq <= last).sort((a, b) => a.seq - b.seq);
-    if (taken.length === 0) return { files: [], rows: 0 };
+  planRoll(group: string, first: number, last: number): RollPlan {
+    const taken = (this.groups.get(group)?.records ?? []).filter((r) => r.seq >= first && r.seq <= last).sort((a, b) => a.seq - b.seq);
     const byFolder = new Map<string, SinkRecord[]>();
     for (const r of taken) {
       const folder = posix.join(this.location.path, `model=${escapeValue(r.model)}`, `version=${escapeValue(r.version)}`, `date=${new Date(r.ts).toISOString().slice(0, 10)}`);
@@ -132,14 +142,16 @@ export class ParquetSink {
       list.push(r);
     }
     const n = byFolder.size;
-    const files: string[] = [];
+    const files = [...byFolder].map(([folder, records], i) => ({ path: posix.join(folder, `part-${group}-${pad(first)}-${pad(last)}-${i + 1}of${n}.parquet`), records }));
+    return { group, first, last, paths: files.map((f) => f.path), jobIds: [...new Set(taken.map((r) => r.jobId))], files };
+  }
+
+  /** Writes a planned roll; resolves when every file is in place. Records past its range stay buffered. */
+  async writeRoll(plan: RollPlan): Promise<RollResult> {
     const local = await mkdtemp(join(tmpdir(), 'inferq-sink-'));
     try {
-      let k = 0;
-      for (const [folder, records] of byFolder) {
-        k++;
-        const name = `part-${group}-${pad(first)}-${pad(last)}-${k}of${n}.parquet`;
-        const tmp = join(local, name);
+      for (const { path, records } of plan.files) {
+        const tmp = join(local, posix.basename(path));
         const writer = await createParquetWriter(tmp, { compression: this.opts.compression ?? 'snappy' });
         try {
           await writer.write(toRecordBatch(records));
@@ -148,26 +160,42 @@ export class ParquetSink {
           await writer.abort();
           throw err;
         }
-        const path = posix.join(folder, name);
         try {
           await this.store.putFile(tmp, path);
         } catch (err) {
           throw new DataIOError(`sink ${this.opts.location}: writing ${path} failed: ${(err as Error).message}`, { cause: err, retriable: true });
         }
-        files.push(path);
       }
     } finally {
       await rm(local, { recursive: true, force: true });
     }
+    const g = this.groups.get(plan.group);
     if (g !== undefined) {
-      g.records = g.records.filter((r) => r.seq > last);
+      g.records = g.records.filter((r) => r.seq < plan.first || r.seq > plan.last);
       g.rows = g.records.reduce((s, r) => s + r.rows, 0);
       g.bytes = g.records.reduce((s, r) => s + Object.values(r.outputs).reduce((b, t) => b + t.data.byteLength, 0), 0);
       g.since = Date.now();
     }
-    const rows = taken.reduce((s, r) => s + r.rows, 0);
-    this.log.debug({ group, first, last, files: files.length, rows }, 'sink roll published');
-    return { files, rows };
+    const rows = plan.files.reduce((s, f) => s + f.records.reduce((n, r) => n + r.rows, 0), 0);
+    this.log.debug({ group: plan.group, first: plan.first, last: plan.last, files: plan.files.length, rows }, 'sink roll published');
+    return { files: plan.paths, rows };
+  }
+
+  /** Writes the records of `group` with first ≤ seq ≤ last as one roll (planRoll + writeRoll). */
+  roll(group: string, first: number, last: number): Promise<RollResult> {
+    return this.writeRoll(this.planRoll(group, first, last));
+  }
+
+  /** Whether every file of a recorded roll is in place ('complete'), some are ('partial'), or none ('absent'). */
+  async rollState(paths: readonly string[]): Promise<'complete' | 'partial' | 'absent'> {
+    const present = await Promise.all(paths.map((p) => this.store.exists(p)));
+    const n = present.filter(Boolean).length;
+    return n === paths.length ? 'complete' : n === 0 ? 'absent' : 'partial';
+  }
+
+  /** Deletes the files of a roll a crash left partial (its jobs are written again in new rolls). */
+  async deleteFiles(paths: readonly string[]): Promise<void> {
+    for (const p of paths) await this.store.delete(p);
   }
 
   /**

@@ -15,6 +15,7 @@
  * (lockDuration) and run by another worker; replies are keyed by job id, so a replay
  * writes the same reply again instead of losing one.
  */
+import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { Worker, UnrecoverableError } from 'bullmq';
 import type { Job } from 'bullmq';
@@ -35,6 +36,7 @@ import {
 import type { Envelope, JobData, NonFinitePolicy, RedisKeys } from '@inferq/shared';
 import type { Logger } from '../logging.js';
 import type { ModelPool } from '../models/model-pool.js';
+import type { ParquetSink } from '../sinks/parquet-sink.js';
 import { inferEnvelope } from './infer.js';
 import type { Inference } from './infer.js';
 
@@ -59,12 +61,23 @@ export interface RedisWorkerOptions {
   readonly maxPayloadBytes?: number;
   /** NaN/Inf in features. Default 'reject'. */
   readonly nonFinite?: NonFinitePolicy;
+  /**
+   * Parquet sinks every result is written to. A job is completed only after the roll
+   * holding its rows is published; before a roll is written, the files it will write are
+   * recorded under each of its jobs (`<prefix>:<queue>:sunk:<job id>`), so a job run
+   * again after a crash finds its rows already written (and is not written twice), or
+   * finds a roll the crash left half-written (whose files are deleted and written again).
+   */
+  readonly sinks?: readonly ParquetSink[];
 }
 
 export interface RedisWorkerStats {
   readonly completed: number;
   readonly deadLettered: number;
   readonly retried: number;
+  /** Jobs run again whose rows a published roll already held. */
+  readonly alreadySunk: number;
+  readonly rolls: number;
 }
 
 export class RedisWorker {
@@ -74,7 +87,15 @@ export class RedisWorker {
   private readonly workerConnection: Redis;
   private worker: Worker | undefined;
   private closing: Promise<void> | undefined;
-  private readonly counters = { completed: 0, deadLettered: 0, retried: 0 };
+  private readonly counters = { completed: 0, deadLettered: 0, retried: 0, alreadySunk: 0, rolls: 0 };
+  private readonly sinks: readonly ParquetSink[];
+  /** This process's sink group: roll files are named after it and a sequence number per job. */
+  private readonly sinkGroup: string;
+  private seq = 0;
+  private rollWaiters: { seq: number; resolve: () => void }[] = [];
+  private rolling: Promise<void> | undefined;
+  private rollTimer: NodeJS.Timeout | undefined;
+  private draining = false;
   private readonly log: Logger;
 
   constructor(options: RedisWorkerOptions) {
@@ -83,6 +104,8 @@ export class RedisWorker {
     this.redis = new Redis(options.redis, { maxRetriesPerRequest: null });
     this.workerConnection = this.redis.duplicate({ maxRetriesPerRequest: null });
     this.log = options.logger.child({ transport: 'redis', queue: options.queue });
+    this.sinks = options.sinks ?? [];
+    this.sinkGroup = `redis-${options.queue}-${randomBytes(4).toString('hex')}`;
   }
 
   get stats(): RedisWorkerStats {
@@ -112,6 +135,10 @@ export class RedisWorker {
       }
     });
     worker.on('error', (err) => this.log.error({ err }, 'worker error'));
+    if (this.sinks.length > 0) {
+      this.rollTimer = setInterval(() => this.maybeRoll(), 100);
+      this.rollTimer.unref();
+    }
     void worker.run().catch((err: unknown) => this.log.error({ err }, 'worker stopped'));
     await worker.waitUntilReady();
     this.log.info({ concurrency: this.opts.concurrency ?? 256 }, 'redis worker started');
@@ -124,6 +151,9 @@ export class RedisWorker {
   }
 
   private async doClose(timeoutMs: number): Promise<void> {
+    // In-flight jobs wait for their roll: from now on every buffered row rolls at once.
+    this.draining = true;
+    this.maybeRoll();
     const worker = this.worker;
     if (worker !== undefined) {
       let timer: NodeJS.Timeout | undefined;
@@ -137,6 +167,8 @@ export class RedisWorker {
         await worker.close(true).catch((err: unknown) => this.log.error({ err }, 'forced close failed'));
       }
     }
+    clearInterval(this.rollTimer);
+    await this.rolling;
     for (const c of [this.workerConnection, this.redis]) await c.quit().catch(() => c.disconnect());
   }
 
@@ -160,6 +192,7 @@ export class RedisWorker {
         this.addReply(pipeline, envelope, result);
         await execAll(pipeline);
       }
+      await this.sink(envelope, result);
       return { rows: result.rows };
     } catch (err) {
       if (this.shouldRetry(job, err)) throw err;
@@ -205,7 +238,68 @@ export class RedisWorker {
       }
     });
     await execAll(pipeline);
+    await Promise.all(settled.map((s) => (s.status === 'fulfilled' ? this.sink(s.value.env, s.value.result) : undefined)));
     return { rows };
+  }
+
+  /** Puts a job's rows into the sinks and waits until the roll holding them is published. */
+  private async sink(envelope: Envelope, result: Inference): Promise<void> {
+    if (this.sinks.length === 0) return;
+    const recorded = await this.redis.get(this.keys.sunk(envelope.id));
+    if (recorded !== null) {
+      const paths = JSON.parse(recorded) as string[][];
+      const states = await Promise.all(this.sinks.map((sink, i) => sink.rollState(paths[i] ?? [])));
+      if (states.every((st) => st === 'complete')) {
+        this.counters.alreadySunk++;
+        return;
+      }
+      // A roll a crash left half-written: remove it; its jobs (this one among them) are written anew.
+      await Promise.all(this.sinks.map((sink, i) => sink.deleteFiles(paths[i] ?? [])));
+    }
+    const seq = this.seq++;
+    const written = new Promise<void>((resolve) => this.rollWaiters.push({ seq, resolve }));
+    for (const sink of this.sinks) {
+      sink.add(this.sinkGroup, { seq, jobId: envelope.id, rowIds: envelope.rowIds, outputs: result.outputs, rows: result.rows, model: result.model.name, version: result.model.version, ts: Date.now() });
+    }
+    this.maybeRoll();
+    await written;
+  }
+
+  /**
+   * Rolls when a sink is due (rows, bytes, age) or the worker drains: records the roll's
+   * files under each of its jobs, writes them, then releases the jobs (which are then
+   * completed). A failed write is retried with the same plan (the same file names).
+   */
+  private maybeRoll(): void {
+    if (this.rolling !== undefined || this.rollWaiters.length === 0) return;
+    // Due by rows, bytes or age, or when every job slot waits for this roll (no more jobs can come in).
+    const full = this.rollWaiters.length >= (this.opts.concurrency ?? 256);
+    if (!this.draining && !full && !this.sinks.some((sink) => sink.due(this.sinkGroup))) return;
+    const first = Math.min(...this.rollWaiters.map((w) => w.seq));
+    const last = this.seq - 1;
+    this.rolling = (async () => {
+      const plans = this.sinks.map((sink) => sink.planRoll(this.sinkGroup, first, last));
+      const paths = JSON.stringify(plans.map((p) => p.paths));
+      for (let attempt = 1; ; attempt++) {
+        try {
+          const pipeline = this.redis.pipeline();
+          for (const id of new Set(plans.flatMap((p) => p.jobIds))) pipeline.set(this.keys.sunk(id), paths, 'EX', 7 * 86_400);
+          await execAll(pipeline);
+          for (let i = 0; i < plans.length; i++) await this.sinks[i]!.writeRoll(plans[i]!);
+          break;
+        } catch (err) {
+          this.log.warn({ err, attempt, first, last }, 'sink roll failed; retrying (its jobs wait)');
+          await new Promise((r) => setTimeout(r, Math.min(5000, 200 * 2 ** Math.min(attempt, 5))));
+        }
+      }
+      this.counters.rolls++;
+      const done = this.rollWaiters.filter((w) => w.seq <= last);
+      this.rollWaiters = this.rollWaiters.filter((w) => w.seq > last);
+      for (const w of done) w.resolve();
+    })().finally(() => {
+      this.rolling = undefined;
+      this.maybeRoll();
+    });
   }
 
   private infer(envelope: Envelope): Promise<Inference> {
