@@ -138,3 +138,4 @@ async function main(): Promise<void> {
 await main();
 await (await import('./redis.js')).redisBench(); // added for bench/redis.ts: end to end through a real Redis
 await (await import('./kafka.js')).kafkaBench(); // end to end through a real Kafka broker
+await (await import('./sink.js')).sinkBench(); // the Parquet sink alone, local disk and HDFS

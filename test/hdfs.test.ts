@@ -144,6 +144,7 @@ describe('WebHDFS client (real HDFS)', () => {
       await client.create('/r/before', new Uint8Array([1]));
       await own.stop();
       const pending = client.create('/r/during', new Uint8Array([2, 3]));
+      pending.catch(() => undefined); // awaited below; this only keeps an early failure from counting as unhandled
       const failFast = await new WebHdfs({ url: own.url, attempts: 2 }).open('/r/before').catch((e: unknown) => e);
       expect(failFast).toBeInstanceOf(WebHdfsError);
       expect((failFast as WebHdfsError).retriable).toBe(true);
@@ -173,6 +174,12 @@ describe('inferq predict --output on HDFS', () => {
     ) as { rows: number; cols: string[] };
     expect(out.rows).toBe(1797);
     expect(out.cols).toContain('tags');
+    // hdfs://host/path reaches WebHDFS at $WEBHDFS_URL.
+    const viaHdfs = await runCli(['predict', '--model-repo', 'examples/models', '--model', 'digit-tags', '--input', 'examples/data/digits.parquet', '--output', `hdfs://namenode${dir}/again.parquet`, '--no-progress'], {
+      env: { ...process.env, WEBHDFS_URL: webhdfs },
+    });
+    expect(viaHdfs.code, viaHdfs.stderr).toBe(0);
+    expect((await fs.getFileStatus(`${dir}/again.parquet`))?.length).toBeGreaterThan(1000);
   }, 120_000);
 });
 

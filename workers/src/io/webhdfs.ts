@@ -14,8 +14,9 @@
  * ("bad response"); node:http handles it.
  *
  * Errors carry the RemoteException (`exception`, `javaClassName`, `message`). Requests time
- * out; network errors, 5xx and the NameNode's StandbyException/RetriableException are
- * retried with exponential backoff; 4xx (missing file, bad request) are not.
+ * out; network errors, 5xx, the NameNode's StandbyException/RetriableException/SafeMode
+ * and "no DataNode yet" (a cluster that is starting) are retried with exponential backoff;
+ * other 4xx (missing file, bad request, file exists) are not.
  */
 import { request as httpRequest } from 'node:http';
 import type { IncomingMessage } from 'node:http';
@@ -189,7 +190,9 @@ function remoteError(what: string, res: Response): WebHdfsError {
   } catch {
     // not JSON
   }
-  const retriable = res.status >= 500 || (exception !== undefined && RETRIABLE_EXCEPTIONS.has(exception));
+  // A NameNode that just started has no DataNode registered yet for a moment: that passes.
+  const noDatanode = exception === 'IOException' && /Failed to find datanode|could only be (written|replicated) to 0/.test(message);
+  const retriable = res.status >= 500 || noDatanode || (exception !== undefined && RETRIABLE_EXCEPTIONS.has(exception));
   return new WebHdfsError(`${what}: HTTP ${res.status}${exception === undefined ? '' : ` ${exception}`}: ${message}`, { status: res.status, exception, javaClassName, retriable });
 }
 
