@@ -14,7 +14,7 @@ import { Job, Queue } from 'bullmq';
 import type { JobsOptions } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { RedisOptions } from 'ioredis';
-import { ClosedError, DEFAULT_PREFIX, DEFAULT_QUEUE, InferqError, encodeBundle, encodeEnvelope, redisKeys } from '@inferq/shared';
+import { ClosedError, DEFAULT_PREFIX, DEFAULT_QUEUE, InferqError, encodeBundle, encodeEnvelope, parseTablePointer, redisKeys, tableBucket, tableKeys } from '@inferq/shared';
 import type { JobData, RedisKeys } from '@inferq/shared';
 import { toTensors } from './features.js';
 import type { FeatureBatch } from './features.js';
@@ -50,7 +50,14 @@ export interface ProducerOptions {
    * `attempts` or `backoff` are never bundled. Default: off (`ms: 0`).
    */
   readonly linger?: { readonly ms: number; readonly maxJobs?: number; readonly maxBytes?: number };
+  /** Lookup tables: how long a table's current version is cached. Default 1000 ms (0: read it every call). */
+  readonly tableCacheMs?: number;
+  /** Key prefix of lookup tables (the spec's redis.prefix). Default "inferq". */
+  readonly tablePrefix?: string;
 }
+
+/** A row of a lookup table: each model output of that key (a number, or an array for wider outputs). */
+export type TableRow = Readonly<Record<string, number | number[]>>;
 
 export interface EnqueueOptions {
   /** Job id. Enqueueing the same id twice makes one job. Default: a random UUID. */
@@ -114,6 +121,7 @@ export class Producer {
   private lingerBytes = 0;
   private lingerTimer: NodeJS.Timeout | undefined;
   private readonly flushing = new Set<Promise<void>>();
+  private readonly pointers = new Map<string, { pointer: { runId: string; buckets: number } | undefined; at: number }>();
 
   constructor(options: ProducerOptions) {
     this.options = options;
@@ -250,6 +258,55 @@ export class Producer {
     this.subscriptions.add(sub);
     void sub.done.finally(() => this.subscriptions.delete(sub));
     return sub;
+  }
+
+  /**
+   * Reads a precomputed lookup table (`inferq precompute`): the row of `key` in the table's
+   * current version, or undefined when the table has no such key (or no version yet).
+   */
+  async lookup(table: string, key: string): Promise<TableRow | undefined> {
+    return (await this.lookupMany(table, [key]))[0];
+  }
+
+  /** Reads many keys of one table in one round trip, all from the same version (never a mix). */
+  async lookupMany(table: string, keys: readonly string[]): Promise<(TableRow | undefined)[]> {
+    this.assertOpen();
+    const pointer = await this.tablePointer(table);
+    if (pointer === undefined || keys.length === 0) return keys.map(() => undefined);
+    const tk = tableKeys(this.options.tablePrefix ?? DEFAULT_PREFIX, table);
+    const pipeline = this.connection.pipeline();
+    for (const k of keys) pipeline.hget(tk.bucket(pointer.runId, tableBucket(k, pointer.buckets)), k);
+    const results = (await pipeline.exec()) ?? [];
+    return results.map(([err, v], i) => {
+      if (err !== null) throw new InferqError(`lookup of "${keys[i]}" in table "${table}" failed: ${err.message}`, { retriable: true });
+      return typeof v === 'string' ? (JSON.parse(v) as TableRow) : undefined;
+    });
+  }
+
+  /**
+   * The table's row for `key`, or — on a miss — a prediction of `batch` (one row) by `model`,
+   * in the same shape. `source` says which answered.
+   */
+  async lookupOrPredict(table: string, key: string, model: string, batch: FeatureBatch, options: PredictOptions = {}): Promise<{ source: 'table' | 'model'; row: TableRow }> {
+    const hit = await this.lookup(table, key);
+    if (hit !== undefined) return { source: 'table', row: hit };
+    const reply = await this.predict(model, batch, options);
+    const row: Record<string, number | number[]> = {};
+    for (const [name, t] of Object.entries(reply.outputs)) {
+      const width = t.shape.slice(1).reduce((a, b) => a * b, 1);
+      row[name] = width === 1 ? Number(t.data[0]) : Array.from(t.data.subarray(0, width) as ArrayLike<number>, Number);
+    }
+    return { source: 'model', row };
+  }
+
+  /** The table's current version, cached for `tableCacheMs` (one lookup call always uses one version). */
+  private async tablePointer(table: string): Promise<{ runId: string; buckets: number } | undefined> {
+    const cached = this.pointers.get(table);
+    const ttl = this.options.tableCacheMs ?? 1000;
+    if (cached !== undefined && Date.now() - cached.at < ttl) return cached.pointer;
+    const pointer = parseTablePointer(await this.connection.get(tableKeys(this.options.tablePrefix ?? DEFAULT_PREFIX, table).current));
+    this.pointers.set(table, { pointer, at: Date.now() });
+    return pointer;
   }
 
   /** Stops subscriptions and the inbox reader, fails pending predict() calls, closes connections. Idempotent. */

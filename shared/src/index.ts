@@ -35,6 +35,9 @@ export {
   encodeBundle,
   kafkaDeadLetterTopic,
   kafkaReplyTopic,
+  parseTablePointer,
   redisKeys,
+  tableBucket,
+  tableKeys,
 } from './protocol.js';
-export type { JobData, RedisKeys } from './protocol.js';
+export type { JobData, RedisKeys, TableKeys } from './protocol.js';

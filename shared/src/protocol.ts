@@ -3,6 +3,7 @@
  * BullMQ job data, bundles, reply and dead-letter stream fields. Shared by the
  * producer SDK and the workers so both sides agree by construction.
  */
+import { crc32 } from './checksum.js';
 import { EnvelopeError } from './errors.js';
 
 /** Names of the Redis keys of one inferq queue. BullMQ's own keys use the same prefix. */
@@ -149,3 +150,46 @@ export const KAFKA_HEADERS = {
 export const kafkaDeadLetterTopic = (topic: string): string => `${topic}.dead`;
 /** Default reply topic of a producer's predict() calls on a request topic. */
 export const kafkaReplyTopic = (topic: string): string => `${topic}.replies`;
+
+/**
+ * Redis keys of a precomputed lookup table. A run writes its rows into hash buckets of its
+ * own version; readers follow `current` ("<runId>:<buckets>"), swapped in one write when a
+ * run completes, so a reader never sees a partial or mixed table.
+ */
+export interface TableKeys {
+  readonly current: string;
+  /** The in-progress run (for resume). */
+  readonly running: string;
+  /** At most one run per table: a lock with an owner and an expiry. */
+  readonly lock: string;
+  bucket(runId: string, bucket: number): string;
+  meta(runId: string): string;
+  /** Chunk indices a run has finished (its checkpoint). */
+  done(runId: string): string;
+}
+
+export function tableKeys(prefix: string, table: string): TableKeys {
+  const base = `${prefix}:table:${table}`;
+  return {
+    current: `${base}:current`,
+    running: `${base}:running`,
+    lock: `${base}:lock`,
+    bucket: (runId, bucket) => `${base}:${runId}:b${bucket}`,
+    meta: (runId) => `${base}:${runId}:meta`,
+    done: (runId) => `${base}:${runId}:done`,
+  };
+}
+
+/** The hash bucket of a lookup key: CRC-32 of its UTF-8 bytes, modulo the run's bucket count. */
+export function tableBucket(key: string, buckets: number): number {
+  return crc32(new TextEncoder().encode(key)) % buckets;
+}
+
+/** Parses a `current` pointer ("<runId>:<buckets>"); undefined when absent or malformed. */
+export function parseTablePointer(value: string | null | undefined): { runId: string; buckets: number } | undefined {
+  if (value === null || value === undefined) return undefined;
+  const at = value.lastIndexOf(':');
+  const buckets = Number(value.slice(at + 1));
+  if (at <= 0 || !Number.isSafeInteger(buckets) || buckets < 1) return undefined;
+  return { runId: value.slice(0, at), buckets };
+}

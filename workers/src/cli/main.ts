@@ -15,6 +15,10 @@ import { ModelRepository } from '../models/repository.js';
 import { ModelPool } from '../models/model-pool.js';
 import { predictParquet } from '../predict/predict.js';
 import { LocalStore, localCopy, parseLocation } from '../io/store.js';
+import { precompute } from '../precompute/precompute.js';
+import type { PrecomputeTarget } from '../precompute/precompute.js';
+import { PrecomputeWorker, addSchedule, listSchedules, removeSchedule } from '../precompute/schedules.js';
+import { loadSpec } from '../precompute/spec.js';
 import { ParquetSink } from '../sinks/parquet-sink.js';
 import { KafkaWorker } from '../transports/kafka.js';
 import { RedisWorker } from '../transports/redis.js';
@@ -101,6 +105,7 @@ async function predictCommand(flags: PredictFlags): Promise<void> {
 }
 
 interface WorkerFlags {
+  role: 'serve' | 'precompute';
   transport: 'redis' | 'kafka';
   queue: string;
   topic: string;
@@ -113,7 +118,7 @@ interface WorkerFlags {
   sinkRollMs?: number;
   redis: string;
   prefix?: string;
-  modelRepo: string;
+  modelRepo?: string;
   models?: string;
   device: string;
   concurrency: number;
@@ -128,6 +133,8 @@ interface WorkerFlags {
 async function workerCommand(flags: WorkerFlags): Promise<void> {
   const device = parseDevice(flags.device);
   const logger = createLogger({ base: { cmd: 'worker', device: formatDevice(device) } });
+  if (flags.role === 'precompute') return precomputeWorker(flags, device, logger);
+  if (flags.modelRepo === undefined) throw new ConfigError('worker: --model-repo is required to serve a queue');
   const allow = flags.models?.split(',').map((s) => s.trim()).filter((s) => s !== '');
   const pool = new ModelPool(new ModelRepository(await modelRepoDir(flags.modelRepo)), {
     device,
@@ -208,6 +215,73 @@ async function workerCommand(flags: WorkerFlags): Promise<void> {
   });
 }
 
+/** `inferq worker --role precompute`: runs the precompute jobs of the schedules, one at a time. */
+async function precomputeWorker(flags: WorkerFlags, device: ReturnType<typeof parseDevice>, logger: ReturnType<typeof createLogger>): Promise<void> {
+  const worker = new PrecomputeWorker({
+    redis: flags.redis,
+    logger,
+    model: { device, ...(flags.threads === undefined ? {} : { intraOpThreads: flags.threads }) },
+  });
+  await new Promise<void>((resolve, reject) => {
+    const onSignal = (): void => void worker.close(flags.shutdownTimeoutMs).then(resolve, reject);
+    process.once('SIGTERM', onSignal);
+    process.once('SIGINT', onSignal);
+    worker.start().then(() => process.stdout.write(`inferq worker: serving precompute schedules on ${formatDevice(device)} (pid ${process.pid})\n`), reject);
+  });
+}
+
+interface PrecomputeFlags {
+  spec: string;
+  to: PrecomputeTarget;
+  redis: string;
+  modelRepo: string;
+  device: string;
+  threads?: number;
+  lockTtlMs?: number;
+  progress: boolean;
+}
+
+async function precomputeCommand(flags: PrecomputeFlags): Promise<void> {
+  const logger = createLogger({ level: process.env['INFERQ_LOG_LEVEL'] ?? 'warn', base: { cmd: 'precompute' } });
+  const spec = await loadSpec(flags.spec);
+  const device = parseDevice(flags.device);
+  const model = await loadModel(new ModelRepository(await modelRepoDir(flags.modelRepo)), spec.spec.model, spec.spec.version, {
+    device,
+    logger,
+    ...(flags.threads === undefined ? {} : { intraOpThreads: flags.threads }),
+  });
+  const abort = new AbortController();
+  const onSignal = (signal: NodeJS.Signals): void => abort.abort(new InferqError(`interrupted by ${signal}; the run is resumable`));
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const bar = new ProgressBar();
+  try {
+    const s = await precompute({
+      spec,
+      model,
+      to: flags.to,
+      redis: flags.redis,
+      logger,
+      signal: abort.signal,
+      ...(flags.lockTtlMs === undefined ? {} : { lockTtlMs: flags.lockTtlMs }),
+      ...(flags.lockTtlMs === undefined ? {} : { lockTtlMs: flags.lockTtlMs }),
+      ...(flags.progress ? { onProgress: (p: { rows: number; totalRows: number }) => bar.update(p.rows, p.totalRows) } : {}),
+    });
+    bar.done();
+    process.stdout.write(
+      `inferq precompute: table ${s.table} run ${s.runId}: ${fmt(s.rows)} rows in ${s.seconds.toFixed(2)} s = ${fmt(s.rowsPerSecond)} rows/s` +
+        `${s.resumedChunks > 0 ? ` (resumed: ${s.resumedChunks} of ${s.chunks} chunks were already done)` : ''}; ` +
+        `${fmt(s.totalRows)} rows in the table` +
+        `${s.buckets === undefined ? '' : `; redis: current → ${s.runId} (${fmt(s.buckets)} buckets)`}${s.parquet === undefined ? '' : `; parquet: ${s.parquet}`}\n`,
+    );
+  } finally {
+    bar.done();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await model.close();
+  }
+}
+
 export function buildProgram(): Command {
   const program = new Command('inferq')
     .description('Queue-driven, batched ML prediction: workers, offline predict and precompute.')
@@ -229,8 +303,51 @@ export function buildProgram(): Command {
     .option('--no-progress', 'no progress bar')
     .action(predictCommand);
   program
+    .command('precompute')
+    .description('Predict a whole feature space offline into a lookup table (Redis and/or Parquet); resumable.')
+    .requiredOption('--spec <spec.yaml>', 'the table, model, feature space, key template and encoding')
+    .addOption(new Option('--to <target>', 'where the table goes').choices(['redis', 'parquet', 'both']).default('redis'))
+    .option('--redis <url>', 'Redis URL', process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379')
+    .requiredOption('--model-repo <dir>', 'model repository (a local folder, or webhdfs:// / hdfs://)')
+    .option('--device <device>', 'cpu or cuda:N', 'cpu')
+    .option('--threads <n>', 'ONNX Runtime intra-op threads (default: CPU count)', positiveInt)
+    .option('--lock-ttl-ms <n>', 'lifetime of the table lock (renewed while the run lives); a crashed run blocks the next this long', positiveInt)
+    .option('--no-progress', 'no progress bar')
+    .action(precomputeCommand);
+  const schedule = program.command('schedule').description('Cron schedules of precompute runs (BullMQ job schedulers), run by `inferq worker --role precompute`.');
+  schedule
+    .command('add <name>')
+    .description('add or replace a schedule')
+    .requiredOption('--cron <pattern>', 'cron pattern, e.g. "0 3 * * *" (a sixth, leading field is seconds)')
+    .requiredOption('--spec <spec.yaml>', 'precompute spec (read at each run)')
+    .requiredOption('--model-repo <dir>', 'model repository the worker loads from')
+    .addOption(new Option('--to <target>', 'where the table goes').choices(['redis', 'parquet', 'both']).default('redis'))
+    .option('--redis <url>', 'Redis URL', process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379')
+    .action(async (name: string, f: { cron: string; spec: string; modelRepo: string; to: PrecomputeTarget; redis: string }) => {
+      await addSchedule(f.redis, name, f.cron, { spec: f.spec, to: f.to, modelRepo: f.modelRepo });
+      process.stdout.write(`inferq schedule: "${name}" runs ${f.spec} at "${f.cron}"\n`);
+    });
+  schedule
+    .command('list')
+    .description('list the schedules and their next run')
+    .option('--redis <url>', 'Redis URL', process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379')
+    .action(async (f: { redis: string }) => {
+      for (const s of await listSchedules(f.redis)) {
+        process.stdout.write(`${s.name}\t${s.cron ?? ''}\tnext ${s.next === undefined ? '-' : new Date(s.next).toISOString()}\t${s.spec ?? ''}\n`);
+      }
+    });
+  schedule
+    .command('remove <name>')
+    .description('remove a schedule')
+    .option('--redis <url>', 'Redis URL', process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379')
+    .action(async (name: string, f: { redis: string }) => {
+      if (!(await removeSchedule(f.redis, name))) throw new ConfigError(`no schedule named "${name}"`);
+      process.stdout.write(`inferq schedule: "${name}" removed\n`);
+    });
+  program
     .command('worker')
     .description('Serve a queue: pull feature batches, batch them dynamically, run the model, reply / write results.')
+    .addOption(new Option('--role <role>', 'serve a queue, or run scheduled precompute jobs').choices(['serve', 'precompute']).default('serve'))
     .addOption(new Option('--transport <kind>', 'queue transport').choices(['redis', 'kafka']).default('redis'))
     .option('--queue <name>', 'queue name (Redis)', 'inferq')
     .option('--redis <url>', 'Redis URL', process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379')
@@ -243,7 +360,7 @@ export function buildProgram(): Command {
     .option('--sink-roll-rows <n>', 'roll a sink file at this many rows (default 100000)', positiveInt)
     .option('--sink-roll-ms <n>', 'roll a sink file when its oldest row is this old (default 10000)', positiveInt)
     .option('--session-timeout-ms <n>', 'Kafka: a worker silent this long leaves the group and its partitions move (default 30000)', positiveInt)
-    .requiredOption('--model-repo <dir>', 'model repository (a local folder, or webhdfs:// / hdfs://, copied locally at start)')
+    .option('--model-repo <dir>', 'model repository (a local folder, or webhdfs:// / hdfs://, copied locally at start); required to serve')
     .option('--models <a,b>', 'serve only these models, loaded and warmed at start (default: any, loaded on first use)')
     .option('--device <device>', 'cpu or cuda:N', 'cpu')
     .option('--concurrency <n>', 'jobs in flight (enough to fill batches; Kafka: the topic is paused at 16× this many messages)', positiveInt, 256)

@@ -1,0 +1,309 @@
+/**
+ * Precompute mode against the real Redis (and the real HDFS for Parquet): spec validation,
+ * table contents equal to the model, readers never see a mixed table during a rerun, crash
+ * and resume, lookups from the SDK, cron schedules.
+ */
+import { spawn } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { ConfigError, parseTablePointer, tableKeys } from '@inferq/shared';
+import { Producer } from '@inferq/producer';
+import type { TableRow } from '@inferq/producer';
+import { forwardMlp } from '../examples/build/onnx-builder.js';
+import { WebHdfs } from '../workers/src/io/webhdfs.js';
+import { silentLogger } from '../workers/src/logging.js';
+import { ModelPool } from '../workers/src/models/model-pool.js';
+import { ModelRepository } from '../workers/src/models/repository.js';
+import { parseSpec } from '../workers/src/precompute/spec.js';
+import { RedisWorker } from '../workers/src/transports/redis.js';
+import { runCli, cliArgv, REPO_ROOT } from './helpers/cli.js';
+import { smallMlp, tempDir, writeModel } from './helpers/models.js';
+import { dropQueue, queueName, startWorker, waitFor } from './helpers/redis.js';
+import { runPython } from './infra/python.js';
+
+const url = inject('redisUrl');
+const webhdfs = inject('webhdfsUrl');
+const COUNTRIES = ['DE', 'FR', 'ES', 'IT'];
+const v1 = smallMlp([6, 16, 2], 21);
+const v2 = smallMlp([6, 16, 2], 22);
+let repo: string;
+let dir: string;
+let redis: Redis;
+
+beforeAll(async () => {
+  dir = await tempDir('inferq-precompute-');
+  repo = join(dir, 'models');
+  await writeModel(repo, 'scorer', '1', v1);
+  await writeModel(repo, 'scorer', '2', v2);
+  await writeFile(join(repo, 'scorer', 'config.yaml'), 'versionPolicy: all\n');
+  redis = new Redis(url);
+});
+
+afterAll(() => {
+  redis.disconnect();
+});
+
+/** A spec over country × nights × property (6 features: onehot 4, number, index). */
+function specText(table: string, opts: { version?: string; properties?: number; chunkRows?: number; parquet?: string } = {}): string {
+  return [
+    `table: ${table}`,
+    'model: scorer',
+    `version: "${opts.version ?? '1'}"`,
+    'space:',
+    '  axes:',
+    `    - { name: country, values: [${COUNTRIES.join(', ')}] }`,
+    '    - { name: nights, range: { from: 1, to: 10 } }',
+    `    - { name: property, range: { from: 1, to: ${opts.properties ?? 50} } }`,
+    'key: "{country}:{nights}:{property}"',
+    'encode:',
+    '  features:',
+    '    - { axis: country, as: onehot }',
+    '    - { axis: nights, as: number }',
+    '    - { axis: property, as: index }',
+    `chunkRows: ${opts.chunkRows ?? 256}`,
+    'redis: { graceSeconds: 60 }',
+    ...(opts.parquet === undefined ? [] : [`parquet: { path: "${opts.parquet}" }`]),
+  ].join('\n');
+}
+
+async function writeSpec(name: string, text: string): Promise<string> {
+  const path = join(dir, `${name}.yaml`);
+  await writeFile(path, text);
+  return path;
+}
+
+/** What the model says for a key, computed here from the same encoding. */
+function expected(spec: typeof v1, key: string): number[] {
+  const [country, nights, property] = key.split(':');
+  const x = new Float32Array(6);
+  x[COUNTRIES.indexOf(country!)] = 1;
+  x[4] = Number(nights);
+  x[5] = Number(property) - 1;
+  return Array.from(forwardMlp(spec, { features: x }, 1));
+}
+
+function expectRow(row: TableRow | undefined, spec: typeof v1, key: string): void {
+  expect(row, key).toBeDefined();
+  const got = row!['score'] as number[];
+  const want = expected(spec, key);
+  for (let i = 0; i < 2; i++) expect(Math.abs(got[i]! - want[i]!)).toBeLessThan(1e-5);
+}
+
+async function tableRows(table: string): Promise<number> {
+  const ptr = parseTablePointer(await redis.get(tableKeys('inferq', table).current));
+  if (ptr === undefined) return 0;
+  let n = 0;
+  for (let b = 0; b < ptr.buckets; b++) n += await redis.hlen(tableKeys('inferq', table).bucket(ptr.runId, b));
+  return n;
+}
+
+describe('precompute spec', () => {
+  it('bad specs fail with the file, the field and the value', () => {
+    const bad = (text: string): string => {
+      try {
+        parseSpec(text, 'spec.yaml', '/');
+      } catch (err) {
+        expect(err).toBeInstanceOf(ConfigError);
+        return (err as Error).message;
+      }
+      throw new Error('accepted a bad spec');
+    };
+    expect(bad('table: [')).toMatch(/^spec\.yaml: not valid YAML/);
+    expect(bad(specText('t').replace('key: "{country}:{nights}:{property}"', 'key: "{country}:{room}"'))).toBe('spec.yaml: key: "{room}" is not an axis (axes: country, nights, property)');
+    expect(bad(specText('t').replace('{ name: nights, range: { from: 1, to: 10 } }', '{ name: nights }'))).toBe('spec.yaml: space.axes.1: an axis needs exactly one of values, range or parquet');
+    expect(bad(specText('t').replace('as: index', 'as: hash'))).toMatch(/^spec\.yaml: encode\.features\.2\.as: /);
+    expect(bad(specText('t bad'))).toMatch(/^spec\.yaml: table: letters, digits/);
+  });
+
+  it('an encoding that does not fit the model input is refused before any work, naming both sides', async () => {
+    const path = await writeSpec('wide', specText('wide').replace("    - { axis: property, as: index }", "    - { axis: property, as: index }\n    - { axis: nights, as: number }"));
+    const r = await runCli(['precompute', '--spec', path, '--model-repo', repo, '--redis', url, '--no-progress']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('encode.features make 7 columns (country:onehot=4, nights:number=1, property:index=1, nights:number=1), but input "features" is [-1, 6]');
+  });
+});
+
+describe('inferq precompute', () => {
+  it('fills a Redis table and Parquet on HDFS (with _SUCCESS) that equal the model; the SDK reads single keys and batches', async () => {
+    const table = `t-${queueName()}`;
+    const hdfsDir = `/inferq-test/tables/${table}`;
+    const host = webhdfs.replace(/^http:\/\//, '');
+    const path = await writeSpec(table, specText(table, { parquet: `webhdfs://${host}${hdfsDir}` }));
+    const r = await runCli(['precompute', '--spec', path, '--to', 'both', '--model-repo', repo, '--redis', url, '--no-progress']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/inferq precompute: table \S+ run \S+: 2,000 rows in .* rows\/s; 2,000 rows in the table; redis: current → \S+ \(20 buckets\); parquet: webhdfs:/);
+    expect(await tableRows(table)).toBe(2000);
+    const producer = new Producer({ redis: url });
+    try {
+      const sample = ['DE:1:1', 'FR:7:33', 'IT:10:50', 'ES:3:12'];
+      for (const key of sample) expectRow(await producer.lookup(table, key), v1, key);
+      const keys = Array.from({ length: 100 }, (_, i) => `${COUNTRIES[i % 4]}:${1 + (i % 10)}:${1 + ((i * 7) % 50)}`);
+      const rows = await producer.lookupMany(table, keys);
+      keys.forEach((k, i) => expectRow(rows[i], v1, k));
+      expect(await producer.lookup(table, 'XX:1:1')).toBeUndefined();
+      expect(await producer.lookup('no-such-table', 'DE:1:1')).toBeUndefined();
+    } finally {
+      await producer.close();
+    }
+    // Parquet: one file per chunk under the run's folder, then _SUCCESS.
+    const fs = new WebHdfs({ url: webhdfs });
+    const runId = parseTablePointer(await redis.get(tableKeys('inferq', table).current))!.runId;
+    const files = (await fs.listStatus(`${hdfsDir}/${runId}`)).map((s) => s.pathSuffix).filter((n) => !n.startsWith('_temporary')).sort();
+    expect(files).toEqual(['_SUCCESS', ...Array.from({ length: 8 }, (_, i) => `part-0000${i}.parquet`)]);
+    const local = await tempDir();
+    for (const f of files.filter((n) => n.endsWith('.parquet'))) await writeFile(join(local, f), await fs.open(`${hdfsDir}/${runId}/${f}`));
+    const out = JSON.parse(
+      await runPython(
+        "import json,sys,pyarrow.dataset as ds\nt=ds.dataset(sys.argv[1],format='parquet').to_table()\nr=t.to_pylist()\nprint(json.dumps({'rows':t.num_rows,'keys':len({x['key'] for x in r}),'cols':t.column_names,'one':[x for x in r if x['key']=='FR:7:33'][0]['score']}))",
+        [local],
+      ),
+    ) as { rows: number; keys: number; cols: string[]; one: number[] };
+    expect(out.rows).toBe(2000);
+    expect(out.keys).toBe(2000);
+    expect(out.cols).toEqual(['key', 'country', 'nights', 'property', 'score']);
+    const want = expected(v1, 'FR:7:33');
+    expect(Math.abs(out.one[0]! - want[0]!)).toBeLessThan(1e-5);
+  }, 120_000);
+
+  it('readers never see a mixed table while a rerun with a new model version is in progress', async () => {
+    const table = `t-${queueName()}`;
+    const first = await writeSpec(`${table}-1`, specText(table, { properties: 1000, chunkRows: 1000 }));
+    expect((await runCli(['precompute', '--spec', first, '--model-repo', repo, '--redis', url, '--no-progress'])).code).toBe(0);
+    const second = await writeSpec(`${table}-2`, specText(table, { version: '2', properties: 1000, chunkRows: 1000 }));
+    const keys = Array.from({ length: 100 }, (_, i) => `${COUNTRIES[i % 4]}:${1 + (i % 10)}:${1 + ((i * 37) % 1000)}`);
+    const producer = new Producer({ redis: url, tableCacheMs: 0 });
+    const child = spawn(process.execPath, cliArgv(['precompute', '--spec', second, '--model-repo', repo, '--redis', url, '--no-progress']), { cwd: REPO_ROOT, stdio: 'ignore' });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    let running = true;
+    void exited.then(() => (running = false));
+    const seen = { v1: 0, v2: 0 };
+    try {
+      while (running) {
+        const rows = await producer.lookupMany(table, keys);
+        const isV1 = rows.map((r, i) => Math.abs((r!['score'] as number[])[0]! - expected(v1, keys[i]!)[0]!) < 1e-5);
+        // Every key of one call comes from one version: all v1, or all v2.
+        expect(new Set(isV1).size).toBe(1);
+        if (isV1[0]) seen.v1++;
+        else {
+          keys.forEach((k, i) => expectRow(rows[i], v2, k));
+          seen.v2++;
+        }
+      }
+      expect(await exited).toBe(0);
+      expect(seen.v1).toBeGreaterThan(0); // it read while the rerun ran …
+      const after = await producer.lookupMany(table, keys);
+      keys.forEach((k, i) => expectRow(after[i], v2, k)); // … and the new version once it was swapped in
+    } finally {
+      await producer.close();
+    }
+  }, 180_000);
+
+  it('a run killed mid-way resumes: the rerun computes only the missing chunks, and the table is complete', async () => {
+    const table = `t-${queueName()}`;
+    const path = await writeSpec(table, specText(table, { properties: 2500, chunkRows: 1000 }));
+    const keys = tableKeys('inferq', table);
+    const child = spawn(process.execPath, cliArgv(['precompute', '--spec', path, '--model-repo', repo, '--redis', url, '--no-progress', '--lock-ttl-ms', '2000']), {
+      cwd: REPO_ROOT,
+      stdio: 'ignore',
+    });
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    await waitFor(async () => {
+      const runId = await redis.get(keys.running);
+      return runId !== null && (await redis.scard(keys.done(runId))) >= 10;
+    }, 'ten chunks done', 60_000, 10);
+    child.kill('SIGKILL');
+    await exited;
+    const runId = (await redis.get(keys.running))!;
+    const doneAtKill = await redis.scard(keys.done(runId));
+    expect(doneAtKill).toBeLessThan(100);
+    expect(await redis.get(keys.current)).toBeNull(); // the partial run was never visible
+    // The dead run's lock expires (2 s) …
+    await waitFor(async () => (await redis.exists(keys.lock)) === 0, 'the dead run’s lock to expire', 10_000, 100);
+    const r = await runCli(['precompute', '--spec', path, '--model-repo', repo, '--redis', url, '--no-progress']);
+    expect(r.code, r.stderr).toBe(0);
+    const m = /run (\S+): ([\d,]+) rows .*\(resumed: (\d+) of 100 chunks were already done\)/.exec(r.stdout);
+    expect(m, r.stdout).not.toBeNull();
+    expect(m![1]).toBe(runId);
+    expect(Number(m![3])).toBeGreaterThanOrEqual(doneAtKill);
+    expect(Number(m![2]!.replace(/,/g, ''))).toBe(100_000 - Number(m![3]) * 1000);
+    expect(await tableRows(table)).toBe(100_000);
+    const producer = new Producer({ redis: url });
+    try {
+      for (const key of ['DE:1:1', 'IT:10:2500', 'ES:5:1234']) expectRow(await producer.lookup(table, key), v1, key);
+    } finally {
+      await producer.close();
+    }
+  }, 180_000);
+
+  it('a second run of a table while one is in progress is refused (one run per table at a time)', async () => {
+    const table = `t-${queueName()}`;
+    await redis.set(tableKeys('inferq', table).lock, 'someone-else', 'PX', 30_000);
+    const path = await writeSpec(table, specText(table));
+    const r = await runCli(['precompute', '--spec', path, '--model-repo', repo, '--redis', url, '--no-progress']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`table "${table}": a run is already in progress (held by someone-else)`);
+    await redis.del(tableKeys('inferq', table).lock);
+  }, 60_000);
+
+  it('lookupOrPredict(): a hit comes from the table, a miss from the model (through a worker)', async () => {
+    const table = `t-${queueName()}`;
+    const path = await writeSpec(table, specText(table));
+    expect((await runCli(['precompute', '--spec', path, '--model-repo', repo, '--redis', url, '--no-progress'])).code).toBe(0);
+    const queue = queueName();
+    const pool = new ModelPool(new ModelRepository(repo), { logger: silentLogger(), batching: { maxDelayMs: 1 } });
+    const worker = new RedisWorker({ redis: url, queue, models: pool, logger: silentLogger() });
+    await worker.start();
+    const producer = new Producer({ redis: url, queue });
+    try {
+      const features = (key: string): number[][] => {
+        const [c, n, p] = key.split(':');
+        const x = [0, 0, 0, 0, Number(n), Number(p) - 1];
+        x[COUNTRIES.indexOf(c!)] = 1;
+        return [x];
+      };
+      const hit = await producer.lookupOrPredict(table, 'FR:2:3', 'scorer', features('FR:2:3'), { version: '1', timeoutMs: 10_000 });
+      expect(hit.source).toBe('table');
+      expectRow(hit.row, v1, 'FR:2:3');
+      const miss = await producer.lookupOrPredict(table, 'FR:2:77', 'scorer', features('FR:2:77'), { version: '1', timeoutMs: 10_000 });
+      expect(miss.source).toBe('model');
+      expectRow(miss.row, v1, 'FR:2:77');
+    } finally {
+      await producer.close();
+      await worker.close(5000);
+      await pool.close();
+      await dropQueue(url, queue);
+    }
+  }, 60_000);
+});
+
+describe('precompute schedules', () => {
+  it('schedule add / list / remove; a short cron pattern fires and the precompute worker publishes new versions', async () => {
+    const table = `t-${queueName()}`;
+    const path = await writeSpec(table, specText(table));
+    const name = `every-second-${table}`;
+    const add = await runCli(['schedule', 'add', name, '--cron', '*/1 * * * * *', '--spec', path, '--model-repo', repo, '--redis', url]);
+    expect(add.code, add.stderr).toBe(0);
+    const list = await runCli(['schedule', 'list', '--redis', url]);
+    expect(list.stdout).toContain(`${name}\t*/1 * * * * *\tnext 20`);
+    const w = startWorker(['--role', 'precompute', '--redis', url]);
+    try {
+      await w.ready;
+      const current = tableKeys('inferq', table).current;
+      await waitFor(async () => (await redis.get(current)) !== null, 'a first scheduled run', 60_000, 100);
+      const firstRun = await redis.get(current);
+      await waitFor(async () => (await redis.get(current)) !== firstRun, 'a second scheduled run (a new version)', 60_000, 100);
+      expect(await tableRows(table)).toBe(2000);
+    } finally {
+      const rm = await runCli(['schedule', 'remove', name, '--redis', url]);
+      expect(rm.code, rm.stderr).toBe(0);
+      w.child.kill('SIGTERM');
+      await w.exited;
+    }
+    expect((await runCli(['schedule', 'list', '--redis', url])).stdout).not.toContain(name);
+    const again = await runCli(['schedule', 'remove', name, '--redis', url]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toContain(`no schedule named "${name}"`);
+  }, 180_000);
+});
