@@ -167,6 +167,57 @@ describe('inferq precompute', () => {
     expect(Math.abs(out.one[0]! - want[0]!)).toBeLessThan(1e-5);
   }, 120_000);
 
+  it('axes from a Parquet column, entity rows from a Parquet file, and a featurizer module', async () => {
+    await runPython(
+      [
+        'import sys, pyarrow as pa, pyarrow.parquet as pq',
+        "pq.write_table(pa.table({'property_id': pa.array([101, 102, 103, 102], pa.int64())}), sys.argv[1] + '/properties.parquet')",
+        "c = ['DE','FR','ES','IT']",
+        "pq.write_table(pa.table({'country': [c[i % 4] for i in range(30)], 'nights': pa.array([1 + i % 10 for i in range(30)], pa.int64()), 'property': pa.array([1 + (i * 7) % 50 for i in range(30)], pa.int64())}), sys.argv[1] + '/entities.parquet')",
+      ].join('\n'),
+      [dir],
+    );
+    await writeFile(
+      join(dir, 'feat.mjs'),
+      `const C = ['DE', 'FR', 'ES', 'IT'];
+export default function featurize(columns, rows) {
+  const data = new Float32Array(rows * 6);
+  for (let r = 0; r < rows; r++) {
+    data[r * 6 + C.indexOf(columns.country[r])] = 1;
+    data[r * 6 + 4] = Number(columns.nights[r]);
+    data[r * 6 + 5] = Number(columns.property[r]) - 1;
+  }
+  return { features: { dtype: 'float32', shape: [rows, 6], data } };
+}
+`,
+    );
+    const producer = new Producer({ redis: url });
+    try {
+      // A: the property axis is the distinct property_id values of a Parquet file (3 of them).
+      const a = `t-${queueName()}`;
+      const specA = specText(a).replace('{ name: property, range: { from: 1, to: 50 } }', '{ name: property, parquet: { path: properties.parquet, column: property_id } }');
+      const ra = await runCli(['precompute', '--spec', await writeSpec(a, specA), '--model-repo', repo, '--redis', url, '--no-progress']);
+      expect(ra.code, ra.stderr).toBe(0);
+      expect(await tableRows(a)).toBe(4 * 10 * 3);
+      const x = new Float32Array([0, 0, 1, 0, 7, 2]); // ES, 7 nights, property 103 = index 2
+      const want = Array.from(forwardMlp(v1, { features: x }, 1));
+      const got = (await producer.lookup(a, 'ES:7:103'))!['score'] as number[];
+      for (let i = 0; i < 2; i++) expect(Math.abs(got[i]! - want[i]!)).toBeLessThan(1e-5);
+      // B: one row per entity of a Parquet file, encoded by a featurizer module.
+      const b = `t-${queueName()}`;
+      const specB = [`table: ${b}`, 'model: scorer', 'version: "1"', 'space:', '  rows: { parquet: entities.parquet }', 'key: "{country}:{nights}:{property}"', 'encode:', '  featurizer: ./feat.mjs', 'chunkRows: 8'].join('\n');
+      const rb = await runCli(['precompute', '--spec', await writeSpec(b, specB), '--model-repo', repo, '--redis', url, '--no-progress']);
+      expect(rb.code, rb.stderr).toBe(0);
+      expect(rb.stdout).toContain('30 rows in the table');
+      for (const i of [0, 13, 29]) {
+        const key = `${COUNTRIES[i % 4]}:${1 + (i % 10)}:${1 + ((i * 7) % 50)}`;
+        expectRow(await producer.lookup(b, key), v1, key);
+      }
+    } finally {
+      await producer.close();
+    }
+  }, 120_000);
+
   it('readers never see a mixed table while a rerun with a new model version is in progress', async () => {
     const table = `t-${queueName()}`;
     const first = await writeSpec(`${table}-1`, specText(table, { properties: 1000, chunkRows: 1000 }));

@@ -265,7 +265,7 @@ async function precomputeCommand(flags: PrecomputeFlags): Promise<void> {
       signal: abort.signal,
       ...(flags.lockTtlMs === undefined ? {} : { lockTtlMs: flags.lockTtlMs }),
       ...(flags.lockTtlMs === undefined ? {} : { lockTtlMs: flags.lockTtlMs }),
-      ...(flags.progress ? { onProgress: (p: { rows: number; totalRows: number }) => bar.update(p.rows, p.totalRows) } : {}),
+      ...(flags.progress ? { onProgress: (p: { rows: number; totalRows: number; startRows: number }) => bar.update(p.rows, p.totalRows, p.startRows) } : {}),
     });
     bar.done();
     process.stdout.write(

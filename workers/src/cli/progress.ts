@@ -9,13 +9,14 @@ export class ProgressBar {
     this.stream = stream;
   }
 
-  update(rows: number, total: number): void {
+  /** `startRows`: rows already done before this process started (a resumed run): not counted in the rate. */
+  update(rows: number, total: number, startRows = 0): void {
     if (!this.stream.isTTY) return;
     const now = performance.now();
     if (now - this.lastDraw < 100 && rows < total) return;
     this.lastDraw = now;
     const seconds = (now - this.started) / 1000;
-    const rate = seconds > 0 ? rows / seconds : 0;
+    const rate = seconds > 0 ? (rows - startRows) / seconds : 0;
     const frac = total > 0 ? Math.min(1, rows / total) : 0;
     const width = 28;
     const filled = Math.round(frac * width);

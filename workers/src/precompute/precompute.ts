@@ -43,7 +43,8 @@ export interface PrecomputeOptions {
   /** Redis URL (targets redis/both). */
   readonly redis?: string;
   readonly logger: Logger;
-  readonly onProgress?: (p: { rows: number; totalRows: number }) => void;
+  /** rows: done so far, including `startRows` that a resumed run found done. */
+  readonly onProgress?: (p: { rows: number; totalRows: number; startRows: number }) => void;
   readonly signal?: AbortSignal;
   /** Chunks in the model at once. Default 4. */
   readonly window?: number;
@@ -116,7 +117,8 @@ export async function precompute(options: PrecomputeOptions): Promise<Precompute
       maxInFlightBatches: 32,
     });
     let rows = 0;
-    let progressRows = [...done].reduce((s, i) => s + Math.min(space.chunkRows, space.total - i * space.chunkRows), 0);
+    const startRows = [...done].reduce((s, i) => s + Math.min(space.chunkRows, space.total - i * space.chunkRows), 0);
+    let progressRows = startRows;
     try {
       const queue: Promise<void>[] = [];
       for await (const chunk of space.chunks((i) => done.has(i))) {
@@ -128,7 +130,7 @@ export async function precompute(options: PrecomputeOptions): Promise<Precompute
           if (redis !== undefined) await writeRedisChunk(redis, keys, runId, buckets, chunk.index, keysOfRows, outputs);
           rows += chunk.rows;
           progressRows += chunk.rows;
-          options.onProgress?.({ rows: progressRows, totalRows: space.total });
+          options.onProgress?.({ rows: progressRows, totalRows: space.total, startRows });
         });
         work.catch(() => undefined); // awaited below, in order
         queue.push(work);
