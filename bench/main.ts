@@ -139,3 +139,4 @@ await main();
 await (await import('./redis.js')).redisBench(); // added for bench/redis.ts: end to end through a real Redis
 await (await import('./kafka.js')).kafkaBench(); // end to end through a real Kafka broker
 await (await import('./sink.js')).sinkBench(); // the Parquet sink alone, local disk and HDFS
+await (await import('./precompute.js')).precomputeBench(); // precompute into Redis and Parquet, and lookup latency

@@ -22,12 +22,12 @@ describe('ProgressBar', () => {
     await new Promise((r) => setTimeout(r, 50)); // some elapsed time, so the rate is finite (not a synchronisation)
     bar.update(600, 1000, 500);
     const line = text();
-    expect(line).toMatch(/^\r█+░+  60%  600\/1,000 rows  [\d,]+ rows\/s  ETA \d+\.\d s $/);
+    expect(line).toMatch(/^\r█+░+ {2}60% {2}600\/1,000 rows {2}[\d,]+ rows\/s {2}ETA \d+\.\d s $/);
     const rate = Number(/ ([\d,]+) rows\/s/.exec(line)![1]!.replace(/,/g, ''));
     expect(rate).toBeLessThan(100 / 0.05 + 1); // 100 new rows in ≥ 50 ms, not 600
     bar.update(1000, 1000);
     bar.done();
-    expect(text()).toMatch(/100%  1,000\/1,000 rows .*\n$/);
+    expect(text()).toMatch(/100% {2}1,000\/1,000 rows .*\n$/);
   });
 
   it('writes nothing when the stream is not a TTY (logs and CI stay clean)', () => {

@@ -182,8 +182,26 @@ export function tableKeys(prefix: string, table: string): TableKeys {
 
 /** The hash bucket of a lookup key: CRC-32 of its UTF-8 bytes, modulo the run's bucket count. */
 export function tableBucket(key: string, buckets: number): number {
-  return crc32(new TextEncoder().encode(key)) % buckets;
+  // ASCII keys (the usual case) are their own UTF-8 bytes: hash the char codes directly, no
+  // encoding and no allocation (precompute hashes every key of the space).
+  let c = 0xffffffff;
+  for (let i = 0; i < key.length; i++) {
+    const code = key.charCodeAt(i);
+    if (code >= 0x80) return crc32(new TextEncoder().encode(key)) % buckets;
+    c = CRC_TABLE[(c ^ code) & 0xff]! ^ (c >>> 8);
+  }
+  return ((c ^ 0xffffffff) >>> 0) % buckets;
 }
+
+const CRC_TABLE = (() => {
+  const t = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    t[n] = c >>> 0;
+  }
+  return t;
+})();
 
 /** Parses a `current` pointer ("<runId>:<buckets>"); undefined when absent or malformed. */
 export function parseTablePointer(value: string | null | undefined): { runId: string; buckets: number } | undefined {

@@ -5,13 +5,13 @@
  * with WebHDFS on fixed loopback ports. `WEBHDFS_URL` set in the environment points the
  * suites at an external cluster instead.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { homedir, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { mavenLibs, stopChild } from './process.js';
 import { freePort } from './redis.js';
 
 export const HADOOP_VERSION = '3.4.1';
@@ -33,25 +33,15 @@ export interface HdfsServer {
   pid(): number | undefined;
 }
 
-const cacheRoot = (): string => process.env['INFERQ_CACHE'] ?? join(homedir(), '.cache', 'inferq');
-
 /** Fetches the minicluster jars once; returns the libs folder. */
 export function hadoopLibs(version = HADOOP_VERSION): string {
-  const dir = join(cacheRoot(), `hadoop-${version}`);
-  const libs = join(dir, 'libs');
-  const done = join(dir, '.complete');
-  if (existsSync(done)) return libs;
-  if (spawnSync('java', ['-version'], { stdio: 'ignore' }).status !== 0) throw new Error('java is not on PATH: the test HDFS needs Java 17 (or set WEBHDFS_URL to an external cluster)');
-  mkdirSync(dir, { recursive: true });
-  const pom = join(dirname(fileURLToPath(import.meta.url)), 'hdfs', 'pom.xml');
-  console.error(`[test/infra] fetching hadoop-minicluster ${version} jars from Maven Central into ${libs} (once)`);
-  const r = spawnSync('mvn', ['-q', '-B', '-f', pom, 'dependency:copy-dependencies', '-DincludeScope=runtime', `-Dhadoop.version=${version}`, `-DoutputDirectory=${libs}`], {
-    stdio: 'inherit',
-    timeout: 20 * 60_000,
+  return mavenLibs({
+    name: `hadoop-${version}`,
+    pom: join(dirname(fileURLToPath(import.meta.url)), 'hdfs', 'pom.xml'),
+    properties: { 'hadoop.version': version },
+    what: `hadoop-minicluster ${version}`,
+    instead: 'WEBHDFS_URL to an external cluster',
   });
-  if (r.status !== 0) throw new Error(`mvn could not fetch the hadoop-minicluster ${version} jars (exit ${r.status}); is Maven Central reachable? Or set WEBHDFS_URL`);
-  writeFileSync(done, new Date().toISOString());
-  return libs;
 }
 
 export async function startHdfs(): Promise<HdfsServer> {
@@ -98,15 +88,7 @@ export async function startHdfs(): Promise<HdfsServer> {
   const stop = async (): Promise<void> => {
     const proc = child;
     child = undefined;
-    if (proc === undefined || proc.exitCode !== null || proc.signalCode !== null) return;
-    await new Promise<void>((resolve) => {
-      const kill = setTimeout(() => proc.kill('SIGKILL'), 20_000);
-      proc.once('exit', () => {
-        clearTimeout(kill);
-        resolve();
-      });
-      proc.kill('SIGTERM');
-    });
+    await stopChild(proc, 20_000);
   };
   await start();
   return {

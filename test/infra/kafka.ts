@@ -9,12 +9,13 @@
 import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { homedir, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Kafka, logLevel } from 'kafkajs';
+import { mavenLibs, stopChild } from './process.js';
 import { freePort } from './redis.js';
 
 /** The broker version tests run against; KAFKA_VERSION overrides it (the compatibility runs in the README). */
@@ -34,28 +35,16 @@ export interface KafkaServer {
   pid(): number | undefined;
 }
 
-const cacheRoot = (): string => process.env['INFERQ_CACHE'] ?? join(homedir(), '.cache', 'inferq');
-
 /** Fetches the broker jars for `version` once (Maven Central through the throw-away pom); returns the libs folder. */
 export function kafkaLibs(version = KAFKA_VERSION): string {
-  const dir = join(cacheRoot(), `kafka-${version}`);
-  const libs = join(dir, 'libs');
-  const done = join(dir, '.complete');
-  if (existsSync(done)) return libs;
-  if (spawnSync('java', ['-version'], { stdio: 'ignore' }).status !== 0) throw new Error('java is not on PATH: the test Kafka broker needs Java 17 (or set KAFKA_BROKERS to an external cluster)');
-  mkdirSync(dir, { recursive: true });
-  const pom = join(dirname(fileURLToPath(import.meta.url)), 'kafka', 'pom.xml');
-  // Kafka 4 logs through slf4j 2; 3.x through slf4j 1.7.
-  const slf4j = Number(version.split('.')[0]) >= 4 ? '2.0.16' : '1.7.36';
-  console.error(`[test/infra] fetching Apache Kafka ${version} jars from Maven Central into ${libs} (once)`);
-  const r = spawnSync(
-    'mvn',
-    ['-q', '-B', '-f', pom, 'dependency:copy-dependencies', '-DincludeScope=runtime', `-Dkafka.version=${version}`, `-Dslf4j.version=${slf4j}`, `-DoutputDirectory=${libs}`],
-    { stdio: 'inherit', timeout: 15 * 60_000 },
-  );
-  if (r.status !== 0) throw new Error(`mvn could not fetch the Kafka ${version} jars (exit ${r.status}); is Maven Central reachable? Or set KAFKA_BROKERS to an external cluster`);
-  writeFileSync(done, new Date().toISOString());
-  return libs;
+  return mavenLibs({
+    name: `kafka-${version}`,
+    pom: join(dirname(fileURLToPath(import.meta.url)), 'kafka', 'pom.xml'),
+    // Kafka 4 logs through slf4j 2; 3.x through slf4j 1.7.
+    properties: { 'kafka.version': version, 'slf4j.version': Number(version.split('.')[0]) >= 4 ? '2.0.16' : '1.7.36' },
+    what: `Apache Kafka ${version}`,
+    instead: 'KAFKA_BROKERS to an external cluster',
+  });
 }
 
 /** Waits until a kafkajs admin can describe the cluster. */
@@ -147,15 +136,7 @@ export async function startKafka(options: StartKafkaOptions = {}): Promise<Kafka
   const stop = async (): Promise<void> => {
     const proc = child;
     child = undefined;
-    if (proc === undefined || proc.exitCode !== null || proc.signalCode !== null) return;
-    await new Promise<void>((resolve) => {
-      const kill = setTimeout(() => proc.kill('SIGKILL'), 20_000);
-      proc.once('exit', () => {
-        clearTimeout(kill);
-        resolve();
-      });
-      proc.kill('SIGTERM');
-    });
+    await stopChild(proc, 20_000);
   };
   const destroy = async (): Promise<void> => {
     await stop();

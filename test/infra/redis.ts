@@ -10,6 +10,7 @@ import { mkdtemp } from 'node:fs/promises';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { stopChild } from './process.js';
 
 export interface RedisServer {
   readonly url: string;
@@ -98,15 +99,7 @@ export async function startRedis(): Promise<RedisServer> {
   const stop = async (): Promise<void> => {
     const proc = child;
     child = undefined;
-    if (proc === undefined || proc.exitCode !== null || proc.signalCode !== null) return;
-    await new Promise<void>((resolve) => {
-      const kill = setTimeout(() => proc.kill('SIGKILL'), 5000);
-      proc.once('exit', () => {
-        clearTimeout(kill);
-        resolve();
-      });
-      proc.kill('SIGTERM');
-    });
+    await stopChild(proc, 5000);
   };
   await start();
   return { url: `redis://127.0.0.1:${port}`, port, stop, start };

@@ -246,25 +246,30 @@ export class KafkaWorker {
         for (const sink of this.sinks) sink.drop(group);
       }
     }
-    for (const group of groups) {
-      if (this.sinkState.has(group)) continue;
-      const recovered = (async () => {
-        for (let attempt = 1; ; attempt++) {
-          try {
-            const marks = await Promise.all(this.sinks.map((sink) => sink.recover(group)));
-            return Math.min(...marks);
-          } catch (err) {
-            this.log.warn({ err, group, attempt }, 'could not read the sink to recover; retrying');
-            await sleep(Math.min(5000, 200 * 2 ** Math.min(attempt, 5)));
-          }
+    for (const group of groups) this.addSinkGroup(group);
+  }
+
+  /** Starts tracking a newly assigned partition: its recovery (the watermark of its complete rolls) begins at once. */
+  private addSinkGroup(group: string): void {
+    if (this.sinkState.has(group)) return;
+    const recovered = (async () => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          const marks = await Promise.all(this.sinks.map((sink) => sink.recover(group)));
+          return Math.min(...marks);
+        } catch (err) {
+          this.log.warn({ err, group, attempt }, 'could not read the sink to recover; retrying');
+          await sleep(Math.min(5000, 200 * 2 ** Math.min(attempt, 5)));
         }
-      })();
-      this.sinkState.set(group, { rollFrom: undefined, retry: undefined, recovered });
-    }
+      }
+    })();
+    this.sinkState.set(group, { rollFrom: undefined, retry: undefined, recovered });
   }
 
   private async eachBatch({ batch, resolveOffset, isRunning, isStale }: EachBatchPayload): Promise<void> {
     const { topic, partition } = batch;
+    // Normally set up by the assignment (GROUP_JOIN); a batch that comes first sets it up here.
+    if (this.sinks.length > 0) this.addSinkGroup(sinkGroup(topic, partition));
     const sinkState = this.sinks.length > 0 ? this.sinkState.get(sinkGroup(topic, partition)) : undefined;
     // Messages a published roll already holds were answered and written before it: not again.
     const written = sinkState === undefined ? -1 : await sinkState.recovered;

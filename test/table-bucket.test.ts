@@ -1,0 +1,13 @@
+/** Lookup-table buckets: the writer (precompute) and every reader (the SDK) must agree on each key's bucket. */
+import { describe, expect, it } from 'vitest';
+import { crc32, tableBucket } from '@inferq/shared';
+
+describe('tableBucket', () => {
+  it('is CRC-32 of the key\'s UTF-8 bytes modulo the bucket count, for ASCII and non-ASCII keys', () => {
+    for (const key of ['', 'DE:1:1', 'a-much-longer-key/with:separators=1234567890', 'Zürich:7', '東京:3', '😀']) {
+      const want = crc32(new TextEncoder().encode(key));
+      for (const buckets of [1, 7, 1024, 100_003]) expect(tableBucket(key, buckets), `${key} % ${buckets}`).toBe(want % buckets);
+    }
+    expect(crc32(new TextEncoder().encode('123456789'))).toBe(0xcbf43926); // the CRC-32 check value
+  });
+});
