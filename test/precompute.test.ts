@@ -246,6 +246,14 @@ export default function featurize(columns, rows) {
       expect(seen.v1).toBeGreaterThan(0); // it read while the rerun ran …
       const after = await producer.lookupMany(table, keys);
       keys.forEach((k, i) => expectRow(after[i], v2, k)); // … and the new version once it was swapped in
+      // The old version stays readable for the grace period (60 s in this spec), then expires.
+      const oldMeta = (await redis.keys(`inferq:table:${table}:*:meta`)).sort();
+      expect(oldMeta).toHaveLength(2);
+      const ttls = await Promise.all(oldMeta.map((k) => redis.ttl(k)));
+      expect(ttls.filter((t) => t > 0 && t <= 60)).toHaveLength(1); // the old run's keys expire …
+      expect(ttls.filter((t) => t === -1)).toHaveLength(1); // … the current run's do not
+      const oldRun = oldMeta[ttls.findIndex((t) => t > 0)]!.split(':').at(-2)!;
+      expect(await redis.ttl(tableKeys('inferq', table).bucket(oldRun, 0))).toBeGreaterThan(0);
     } finally {
       await producer.close();
     }
