@@ -295,13 +295,14 @@ describe('Kafka workers with a Parquet sink on HDFS', () => {
     await createTopic(brokers, topic, 3);
     const dir = `/inferq-test/kill-${topic}`;
     const producer = new KafkaProducer({ brokers, topic });
+    // Enough work (150,000 rows, 30 rolls of 5,000) that the kill lands mid-run.
     const n = 3000;
-    await Promise.all(Array.from({ length: n }, (_, k) => producer.enqueue('mlp', features(5, k), { jobId: `k-${k}` })));
-    const victim = startWorker(args(topic, `webhdfs://${hostPort}${dir}`, ['--sink-roll-rows', '1000']));
+    await Promise.all(Array.from({ length: n }, (_, k) => producer.enqueue('mlp', features(50, k), { jobId: `k-${k}` })));
+    const victim = startWorker(args(topic, `webhdfs://${hostPort}${dir}`, ['--sink-roll-rows', '5000']));
     let next: ReturnType<typeof startWorker> | undefined;
     try {
       await victim.ready;
-      await waitFor(async () => (await committedTotal(brokers, `g-${topic}`, topic)) >= 300, 'some rolls committed', 60_000, 20);
+      await waitFor(async () => (await committedTotal(brokers, `g-${topic}`, topic)) >= 100, 'a first roll committed', 60_000, 5);
       victim.child.kill('SIGKILL');
       await victim.exited;
       expect(await committedTotal(brokers, `g-${topic}`, topic)).toBeLessThan(n); // it died mid-run
@@ -312,9 +313,9 @@ describe('Kafka workers with a Parquet sink on HDFS', () => {
       await next.ready;
       await waitFor(async () => (await committedTotal(brokers, `g-${topic}`, topic)) === n, 'every offset committed', 120_000, 200);
       const d = JSON.parse(await runPython(READ_DATASET, [await download(fs, dir)])) as Dataset;
-      expect(d.rows).toBe(n * 5);
-      expect(d.distinct).toBe(n * 5);
-      expectRowsMatch({ ...d, all: d.all.filter((_, i) => i % 97 === 0) }, (id) => features(5, Number(id.slice(2))));
+      expect(d.rows).toBe(n * 50);
+      expect(d.distinct).toBe(n * 50);
+      expectRowsMatch({ ...d, all: d.all.filter((_, i) => i % 997 === 0) }, (id) => features(50, Number(id.slice(2))));
     } finally {
       next?.child.kill('SIGTERM');
       await next?.exited;
