@@ -103,6 +103,13 @@ interface Outgoing {
   readonly message: Message;
 }
 
+/** Per partition, with sinks: where the next roll starts, a roll that failed half-way (retried with the same range), its recovery. */
+interface SinkState {
+  rollFrom: number | undefined;
+  retry: { first: number; last: number } | undefined;
+  readonly recovered: Promise<number>;
+}
+
 const MB = 1024 * 1024;
 const WORKER_ID = `${hostname()}:${process.pid}`;
 
@@ -117,8 +124,7 @@ export class KafkaWorker {
   private readonly deadLetters: string;
   private readonly counters = { completed: 0, deadLettered: 0, retried: 0, skippedRedeliveries: 0, commits: 0, skippedWritten: 0, rolls: 0, peakInFlight: 0, pauses: 0 };
   private readonly sinks: readonly ParquetSink[];
-  /** Per partition with sinks: where the next roll starts, a roll that failed half-way (retried with the same range), and the recovery on assignment. */
-  private readonly sinkState = new Map<string, { rollFrom: number | undefined; retry: { first: number; last: number } | undefined; recovered: Promise<number> }>();
+  private readonly sinkState = new Map<string, SinkState>();
   private inFlightMessages = 0;
   private inFlightRows = 0;
   private paused = false;
@@ -173,7 +179,7 @@ export class KafkaWorker {
         this.assignSinks(assigned.get(this.opts.topic) ?? []);
         this.tracker.recommitAll();
         this.rebalancing = false;
-        this.log.info({ assignment: e.payload.memberAssignment, generation: e.payload.groupProtocol }, 'partitions assigned');
+        this.log.info({ assignment: e.payload.memberAssignment, assigner: e.payload.groupProtocol }, 'partitions assigned');
         this.scheduleCommit();
         resolve();
       });
@@ -298,7 +304,7 @@ export class KafkaWorker {
       this.inFlightMessages++;
       if (this.inFlightMessages > this.counters.peakInFlight) this.counters.peakInFlight = this.inFlightMessages;
       this.inFlightRows += Number.isFinite(rows) && rows > 0 ? rows : 1;
-      void this.handle(topic, partition, message).finally(() => {
+      void this.handle(topic, partition, message, sinkState).finally(() => {
         this.inFlightMessages--;
         this.inFlightRows -= Number.isFinite(rows) && rows > 0 ? rows : 1;
         this.tracker.done(topic, partition, offset);
@@ -330,7 +336,7 @@ export class KafkaWorker {
   }
 
   /** Runs one message to the end: its reply or its dead letter is written when this resolves. Never rejects. */
-  private async handle(topic: string, partition: number, message: KafkaMessage): Promise<void> {
+  private async handle(topic: string, partition: number, message: KafkaMessage, sinkState: SinkState | undefined): Promise<void> {
     const attempts = this.opts.attempts ?? 3;
     let envelope: Envelope | undefined;
     for (let attempt = 1; ; attempt++) {
@@ -339,7 +345,9 @@ export class KafkaWorker {
         const result = await inferEnvelope(this.opts.models, envelope, this.opts.nonFinite ?? 'reject');
         if (envelope.replyTo !== undefined) await this.writeForever([this.reply(envelope, result)], envelope.id);
         // Buffered here; durable when the roll that covers this offset is published, before its commit.
-        for (const sink of this.sinks) {
+        // Not when the partition was revoked meanwhile (its state replaced): the next owner writes it.
+        const current = sinkState !== undefined && this.sinkState.get(sinkGroup(topic, partition)) === sinkState;
+        for (const sink of current ? this.sinks : []) {
           sink.add(sinkGroup(topic, partition), {
             seq: Number(message.offset),
             jobId: envelope.id,
