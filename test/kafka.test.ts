@@ -17,6 +17,7 @@ import { KafkaWorker } from '../workers/src/transports/kafka.js';
 import type { KafkaWorkerOptions } from '../workers/src/transports/kafka.js';
 import { startKafka } from './infra/kafka.js';
 import { committedTotal, createTopic, header, readTopic, testKafka, topicName } from './helpers/kafka.js';
+import type { TopicReader } from './helpers/kafka.js';
 import { smallMlp, tempDir, writeModel } from './helpers/models.js';
 import { startWorker, waitFor } from './helpers/redis.js';
 
@@ -364,39 +365,79 @@ describe('Kafka transport', () => {
   }, 240_000);
 
   it('a broker restart mid-run loses nothing: the worker waits, retries, and finishes', async () => {
-    const own = await startKafka();
+    // Every step runs against one budget that ends before the test's own timeout, so a hang
+    // fails naming the step, with the trail of steps, the worker's log and the progress made.
+    const t0 = Date.now();
+    const budgetEnd = t0 + 230_000; // the rest is for the clean-up
+    const trail: string[] = [];
+    let w: ReturnType<typeof startWorker> | undefined;
+    let replies: TopicReader | undefined;
+    const step = async <T>(what: string | (() => string), f: () => Promise<T>, capMs = Infinity): Promise<T> => {
+      const name = (): string => (typeof what === 'string' ? what : what());
+      const ms = Math.max(1000, Math.min(capMs, budgetEnd - Date.now()));
+      trail.push(`${((Date.now() - t0) / 1000).toFixed(1)} s: ${name()}`);
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        return await Promise.race([f(), new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no result within ${ms} ms`)), ms)))]);
+      } catch (err) {
+        const log = (w?.output() ?? '').split('\n');
+        const ours = log.filter((l) => !l.includes('"kafkajs"')).join('\n').slice(-5000);
+        const theirs = log.filter((l) => l.includes('"kafkajs"')).slice(-12).join('\n');
+        const seen = replies === undefined ? 'no reader yet' : `${replyIds(replies.messages).size} distinct replies; reader crashes: ${replies.crashes.join(' | ') || 'none'}`;
+        const failure = new Error(`${name()}: ${(err as Error).message} (${seen})\n--- steps ---\n${trail.join('\n')}\n--- worker log ---\n${ours}\n--- last kafkajs lines ---\n${theirs}`);
+        console.error(failure.message); // also here, in case the clean-up below outlives the test's timeout
+        throw failure;
+      } finally {
+        clearTimeout(timer);
+      }
+    };
+    const own = await step('start a broker of its own', () => startKafka(), 120_000);
     const b = own.brokers;
     try {
       const topic = topicName();
-      await createTopic(b, topic, 3);
       const replyTopic = `${topic}.out`;
-      await createTopic(b, replyTopic, 1);
+      await step('create topics', async () => {
+        await createTopic(b, topic, 3);
+        await createTopic(b, replyTopic, 1);
+      });
       const args = ['--transport', 'kafka', '--topic', topic, '--group', `g-${topic}`, '--brokers', b.join(','), '--model-repo', repo, '--models', 'mlp', '--threads', '1', '--session-timeout-ms', '6000'];
-      const producer = new KafkaProducer({ brokers: b, topic });
       const n = 3000;
-      await Promise.all(Array.from({ length: n }, (_, k) => producer.enqueue('mlp', features(100, k), { jobId: `r-${k}`, replyTo: replyTopic })));
-      await producer.close();
-      const w = startWorker(args);
+      await step('enqueue', async () => {
+        const producer = new KafkaProducer({ brokers: b, topic });
+        try {
+          await Promise.all(Array.from({ length: n }, (_, k) => producer.enqueue('mlp', features(100, k), { jobId: `r-${k}`, replyTo: replyTopic })));
+        } finally {
+          await producer.close();
+        }
+      });
+      w = startWorker(args);
+      const worker = w;
       try {
-        await w.ready;
-        const early = await readTopic(b, replyTopic);
-        await waitFor(() => early.messages.length >= 300, 'some replies before the restart', 60_000, 10);
-        await early.stop();
-        await own.stop();
+        await step('worker start', () => worker.ready, 60_000);
+        const early = await step('reply reader before the restart', () => readTopic(b, replyTopic), 30_000);
+        await step('replies before the restart', () => waitFor(() => early.messages.length >= 300, 'some replies', 60_000, 10));
+        await step('stop the reader', () => early.stop(), 30_000);
+        await step('stop the broker', () => own.stop(), 30_000);
         await new Promise((r) => setTimeout(r, 2000)); // the broker stays down for a while (this is the fault, not a sync)
-        await own.start();
-        const replies = await readTopic(b, replyTopic);
-        await waitFor(() => replyIds(replies.messages).size >= n, `replies for all ${n} messages after the restart`, 180_000, 250);
-        const counts = replyIds(replies.messages);
+        await step('restart the broker', () => own.start(), 100_000);
+        const reader = (replies = await step('reply reader after the restart', () => readTopic(b, replyTopic), 30_000));
+        await step('replies after the restart', () => waitFor(() => replyIds(reader.messages).size >= n, `all ${n}`, 200_000, 250));
+        const counts = replyIds(reader.messages);
         for (let k = 0; k < n; k++) expect(counts.has(`r-${k}`)).toBe(true);
-        await waitFor(async () => (await committedTotal(b, `g-${topic}`, topic)) === n, 'all offsets committed', 60_000, 250).catch((err: Error) => {
-          throw new Error(`${err.message}\n--- worker output ---\n${w.output().split("\n").filter((l) => !l.includes("\"kafkajs\"")).join("\n").slice(-6000)}`);
-        });
-        await replies.stop();
-        expect(w.child.exitCode).toBeNull(); // it kept serving through the outage
+        let committed = -1;
+        await step(
+          () => `offset commits (last seen ${committed} of ${n})`,
+          () => waitFor(async () => (committed = await committedTotal(b, `g-${topic}`, topic)) === n, 'all committed', 60_000, 250),
+        );
+        expect(worker.child.exitCode).toBeNull(); // it kept serving through the outage
       } finally {
-        w.child.kill('SIGTERM');
-        await w.exited;
+        const bounded = (p: Promise<unknown> | undefined): Promise<unknown> => Promise.race([p, new Promise((r) => setTimeout(r, 15_000).unref())]);
+        await bounded(replies?.stop());
+        worker.child.kill('SIGTERM');
+        if ((await bounded(worker.exited)) === undefined) {
+          worker.child.kill('SIGKILL');
+          await worker.exited;
+        }
       }
     } finally {
       await own.destroy();

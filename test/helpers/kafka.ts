@@ -39,17 +39,21 @@ export async function committedTotal(brokers: string[], group: string, topic: st
 /** Reads a topic from its beginning into `messages`, live, until stop(). */
 export interface TopicReader {
   readonly messages: KafkaMessage[];
+  /** Consumer crashes seen (kafkajs restarts it after a retriable one), for failure messages. */
+  readonly crashes: string[];
   stop(): Promise<void>;
 }
 
 export async function readTopic(brokers: string[], topic: string): Promise<TopicReader> {
   const consumer: Consumer = testKafka(brokers).consumer({ groupId: `reader-${randomUUID()}`, maxWaitTimeInMs: 50 });
   const messages: KafkaMessage[] = [];
+  const crashes: string[] = [];
+  consumer.on(consumer.events.CRASH, (e) => void crashes.push(`${e.payload.error.message} (restart: ${e.payload.restart})`));
   await withAdmin(brokers, (admin) => admin.createTopics({ topics: [{ topic }], waitForLeaders: true }));
   await consumer.connect();
   await consumer.subscribe({ topic, fromBeginning: true });
   await consumer.run({ autoCommit: false, eachMessage: async ({ message }) => void messages.push(message) });
-  return { messages, stop: () => consumer.disconnect() };
+  return { messages, crashes, stop: () => consumer.disconnect() };
 }
 
 export function header(m: KafkaMessage, name: string): string | undefined {

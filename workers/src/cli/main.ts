@@ -201,7 +201,16 @@ async function workerCommand(flags: WorkerFlags): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     fatal = (err) => {
       logger.error({ err }, 'the queue consumer stopped for good: exiting so that the process is restarted');
-      stop('SIGTERM').then(() => reject(new InferqError(`queue consumer stopped: ${err.message}`)), reject);
+      // Exit non-zero whatever the drain does: a worker whose consumer is gone must not linger half-alive.
+      const exit = (): never => {
+        process.stderr.write(`inferq: error: queue consumer stopped: ${err.message}\n`);
+        process.exit(1);
+      };
+      setTimeout(exit, flags.shutdownTimeoutMs + 5000).unref();
+      stop('SIGTERM').then(exit, (closeErr: unknown) => {
+        logger.error({ err: closeErr }, 'drain after the consumer stopped failed');
+        exit();
+      });
     };
     const onSignal = (signal: NodeJS.Signals): void => {
       stop(signal).then(resolve, reject);

@@ -78,7 +78,12 @@ export interface KafkaWorkerOptions {
    * roll already holds (a crash between a roll and its commit writes nothing twice).
    */
   readonly sinks?: readonly ParquetSink[];
-  /** Called when the consumer crashed and kafkajs will not restart it (the process should exit and be restarted). */
+  /**
+   * Crashes of the consumer in a row, with no rejoin between them, that the worker restarts
+   * itself when kafkajs will not (default 8, backoff from 0.5 s doubling to 30 s).
+   */
+  readonly maxConsumerRestarts?: number;
+  /** Called when the consumer crashed for good: more than `maxConsumerRestarts` times in a row (the process should exit and be restarted). */
   readonly onFatal?: (err: Error) => void;
 }
 
@@ -96,6 +101,8 @@ export interface KafkaWorkerStats {
   readonly peakInFlight: number;
   /** Times the topic was paused for backpressure. */
   readonly pauses: number;
+  /** Consumer crashes kafkajs would not restart, restarted by the worker. */
+  readonly consumerRestarts: number;
 }
 
 interface Outgoing {
@@ -122,7 +129,7 @@ export class KafkaWorker {
   private readonly sender: CoalescingSender;
   private readonly tracker = new OffsetTracker();
   private readonly deadLetters: string;
-  private readonly counters = { completed: 0, deadLettered: 0, retried: 0, skippedRedeliveries: 0, commits: 0, skippedWritten: 0, rolls: 0, peakInFlight: 0, pauses: 0 };
+  private readonly counters = { completed: 0, deadLettered: 0, retried: 0, skippedRedeliveries: 0, commits: 0, skippedWritten: 0, rolls: 0, peakInFlight: 0, pauses: 0, consumerRestarts: 0 };
   private readonly sinks: readonly ParquetSink[];
   private readonly sinkState = new Map<string, SinkState>();
   private inFlightMessages = 0;
@@ -136,6 +143,7 @@ export class KafkaWorker {
   private closing: Promise<void> | undefined;
   private commitTimer: NodeJS.Timeout | undefined;
   private commitFailures = 0;
+  private crashesSinceJoin = 0;
 
   constructor(options: KafkaWorkerOptions) {
     this.opts = options;
@@ -179,6 +187,9 @@ export class KafkaWorker {
         this.assignSinks(assigned.get(this.opts.topic) ?? []);
         this.tracker.recommitAll();
         this.rebalancing = false;
+        this.crashesSinceJoin = 0;
+        // A consumer that kafkajs restarted after a crash starts unpaused: pause it again if it should be.
+        if (this.paused || this.draining) this.applyPause(true);
         this.log.info({ assignment: e.payload.memberAssignment, assigner: e.payload.groupProtocol }, 'partitions assigned');
         this.scheduleCommit();
         resolve();
@@ -188,17 +199,8 @@ export class KafkaWorker {
       // Commits fail while the group re-forms; the tracker keeps them until it has.
       this.rebalancing = true;
     });
-    this.consumer.on(this.consumer.events.CRASH, (e) => {
-      this.log.error({ err: e.payload.error, restart: e.payload.restart }, e.payload.restart ? 'kafka consumer crashed; kafkajs restarts it' : 'kafka consumer crashed for good');
-      if (!e.payload.restart && !this.draining) this.opts.onFatal?.(e.payload.error);
-    });
-    await this.consumer.subscribe({ topic: this.opts.topic, fromBeginning: this.opts.fromBeginning ?? true });
-    await this.consumer.run({
-      autoCommit: false,
-      eachBatchAutoResolve: false,
-      partitionsConsumedConcurrently: 1,
-      eachBatch: (payload) => this.eachBatch(payload),
-    });
+    this.consumer.on(this.consumer.events.CRASH, (e) => this.onCrash(e.payload.error, e.payload.restart));
+    await this.runConsumer();
     await joined;
     // A commit that failed (coordinator moving, broker restarting) is retried even when no further message
     // finishes; and every 5 s all positions are committed again (as Kafka's own auto-commit does), so one
@@ -212,6 +214,48 @@ export class KafkaWorker {
     this.log.info({ deadLetters: this.deadLetters }, 'kafka worker started');
   }
 
+  private async runConsumer(): Promise<void> {
+    await this.consumer.subscribe({ topic: this.opts.topic, fromBeginning: this.opts.fromBeginning ?? true });
+    await this.consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: 1,
+      eachBatch: (payload) => this.eachBatch(payload),
+    });
+  }
+
+  /**
+   * kafkajs restarts its consumer only after errors it deems retriable. Some it does not are
+   * what an outage looks like: "Failed to find group coordinator" (KafkaJSGroupCoordinatorNotFound)
+   * when the broker that holds the group is down or still loading. Those crashes are restarted
+   * here, with backoff; in-flight messages keep running and are committed once the consumer
+   * has rejoined. Only after `maxConsumerRestarts` crashes in a row without a rejoin is the
+   * consumer given up (`onFatal`: the process exits to be restarted).
+   */
+  private onCrash(err: Error, kafkajsRestarts: boolean): void {
+    if (kafkajsRestarts) {
+      this.log.warn({ err }, 'kafka consumer crashed; kafkajs restarts it');
+      return;
+    }
+    if (this.draining) return;
+    this.rebalancing = true;
+    const limit = this.opts.maxConsumerRestarts ?? 8;
+    const n = ++this.crashesSinceJoin;
+    if (n > limit) {
+      this.log.error({ err, crashes: n }, 'kafka consumer keeps crashing; giving up');
+      this.opts.onFatal?.(err);
+      return;
+    }
+    const delayMs = Math.min(30_000, 500 * 2 ** (n - 1));
+    this.counters.consumerRestarts++;
+    this.log.warn({ err, attempt: n, of: limit, delayMs }, 'kafka consumer stopped and kafkajs will not restart it; restarting it');
+    const timer = setTimeout(() => {
+      if (this.draining) return;
+      this.runConsumer().catch((runErr: unknown) => this.onCrash(runErr instanceof Error ? runErr : new Error(String(runErr)), false));
+    }, delayMs);
+    timer.unref();
+  }
+
   /** Stops taking messages, finishes and commits in-flight ones (up to `timeoutMs`), leaves the group. */
   close(timeoutMs = 30_000): Promise<void> {
     this.closing ??= this.doClose(timeoutMs);
@@ -221,7 +265,7 @@ export class KafkaWorker {
   private async doClose(timeoutMs: number): Promise<void> {
     this.draining = true;
     // Paused, the consumer stays in the group (so the final commit is accepted) but fetches nothing.
-    this.consumer.pause([{ topic: this.opts.topic }]);
+    this.applyPause(true);
     const deadline = Date.now() + timeoutMs;
     const drained = await this.waitIdle(timeoutMs);
     if (!drained) this.log.warn({ inFlight: this.inFlightMessages, timeoutMs }, 'in-flight messages did not finish in time; they are not committed and the next owner runs them again');
@@ -321,17 +365,31 @@ export class KafkaWorker {
   }
 
   private pause(): void {
-    if (this.paused) return;
+    if (!this.paused) this.counters.pauses++;
     this.paused = true;
-    this.counters.pauses++;
-    this.consumer.pause([{ topic: this.opts.topic }]);
+    // Also when already paused: a consumer restarted after a crash may have lost the pause.
+    this.applyPause(true);
   }
 
   private maybeResume(): void {
     if (!this.paused || this.draining) return;
     if (this.inFlightMessages * 2 <= (this.opts.maxInFlightMessages ?? 4096) && this.inFlightRows * 2 <= (this.opts.maxInFlightRows ?? 262_144)) {
       this.paused = false;
-      this.consumer.resume([{ topic: this.opts.topic }]);
+      this.applyPause(false);
+    }
+  }
+
+  /**
+   * Pauses or resumes the topic. Between a consumer crash and kafkajs's restart of it the
+   * consumer has no group, and pause/resume throw: the wanted state is then applied when
+   * the restarted consumer is assigned its partitions (GROUP_JOIN).
+   */
+  private applyPause(pause: boolean): void {
+    try {
+      if (pause) this.consumer.pause([{ topic: this.opts.topic }]);
+      else this.consumer.resume([{ topic: this.opts.topic }]);
+    } catch (err) {
+      this.log.debug({ err, pause }, 'consumer not running (restarting after a crash?); the pause state is applied when it rejoins');
     }
   }
 
