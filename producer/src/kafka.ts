@@ -16,7 +16,7 @@
 import { randomUUID } from 'node:crypto';
 import { Kafka, logLevel } from 'kafkajs';
 import type { Consumer, EachMessagePayload, IHeaders, KafkaMessage, Message, Producer as KafkaJsProducer } from 'kafkajs';
-import { ClosedError, DEFAULT_QUEUE, ENVELOPE_CONTENT_TYPE, InferqError, KAFKA_HEADERS, decodeEnvelope, encodeEnvelope, kafkaReplyTopic } from '@inferq/shared';
+import { ClosedError, ConsumerRestarter, DEFAULT_QUEUE, ENVELOPE_CONTENT_TYPE, InferqError, KAFKA_HEADERS, decodeEnvelope, encodeEnvelope, kafkaReplyTopic } from '@inferq/shared';
 import { toTensors } from './features.js';
 import type { FeatureBatch } from './features.js';
 import { PredictTimeoutError, RemoteJobError } from './errors.js';
@@ -202,16 +202,8 @@ export class KafkaProducer {
   private ensureInbox(): Promise<void> {
     if (this.inbox !== undefined) return this.inbox.ready;
     const consumer = this.kafka.consumer({ groupId: `inferq-inbox-${randomUUID()}`, maxWaitTimeInMs: 50, allowAutoTopicCreation: true });
-    const ready = (async () => {
-      await ensureTopic(this.kafka, this.replyTopic);
-      await consumer.connect();
+    const run = async (): Promise<void> => {
       await consumer.subscribe({ topic: this.replyTopic, fromBeginning: false });
-      const fetched = new Promise<void>((resolve) => {
-        const off = consumer.on(consumer.events.FETCH, () => {
-          off();
-          resolve();
-        });
-      });
       await consumer.run({
         autoCommit: false,
         eachMessage: async ({ message }: EachMessagePayload) => {
@@ -224,10 +216,47 @@ export class KafkaProducer {
           else w.reject(new RemoteJobError(`job ${reply.id} failed: ${reply.error?.message ?? 'unknown error'}`, reply.error?.kind ?? 'Error', { jobId: reply.id, model: reply.model }));
         },
       });
-      await fetched;
+    };
+    const inbox = { consumer, ready: Promise.resolve() };
+    let giveUp: (err: Error) => void = () => undefined;
+    const failed = new Promise<never>((_, reject) => (giveUp = reject));
+    failed.catch(() => undefined); // handled where `ready` races it
+    // Through broker outages (see ConsumerRestarter); if it gives up, waiting calls fail now and the next predict() opens a new reader.
+    const restarter = new ConsumerRestarter({
+      run,
+      stopped: () => this.closing !== undefined || this.inbox !== inbox,
+      onGiveUp: (err) => {
+        giveUp(err);
+        this.inbox = undefined;
+        for (const [id, w] of this.waiters) {
+          clearTimeout(w.timer);
+          w.reject(new InferqError(`the reply reader of topic "${this.replyTopic}" stopped while waiting for job ${id}: ${err.message}`, { jobId: id, retriable: true, cause: err }));
+        }
+        this.waiters.clear();
+        void consumer.disconnect().catch(() => undefined);
+      },
+    });
+    consumer.on(consumer.events.CRASH, (e) => restarter.crashed(e.payload.error, e.payload.restart));
+    consumer.on(consumer.events.GROUP_JOIN, () => restarter.joined());
+    inbox.ready = (async () => {
+      await ensureTopic(this.kafka, this.replyTopic);
+      await consumer.connect();
+      // Ready only after the first fetch has fixed the position at the end of the topic.
+      const fetched = new Promise<void>((resolve) => {
+        const off = consumer.on(consumer.events.FETCH, () => {
+          off();
+          resolve();
+        });
+      });
+      await run();
+      await Promise.race([fetched, failed]);
     })();
-    this.inbox = { consumer, ready };
-    return ready;
+    // A reader that could not start is dropped, so the next predict() tries a new one.
+    inbox.ready.catch(() => {
+      if (this.inbox === inbox) this.inbox = undefined;
+    });
+    this.inbox = inbox;
+    return inbox.ready;
   }
 
   /**
@@ -238,11 +267,13 @@ export class KafkaProducer {
   subscribe(topic: string, handler: (reply: Reply) => Promise<void> | void, options: KafkaSubscribeOptions): ReplySubscription {
     this.assertOpen();
     const consumer = this.kafka.consumer({ groupId: options.group, maxWaitTimeInMs: 100, allowAutoTopicCreation: true });
+    let closed = false;
     let stop: () => void = () => undefined;
     const stopped = new Promise<void>((resolve) => (stop = resolve));
-    const done = (async () => {
-      await ensureTopic(this.kafka, topic);
-      await consumer.connect();
+    let giveUp: (err: Error) => void = () => undefined;
+    const failed = new Promise<never>((_, reject) => (giveUp = reject));
+    failed.catch(() => undefined); // handled where `done` races it
+    const run = async (): Promise<void> => {
       await consumer.subscribe({ topic, fromBeginning: options.fromBeginning ?? true });
       await consumer.run({
         eachMessage: async ({ message }: EachMessagePayload) => {
@@ -255,12 +286,26 @@ export class KafkaProducer {
           }
         },
       });
-      await stopped;
-      await consumer.disconnect();
+    };
+    // Through broker outages (see ConsumerRestarter); when it gives up, `done` rejects with the consumer's error.
+    const restarter = new ConsumerRestarter({ run, stopped: () => closed, onGiveUp: (err) => giveUp(err) });
+    consumer.on(consumer.events.CRASH, (e) => restarter.crashed(e.payload.error, e.payload.restart));
+    consumer.on(consumer.events.GROUP_JOIN, () => restarter.joined());
+    const done = (async () => {
+      try {
+        await ensureTopic(this.kafka, topic);
+        await consumer.connect();
+        await run();
+        await Promise.race([stopped, failed]);
+      } finally {
+        closed = true;
+        await consumer.disconnect().catch(() => undefined);
+      }
     })();
     const sub: ReplySubscription = {
       done,
       close: async () => {
+        closed = true;
         stop();
         await done.catch(() => undefined);
       },

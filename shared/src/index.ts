@@ -41,3 +41,5 @@ export {
   tableKeys,
 } from './protocol.js';
 export type { JobData, RedisKeys, TableKeys } from './protocol.js';
+export { ConsumerRestarter } from './consumer-restart.js';
+export type { ConsumerRestartOptions } from './consumer-restart.js';

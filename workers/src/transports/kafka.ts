@@ -29,6 +29,7 @@ import { hostname } from 'node:os';
 import { Kafka, logLevel as kafkaLogLevel } from 'kafkajs';
 import type { Consumer, EachBatchPayload, IHeaders, KafkaMessage, LogEntry, Message, Producer, logCreator } from 'kafkajs';
 import {
+  ConsumerRestarter,
   ENVELOPE_CONTENT_TYPE,
   InferqError,
   InvalidInputError,
@@ -129,7 +130,7 @@ export class KafkaWorker {
   private readonly sender: CoalescingSender;
   private readonly tracker = new OffsetTracker();
   private readonly deadLetters: string;
-  private readonly counters = { completed: 0, deadLettered: 0, retried: 0, skippedRedeliveries: 0, commits: 0, skippedWritten: 0, rolls: 0, peakInFlight: 0, pauses: 0, consumerRestarts: 0 };
+  private readonly counters = { completed: 0, deadLettered: 0, retried: 0, skippedRedeliveries: 0, commits: 0, skippedWritten: 0, rolls: 0, peakInFlight: 0, pauses: 0 };
   private readonly sinks: readonly ParquetSink[];
   private readonly sinkState = new Map<string, SinkState>();
   private inFlightMessages = 0;
@@ -143,7 +144,7 @@ export class KafkaWorker {
   private closing: Promise<void> | undefined;
   private commitTimer: NodeJS.Timeout | undefined;
   private commitFailures = 0;
-  private crashesSinceJoin = 0;
+  private readonly restarter: ConsumerRestarter;
 
   constructor(options: KafkaWorkerOptions) {
     this.opts = options;
@@ -169,10 +170,22 @@ export class KafkaWorker {
     // Idempotent: a retried send is written once. One request in flight keeps kafkajs's sequence numbers in order.
     this.producer = this.kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: true });
     this.sender = new CoalescingSender(this.producer);
+    // In-flight messages keep running while the consumer restarts; they are committed once it has rejoined.
+    this.restarter = new ConsumerRestarter({
+      run: () => this.runConsumer(),
+      stopped: () => this.draining,
+      ...(options.maxConsumerRestarts === undefined ? {} : { maxRestarts: options.maxConsumerRestarts }),
+      onRestart: (err, attempt, delayMs) =>
+        this.log.warn({ err, attempt, of: options.maxConsumerRestarts ?? 8, delayMs }, 'kafka consumer stopped and kafkajs will not restart it; restarting it'),
+      onGiveUp: (err) => {
+        this.log.error({ err }, 'kafka consumer keeps crashing; giving up');
+        this.opts.onFatal?.(err);
+      },
+    });
   }
 
   get stats(): KafkaWorkerStats {
-    return { ...this.counters };
+    return { ...this.counters, consumerRestarts: this.restarter.restarts };
   }
 
   /** Connects, joins the group and starts consuming. Resolves once the first partitions are assigned. */
@@ -187,7 +200,7 @@ export class KafkaWorker {
         this.assignSinks(assigned.get(this.opts.topic) ?? []);
         this.tracker.recommitAll();
         this.rebalancing = false;
-        this.crashesSinceJoin = 0;
+        this.restarter.joined();
         // A consumer that kafkajs restarted after a crash starts unpaused: pause it again if it should be.
         if (this.paused || this.draining) this.applyPause(true);
         this.log.info({ assignment: e.payload.memberAssignment, assigner: e.payload.groupProtocol }, 'partitions assigned');
@@ -224,14 +237,7 @@ export class KafkaWorker {
     });
   }
 
-  /**
-   * kafkajs restarts its consumer only after errors it deems retriable. Some it does not are
-   * what an outage looks like: "Failed to find group coordinator" (KafkaJSGroupCoordinatorNotFound)
-   * when the broker that holds the group is down or still loading. Those crashes are restarted
-   * here, with backoff; in-flight messages keep running and are committed once the consumer
-   * has rejoined. Only after `maxConsumerRestarts` crashes in a row without a rejoin is the
-   * consumer given up (`onFatal`: the process exits to be restarted).
-   */
+  /** A CRASH event: kafkajs restarts retriable ones itself; the rest go to the restarter (see ConsumerRestarter). */
   private onCrash(err: Error, kafkajsRestarts: boolean): void {
     if (kafkajsRestarts) {
       this.log.warn({ err }, 'kafka consumer crashed; kafkajs restarts it');
@@ -239,21 +245,7 @@ export class KafkaWorker {
     }
     if (this.draining) return;
     this.rebalancing = true;
-    const limit = this.opts.maxConsumerRestarts ?? 8;
-    const n = ++this.crashesSinceJoin;
-    if (n > limit) {
-      this.log.error({ err, crashes: n }, 'kafka consumer keeps crashing; giving up');
-      this.opts.onFatal?.(err);
-      return;
-    }
-    const delayMs = Math.min(30_000, 500 * 2 ** (n - 1));
-    this.counters.consumerRestarts++;
-    this.log.warn({ err, attempt: n, of: limit, delayMs }, 'kafka consumer stopped and kafkajs will not restart it; restarting it');
-    const timer = setTimeout(() => {
-      if (this.draining) return;
-      this.runConsumer().catch((runErr: unknown) => this.onCrash(runErr instanceof Error ? runErr : new Error(String(runErr)), false));
-    }, delayMs);
-    timer.unref();
+    this.restarter.crashed(err, false);
   }
 
   /** Stops taking messages, finishes and commits in-flight ones (up to `timeoutMs`), leaves the group. */
