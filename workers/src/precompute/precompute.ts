@@ -18,13 +18,14 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
-import { Field, RecordBatch, Schema, Struct, Utf8, makeData, vectorFromArray } from 'apache-arrow';
+import { Field, RecordBatch, Schema, Struct, Utf8, makeData } from 'apache-arrow';
 import type { Data } from 'apache-arrow';
 import { Redis } from 'ioredis';
 import { ConfigError, DataIOError, InferqError, allocate, parseTablePointer, tableBucket, tableKeys } from '@inferq/shared';
 import type { TableKeys, Tensor, TensorMap } from '@inferq/shared';
 import { DynamicBatcher } from '../batching/batcher.js';
 import { createParquetWriter } from '../io/parquet.js';
+import { utf8Data } from '../io/utf8.js';
 import { parseLocation } from '../io/store.js';
 import type { Location } from '../io/store.js';
 import type { Logger } from '../logging.js';
@@ -214,13 +215,43 @@ export function rowValue(outputs: TensorMap, row: number): Record<string, number
   return value;
 }
 
+/**
+ * The table value of each row as JSON — the same text as `JSON.stringify(rowValue(outputs, row))`,
+ * written without building an object per row (the field names are escaped once).
+ */
+export function rowJson(outputs: TensorMap): (row: number) => string {
+  const cols = Object.entries(outputs).map(([name, t], i) => ({
+    prefix: `${i === 0 ? '{' : ','}${JSON.stringify(name)}:`,
+    data: t.data as ArrayLike<number | bigint>,
+    width: t.shape.slice(1).reduce((a, b) => a * b, 1),
+  }));
+  const num = (v: number | bigint): string => {
+    const n = Number(v);
+    return Number.isFinite(n) ? String(n) : 'null';
+  };
+  return (row) => {
+    let out = '';
+    for (const c of cols) {
+      out += c.prefix;
+      if (c.width === 1) out += num(c.data[row]!);
+      else {
+        out += '[';
+        for (let k = 0; k < c.width; k++) out += (k === 0 ? '' : ',') + num(c.data[row * c.width + k]!);
+        out += ']';
+      }
+    }
+    return cols.length === 0 ? '{}' : out + '}';
+  };
+}
+
 async function writeRedisChunk(redis: Redis, keys: TableKeys, runId: string, buckets: number, index: number, rowKeys: readonly string[], outputs: TensorMap): Promise<void> {
   const byBucket = new Map<number, string[]>();
+  const json = rowJson(outputs);
   for (let r = 0; r < rowKeys.length; r++) {
     const b = tableBucket(rowKeys[r]!, buckets);
     let list = byBucket.get(b);
     if (list === undefined) byBucket.set(b, (list = []));
-    list.push(rowKeys[r]!, JSON.stringify(rowValue(outputs, r)));
+    list.push(rowKeys[r]!, json(r));
   }
   const pipeline = redis.pipeline();
   for (const [b, fields] of byBucket) pipeline.hset(keys.bucket(runId, b), ...fields);
@@ -245,10 +276,10 @@ async function publish(redis: Redis, keys: TableKeys, runId: string, buckets: nu
 
 async function writeParquetChunk(base: Location, runId: string, chunk: Chunk, rowKeys: readonly string[], outputs: TensorMap): Promise<void> {
   const fields: Field[] = [new Field('key', new Utf8(), false)];
-  const children: Data[] = [vectorFromArray(rowKeys, new Utf8()).data[0]!];
+  const children: Data[] = [utf8Data(rowKeys)];
   for (const [name, col] of Object.entries(chunk.columns)) {
     fields.push(new Field(name, new Utf8(), false));
-    children.push(vectorFromArray(col.map(String), new Utf8()).data[0]!);
+    children.push(utf8Data(col.map(String)));
   }
   for (const [name, t] of Object.entries(outputs)) {
     const { field, data } = tensorToColumn(name, dense(t));

@@ -30,6 +30,7 @@ import type { Data } from 'apache-arrow';
 import { DataIOError, allocate, elementCount } from '@inferq/shared';
 import type { Tensor, TensorMap } from '@inferq/shared';
 import { createParquetWriter } from '../io/parquet.js';
+import { utf8Data } from '../io/utf8.js';
 import type { ParquetCompression } from '../io/parquet.js';
 import { parseLocation } from '../io/store.js';
 import type { FileStore, Location } from '../io/store.js';
@@ -264,7 +265,7 @@ function toRecordBatch(records: readonly SinkRecord[]): RecordBatch {
     }
   }
   const fields: Field[] = [new Field('job_id', new Utf8(), false), new Field('row', new Int32(), false), new Field('row_id', new Utf8(), true)];
-  const children: Data[] = [vectorFromArray(jobIds, new Utf8()).data[0]!, makeData({ type: new Int32(), length: total, data: rowIndex }), vectorFromArray(rowIds, new Utf8()).data[0]!];
+  const children: Data[] = [utf8Data(jobIds), makeData({ type: new Int32(), length: total, data: rowIndex }), utf8Data(rowIds)];
   for (const name of Object.keys(records[0]!.outputs)) {
     const { field, data } = tensorToColumn(name, concatTensors(records.map((r) => r.outputs[name]!)));
     fields.push(field);
