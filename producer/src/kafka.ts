@@ -251,9 +251,10 @@ export class KafkaProducer {
       await run();
       await Promise.race([fetched, failed]);
     })();
-    // A reader that could not start is dropped, so the next predict() tries a new one.
+    // A reader that could not start is dropped (and disconnected), so the next predict() tries a new one.
     inbox.ready.catch(() => {
       if (this.inbox === inbox) this.inbox = undefined;
+      void consumer.disconnect().catch(() => undefined);
     });
     this.inbox = inbox;
     return inbox.ready;
