@@ -2,6 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import { Kafka, logLevel } from 'kafkajs';
 import type { Admin, Consumer, KafkaMessage } from 'kafkajs';
+import { ConsumerRestarter } from '@inferq/shared';
 
 /** A fresh topic name per test: suites never see each other's messages. */
 export function topicName(prefix = 't'): string {
@@ -48,12 +49,29 @@ export async function readTopic(brokers: string[], topic: string): Promise<Topic
   const consumer: Consumer = testKafka(brokers).consumer({ groupId: `reader-${randomUUID()}`, maxWaitTimeInMs: 50 });
   const messages: KafkaMessage[] = [];
   const crashes: string[] = [];
-  consumer.on(consumer.events.CRASH, (e) => void crashes.push(`${e.payload.error.message} (restart: ${e.payload.restart})`));
+  let stopped = false;
+  const run = async (): Promise<void> => {
+    await consumer.subscribe({ topic, fromBeginning: true });
+    await consumer.run({ autoCommit: false, eachMessage: async ({ message }) => void messages.push(message) });
+  };
+  // Readers live through broker restarts in some tests: the same restart policy as the SDK's consumers.
+  const restarter = new ConsumerRestarter({ run, stopped: () => stopped });
+  consumer.on(consumer.events.CRASH, (e) => {
+    crashes.push(`${e.payload.error.message} (restart: ${e.payload.restart})`);
+    restarter.crashed(e.payload.error, e.payload.restart);
+  });
+  consumer.on(consumer.events.GROUP_JOIN, () => restarter.joined());
   await withAdmin(brokers, (admin) => admin.createTopics({ topics: [{ topic }], waitForLeaders: true }));
   await consumer.connect();
-  await consumer.subscribe({ topic, fromBeginning: true });
-  await consumer.run({ autoCommit: false, eachMessage: async ({ message }) => void messages.push(message) });
-  return { messages, crashes, stop: () => consumer.disconnect() };
+  await run();
+  return {
+    messages,
+    crashes,
+    stop: () => {
+      stopped = true;
+      return consumer.disconnect();
+    },
+  };
 }
 
 export function header(m: KafkaMessage, name: string): string | undefined {
