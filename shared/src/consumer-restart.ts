@@ -1,8 +1,8 @@
 /**
  * The restart policy for a Kafka consumer that crashed and that kafkajs will not restart.
  *
- * kafkajs 2.2.4 restarts its consumer only after errors it deems retriable. Some it does
- * not are what an ordinary broker outage looks like: `KafkaJSGroupCoordinatorNotFound`
+ * kafkajs 2.2.4 restarts its consumer only after errors it deems retriable. Some it treats
+ * as fatal are ordinary outage symptoms: `KafkaJSGroupCoordinatorNotFound`
  * ("Failed to find group coordinator") when the broker holding the group is down or still
  * loading it. Left alone, such a consumer is gone for good while its process runs on.
  * Every kafkajs consumer of ours (the worker's, the SDK's `subscribe()` and its reply
