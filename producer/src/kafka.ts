@@ -218,15 +218,11 @@ export class KafkaProducer {
       });
     };
     const inbox = { consumer, ready: Promise.resolve() };
-    let giveUp: (err: Error) => void = () => undefined;
-    const failed = new Promise<never>((_, reject) => (giveUp = reject));
-    failed.catch(() => undefined); // handled where `ready` races it
     // Through broker outages (see ConsumerRestarter); if it gives up, waiting calls fail now and the next predict() opens a new reader.
     const restarter = new ConsumerRestarter({
       run,
       stopped: () => this.closing !== undefined || this.inbox !== inbox,
       onGiveUp: (err) => {
-        giveUp(err);
         this.inbox = undefined;
         for (const [id, w] of this.waiters) {
           clearTimeout(w.timer);
@@ -249,7 +245,7 @@ export class KafkaProducer {
         });
       });
       await run();
-      await Promise.race([fetched, failed]);
+      await Promise.race([fetched, restarter.failed]);
     })();
     // A reader that could not start is dropped (and disconnected), so the next predict() tries a new one.
     inbox.ready.catch(() => {
@@ -271,9 +267,6 @@ export class KafkaProducer {
     let closed = false;
     let stop: () => void = () => undefined;
     const stopped = new Promise<void>((resolve) => (stop = resolve));
-    let giveUp: (err: Error) => void = () => undefined;
-    const failed = new Promise<never>((_, reject) => (giveUp = reject));
-    failed.catch(() => undefined); // handled where `done` races it
     const run = async (): Promise<void> => {
       await consumer.subscribe({ topic, fromBeginning: options.fromBeginning ?? true });
       await consumer.run({
@@ -289,7 +282,7 @@ export class KafkaProducer {
       });
     };
     // Through broker outages (see ConsumerRestarter); when it gives up, `done` rejects with the consumer's error.
-    const restarter = new ConsumerRestarter({ run, stopped: () => closed, onGiveUp: (err) => giveUp(err) });
+    const restarter = new ConsumerRestarter({ run, stopped: () => closed });
     consumer.on(consumer.events.CRASH, (e) => restarter.crashed(e.payload.error, e.payload.restart));
     consumer.on(consumer.events.GROUP_JOIN, () => restarter.joined());
     const done = (async () => {
@@ -297,7 +290,7 @@ export class KafkaProducer {
         await ensureTopic(this.kafka, topic);
         await consumer.connect();
         await run();
-        await Promise.race([stopped, failed]);
+        await Promise.race([stopped, restarter.failed]);
       } finally {
         closed = true;
         await consumer.disconnect().catch(() => undefined);

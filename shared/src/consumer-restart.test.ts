@@ -50,6 +50,7 @@ describe('ConsumerRestarter', () => {
     h.r.crashed(new Error('e'), false);
     h.r.crashed(new Error('f'), false);
     expect(h.events.at(-1)).toBe('give up: f');
+    await expect(h.r.failed).rejects.toThrow('f');
     h.r.crashed(new Error('g'), false);
     expect(h.events.filter((e) => e.startsWith('give up'))).toHaveLength(1);
   });

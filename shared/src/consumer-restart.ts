@@ -24,7 +24,7 @@ export interface ConsumerRestartOptions {
   /** Default 30 s. */
   readonly maxDelayMs?: number;
   readonly onRestart?: (err: Error, attempt: number, delayMs: number) => void;
-  /** Called once, after more than `maxRestarts` crashes in a row. */
+  /** Called once, after more than `maxRestarts` crashes in a row (as `failed` rejects). */
   readonly onGiveUp?: (err: Error) => void;
   /** Timers, replaceable in tests. */
   readonly setTimer?: (f: () => void, ms: number) => void;
@@ -35,9 +35,14 @@ export class ConsumerRestarter {
   private inARow = 0;
   private total = 0;
   private gaveUp = false;
+  private reject: (err: Error) => void = () => undefined;
+  /** Rejects with the last crash's error when the policy gives up; never resolves. For owners that race it against their own end. */
+  readonly failed: Promise<never>;
 
   constructor(options: ConsumerRestartOptions) {
     this.opts = options;
+    this.failed = new Promise<never>((_, reject) => (this.reject = reject));
+    this.failed.catch(() => undefined); // an owner that never awaits it must not see an unhandled rejection
   }
 
   /** Restarts this policy made (for stats). */
@@ -57,6 +62,7 @@ export class ConsumerRestarter {
     const n = ++this.inARow;
     if (n > limit) {
       this.gaveUp = true;
+      this.reject(err);
       this.opts.onGiveUp?.(err);
       return;
     }

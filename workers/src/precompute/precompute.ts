@@ -204,20 +204,9 @@ async function findResumable(redis: Redis | undefined, keys: TableKeys, parquet:
   return same(m) ? m['runId'] : undefined;
 }
 
-/** One row's outputs as stored in the table: { output: number | number[] }. */
-export function rowValue(outputs: TensorMap, row: number): Record<string, number | number[]> {
-  const value: Record<string, number | number[]> = {};
-  for (const [name, t] of Object.entries(outputs)) {
-    const width = t.shape.slice(1).reduce((a, b) => a * b, 1);
-    if (width === 1) value[name] = Number(t.data[row]);
-    else value[name] = Array.from(t.data.subarray(row * width, (row + 1) * width) as ArrayLike<number>, Number);
-  }
-  return value;
-}
-
 /**
- * The table value of each row as JSON — the same text as `JSON.stringify(rowValue(outputs, row))`,
- * written without building an object per row (the field names are escaped once).
+ * The table value of each row as JSON text, `{"<output>": number | number[], …}` (NaN and ±Inf
+ * as null, as JSON.stringify writes them), built without an object per row (names escaped once).
  */
 export function rowJson(outputs: TensorMap): (row: number) => string {
   const cols = Object.entries(outputs).map(([name, t], i) => ({
