@@ -1,18 +1,22 @@
 /** A one-line progress bar on a TTY (stderr); nothing when not a TTY. */
 export class ProgressBar {
   private readonly stream: NodeJS.WriteStream;
-  private readonly started = performance.now();
-  private lastDraw = 0;
+  private readonly now: () => number;
+  private readonly started: number;
+  private lastDraw = -Infinity;
   private drawn = false;
 
-  constructor(stream: NodeJS.WriteStream = process.stderr) {
+  /** `now`: a clock in milliseconds (tests drive it by hand). */
+  constructor(stream: NodeJS.WriteStream = process.stderr, now: () => number = () => performance.now()) {
     this.stream = stream;
+    this.now = now;
+    this.started = now();
   }
 
   /** `startRows`: rows already done before this process started (a resumed run): not counted in the rate. */
   update(rows: number, total: number, startRows = 0): void {
     if (!this.stream.isTTY) return;
-    const now = performance.now();
+    const now = this.now();
     if (now - this.lastDraw < 100 && rows < total) return;
     this.lastDraw = now;
     const seconds = (now - this.started) / 1000;
