@@ -145,6 +145,30 @@ describe('DynamicBatcher', () => {
     expect(b.stats.paddedRows).toBe(3 + 12);
   });
 
+  it('gathers merged batches into the runner\'s own memory, writing zeros over whatever the padding rows held', async () => {
+    const seen: Float32Array[] = [];
+    const lentOut: Float32Array[] = [];
+    class OwnMemory extends FakeRunner {
+      allocate(_dtype: 'float32', length: number): Float32Array {
+        const a = new Float32Array(length).fill(777); // reused memory holds old rows
+        lentOut.push(a);
+        return a;
+      }
+      override run(batch: TensorMap): Promise<TensorMap> {
+        seen.push(Float32Array.from(batch['x']!.data as Float32Array));
+        expect(lentOut).toContain(batch['x']!.data); // the very array allocate() gave, not a copy
+        return super.run(batch);
+      }
+    }
+    const runner = new OwnMemory();
+    const b = new DynamicBatcher(runner, options({ preferredBatchSizes: [8], maxBatchSize: 8, maxDelayMs: 1 }));
+    const [a, c] = await Promise.all([b.submit(job(1, 2)), b.submit(job(2, 3))]);
+    expectRows(a, 1, 2);
+    expectRows(c, 2, 3);
+    expect(seen).toHaveLength(1);
+    expect(Array.from(seen[0]!)).toEqual([1, 0, 1, 1, 2, 0, 2, 1, 2, 2, 0, 0, 0, 0, 0, 0]);
+  });
+
   it('keeps at most maxInFlightBatches batches running', async () => {
     const runner = new FakeRunner();
     runner.auto = false;

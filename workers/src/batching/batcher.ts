@@ -19,6 +19,8 @@ import type { BatchingConfig, DType, Tensor, TensorMap, TensorSpec, TypedArray }
 /** What the batcher needs from a model: run one batch (batch dimension first). */
 export interface BatchRunner {
   run(inputs: TensorMap): Promise<TensorMap>;
+  /** Memory for a gathered batch input that `run()` takes over without copying (not zeroed). */
+  allocate?(dtype: DType, length: number): TypedArray;
 }
 
 export interface BatchJob {
@@ -316,12 +318,17 @@ export class DynamicBatcher {
       const data = s.start === 0 && s.end === s.state.job.rows ? first.data : first.data.subarray(s.start * width, s.end * width);
       return { dtype, shape, data };
     }
-    const data = allocate(dtype, padded * width);
+    const data = this.runner.allocate?.(dtype, padded * width) ?? allocate(dtype, padded * width);
     let at = 0;
     for (const s of slices) {
       const src = s.state.job.tensors[name]!.data;
       setRange(data, src, s.start * width, s.end * width, at);
       at += (s.end - s.start) * width;
+    }
+    // Padding rows are zeros (a runner's memory is not zeroed).
+    if (at < data.length) {
+      if (data instanceof BigInt64Array) data.fill(0n, at);
+      else data.fill(0, at);
     }
     return { dtype, shape, data };
   }

@@ -7,7 +7,7 @@ import { parseDevice } from './device.js';
 import { OnnxRunner } from './onnx.js';
 import { inThreadSessionFactory } from './ort-session.js';
 import type { OrtSessionFactory } from './ort-session.js';
-import { workerSessionFactory } from './ort-worker.js';
+import { BufferPool, workerSessionFactory } from './ort-worker.js';
 
 const model = buildMlp(smallMlp([4, 8, 1]));
 
@@ -86,5 +86,54 @@ describe('device selection', () => {
     const r = new OnnxRunner({ model: new Uint8Array([1, 2, 3]), source: 'bad.onnx', name: 'bad', version: '1', logger: cap.logger });
     await expect(r.load()).rejects.toBeInstanceOf(ModelLoadError);
     await expect(r.load()).rejects.toThrow(/model bad:1 \(bad.onnx\) failed to load/);
+  });
+});
+
+describe('ONNX Runtime in a worker thread: input memory', () => {
+  const x = [0.5, -1, 2, 0.25, 1, 1, -0.5, 3];
+
+  it('takes over memory from allocate() without a copy, copies other inputs and leaves them intact; both give the in-thread results', async () => {
+    const { r } = runner('cpu');
+    await r.load();
+    const reference = runner('cpu', inThreadSessionFactory).r;
+    await reference.load();
+    try {
+      const want = Array.from((await reference.run({ features: { dtype: 'float32', shape: [2, 4], data: Float32Array.from(x) } }))['score']!.data as Float32Array);
+
+      const own = r.allocate('float32', 8) as Float32Array;
+      own.set(x);
+      const a = await r.run({ features: { dtype: 'float32', shape: [2, 4], data: own } });
+      expect(Array.from(a['score']!.data as Float32Array)).toEqual(want);
+      expect(own.length).toBe(0); // transferred to the worker thread as it was: no copy
+
+      const shared = new Float32Array(16);
+      shared.set(x, 4); // a view into a larger buffer (an envelope, a Parquet chunk)
+      const view = shared.subarray(4, 12);
+      const b = await r.run({ features: { dtype: 'float32', shape: [2, 4], data: view } });
+      expect(Array.from(b['score']!.data as Float32Array)).toEqual(want);
+      expect(Array.from(view)).toEqual(x); // the caller's memory is untouched
+    } finally {
+      await r.dispose();
+      await reference.dispose();
+    }
+  });
+});
+
+describe('BufferPool', () => {
+  it('hands back a returned buffer of the same size, keeps at most perSize per size and maxBytes in all', () => {
+    const pool = new BufferPool(2, 100);
+    const a = pool.take(40);
+    expect(a.byteLength).toBe(40);
+    pool.give(a);
+    expect(pool.heldBytes).toBe(40);
+    expect(pool.take(40)).toBe(a);
+    expect(pool.take(40)).not.toBe(a); // none left: a new one
+    expect(pool.heldBytes).toBe(0);
+    for (let i = 0; i < 3; i++) pool.give(new ArrayBuffer(20));
+    expect(pool.heldBytes).toBe(40); // two of one size
+    pool.give(new ArrayBuffer(50));
+    expect(pool.heldBytes).toBe(90);
+    pool.give(new ArrayBuffer(30));
+    expect(pool.heldBytes).toBe(90); // over maxBytes: dropped
   });
 });

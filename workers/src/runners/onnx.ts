@@ -6,8 +6,8 @@
  */
 import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
-import { InferenceError, ModelLoadError, allocate, describe, isDType } from '@inferq/shared';
-import type { DType, Tensor, TensorMap, TensorSpec } from '@inferq/shared';
+import { DTYPE_BYTES, InferenceError, ModelLoadError, allocate, describe, isDType, viewOf } from '@inferq/shared';
+import type { DType, Tensor, TensorMap, TensorSpec, TypedArray } from '@inferq/shared';
 import type { Logger } from '../logging.js';
 import { workerSessionFactory } from './ort-worker.js';
 import type { OrtSession, OrtSessionFactory } from './ort-session.js';
@@ -156,6 +156,12 @@ export class OnnxRunner implements Runner {
       out[spec.name] = { dtype: spec.dtype, shape: r.dims, data: r.data as Tensor['data'] };
     }
     return out;
+  }
+
+  allocate(dtype: DType, length: number): TypedArray {
+    const session = this.session;
+    if (session?.allocate === undefined) return allocate(dtype, length);
+    return viewOf(dtype, session.allocate(length * DTYPE_BYTES[dtype]), 0, length);
   }
 
   async dispose(): Promise<void> {

@@ -7,6 +7,11 @@ export interface OrtSession {
   readonly inputMetadata: readonly ort.InferenceSession.ValueMetadata[];
   readonly outputMetadata: readonly ort.InferenceSession.ValueMetadata[];
   run(feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>>;
+  /**
+   * Memory for an input (not zeroed) that `run()` may take over without copying: a tensor
+   * over it belongs to the session once passed to `run()`. Sessions without it copy inputs.
+   */
+  allocate?(bytes: number): ArrayBuffer;
   release(): Promise<void>;
 }
 

@@ -1,4 +1,4 @@
-import type { TensorMap, TensorSpec } from '@inferq/shared';
+import type { DType, TensorMap, TensorSpec, TypedArray } from '@inferq/shared';
 
 /**
  * A loaded model, on one device. Lifecycle: `load()` → `warmup()` → `run()`… → `dispose()`.
@@ -14,6 +14,11 @@ export interface Runner {
   /** Runs a few batches of zeros so the first real job does not pay for lazy initialisation. */
   warmup(batchSizes?: readonly number[]): Promise<void>;
   run(inputs: TensorMap): Promise<TensorMap>;
+  /**
+   * Memory for a batch input that `run()` may take over without copying (not zeroed);
+   * a tensor over it belongs to the runner once passed to `run()`. Optional.
+   */
+  allocate?(dtype: DType, length: number): TypedArray;
   dispose(): Promise<void>;
 }
 
