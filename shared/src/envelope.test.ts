@@ -5,7 +5,7 @@ import type { DType, TypedArray } from './dtype.js';
 import { decodeEnvelope, encodeEnvelope } from './envelope.js';
 import { EnvelopeError, InvalidInputError } from './errors.js';
 import type { Tensor } from './tensor.js';
-import { validateInputs } from './validate.js';
+import { firstNonFinite, validateInputs } from './validate.js';
 
 let seed = 12345;
 function rand(n: number): number {
@@ -187,5 +187,22 @@ describe('validateInputs', () => {
     (t.data as Float32Array)[64 + 5] = 0;
     (t.data as Float32Array)[2 * 64] = -Infinity;
     expect(() => validateInputs({ features: t }, spec, ctx)).toThrow(/non-finite value -Infinity at row 2, column 0/);
+  });
+
+  it('finds the first non-finite value at every position of the unrolled loop and its tail, float32 and float64', () => {
+    for (const make of [(n: number) => new Float32Array(n), (n: number) => new Float64Array(n)]) {
+      for (const length of [0, 1, 3, 4, 7, 8, 9]) {
+        const data = make(length).map((_, i) => i + 0.5);
+        expect(firstNonFinite(data)).toBe(-1);
+        for (let at = 0; at < length; at++) {
+          for (const bad of [Number.NaN, Infinity, -Infinity]) {
+            const d = data.slice();
+            d[at] = bad;
+            if (at + 2 < length) d[at + 2] = Number.NaN; // a later one is not the first
+            expect(firstNonFinite(d)).toBe(at);
+          }
+        }
+      }
+    }
   });
 });

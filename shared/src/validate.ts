@@ -80,9 +80,21 @@ export function firstNonFinite(data: Float32Array | Float64Array): number {
 }
 
 function firstNonFinite32(data: Float32Array): number {
-  let acc = 0;
-  for (let i = 0; i < data.length; i++) acc += data[i]! * 0;
-  if (acc === 0) return -1;
+  // Four independent sums: one sum's chain of dependent additions would cap the loop at one add per latency.
+  let a0 = 0;
+  let a1 = 0;
+  let a2 = 0;
+  let a3 = 0;
+  const n = data.length - (data.length % 4);
+  let i = 0;
+  for (; i < n; i += 4) {
+    a0 += data[i]! * 0;
+    a1 += data[i + 1]! * 0;
+    a2 += data[i + 2]! * 0;
+    a3 += data[i + 3]! * 0;
+  }
+  for (; i < data.length; i++) a0 += data[i]! * 0;
+  if (a0 + a1 + a2 + a3 === 0) return -1;
   for (let i = 0; i < data.length; i++) {
     const v = data[i]!;
     if (v - v !== 0) return i;
@@ -91,9 +103,21 @@ function firstNonFinite32(data: Float32Array): number {
 }
 
 function firstNonFinite64(data: Float64Array): number {
-  let acc = 0;
-  for (let i = 0; i < data.length; i++) acc += data[i]! * 0;
-  if (acc === 0) return -1;
+  // Four independent sums: one sum's chain of dependent additions would cap the loop at one add per latency.
+  let a0 = 0;
+  let a1 = 0;
+  let a2 = 0;
+  let a3 = 0;
+  const n = data.length - (data.length % 4);
+  let i = 0;
+  for (; i < n; i += 4) {
+    a0 += data[i]! * 0;
+    a1 += data[i + 1]! * 0;
+    a2 += data[i + 2]! * 0;
+    a3 += data[i + 3]! * 0;
+  }
+  for (; i < data.length; i++) a0 += data[i]! * 0;
+  if (a0 + a1 + a2 + a3 === 0) return -1;
   for (let i = 0; i < data.length; i++) {
     const v = data[i]!;
     if (v - v !== 0) return i;
