@@ -6,7 +6,7 @@
  *      enqueue rate (a queue no worker serves) and end-to-end rate (jobs/s)
  *   2. small MLP 64→256→128→1 and medium MLP 256→1024→1024→512→1, 1,000-row jobs end to end,
  *      rows/s and the ratio to raw ONNX Runtime best (measured here, as bench/main.ts does)
- *   3. 1-row jobs (small MLP): inferq vs a NAIVE plain BullMQ worker (bench/naive-worker.ts:
+ *   3. 1-row jobs (small MLP, the producer's default payload mode): inferq vs a NAIVE plain BullMQ worker (bench/naive-worker.ts:
  *      one job = one row = one session.run at batch 1, XADD reply), same concurrency
  *   4. request/reply latency at light load: sequential predict() of 1 row, maxDelayMs 2
  *
@@ -406,9 +406,11 @@ export async function redisBench(): Promise<void> {
 
     // 3. 1-row jobs: inferq vs a naive BullMQ worker.
     const one = features(1, SMALL[0]!);
-    await warm(p, 'small', one, 500);
+    // The producer's default payload mode ('auto': envelopes up to 8 KiB travel inside the job data, as the naive worker's rows do).
+    const pa = producer('auto');
+    await warm(pa, 'small', one, 500);
     const c1 = counter('one-row-inferq');
-    const inferqOne = await drive(N.oneRow, () => p.enqueue('small', one, { replyTo: c1.stream }), c1, pids, diagnose);
+    const inferqOne = await drive(N.oneRow, () => pa.enqueue('small', one, { replyTo: c1.stream }), c1, pids, diagnose);
     cpuRow('end to end, small, 1-row jobs, inferq', inferqOne);
     // The same 1-row enqueue() calls with the producer's linger (2 ms): many jobs per queue message.
     const pl = producer('auto', queue, { ms: 2 });
@@ -443,7 +445,7 @@ export async function redisBench(): Promise<void> {
     const iq = N.oneRow / inferqOne.seconds;
     const nq = N.oneRow / naiveOne.seconds;
     table(`1-row jobs end to end, small MLP, ${fmt(N.oneRow)} jobs, concurrency ${CONCURRENCY} (rows/s = jobs/s)`, ['worker', 'rows/s', 'enqueue rows/s', 'vs naive'], [
-      ['inferq (batcher, envelope, payload key)', iq, N.oneRow / inferqOne.enqueueSeconds, (iq / nq).toFixed(2)],
+      ['inferq (batcher, envelope, payload auto = inline)', iq, N.oneRow / inferqOne.enqueueSeconds, (iq / nq).toFixed(2)],
       ['inferq + producer linger 2 ms (bundles, payload auto)', N.oneRow / lingerOne.seconds, N.oneRow / lingerOne.enqueueSeconds, (N.oneRow / lingerOne.seconds / nq).toFixed(2)],
       ['naive BullMQ worker (1 job = 1 session.run)', nq, N.oneRow / naiveOne.enqueueSeconds, '1.00'],
       ['(reference: inferq, 1,000-row jobs, from above)', smallThousand, '', (smallThousand / nq).toFixed(2)],
@@ -464,7 +466,7 @@ export async function redisBench(): Promise<void> {
       const timed = async (): Promise<number | undefined> => {
         const s = performance.now();
         try {
-          await p.predict(model, one, { timeoutMs: 5000 });
+          await pa.predict(model, one, { timeoutMs: 5000 }); // default payload mode
           return performance.now() - s;
         } catch (err) {
           if (failed++ === 0) {
