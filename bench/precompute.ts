@@ -94,7 +94,7 @@ export async function precomputeBench(): Promise<void> {
       const ratio = median(r.map((x) => x.ratio));
       const lo = Math.min(...r.map((x) => x.ratio));
       const hi = Math.max(...r.map((x) => x.ratio));
-      return [to, median(r.map((x) => x.rate)), ratio.toFixed(2), `${lo.toFixed(2)}–${hi.toFixed(2)}`, ratio >= 0.85 ? 'yes' : 'NO'];
+      return [to, median(r.map((x) => x.rate)), ratio.toFixed(3), `${lo.toFixed(2)}–${hi.toFixed(2)}`, ratio >= 0.85 ? 'yes' : 'NO'];
     });
     table(`precompute, medium MLP, ${ROUNDS} rounds (median rows/s; ratio to raw measured just before, median and range; target ≥ 0.85)`, ['to', 'rows/s', 'vs raw', 'range', '≥ 0.85'], results);
 

@@ -214,7 +214,7 @@ export class BufferPool {
 
   constructor(
     private readonly perSize = 4,
-    private readonly maxBytes = 256 * 1024 * 1024,
+    private readonly maxBytes = 64 * 1024 * 1024,
   ) {}
 
   take(byteLength: number): ArrayBuffer {
