@@ -204,8 +204,8 @@ export const workerSessionFactory: OrtSessionFactory = (model, options) =>
 
 /**
  * Input buffers that travel to the worker thread and back, reused by byte size: a batch
- * costs a copy but no allocation (large ArrayBuffer churn drives V8's GC: measured ~20 %
- * of the worker's CPU for 1 MB batches). At most `perSize` buffers of one size are kept, and
+ * costs a copy but no allocation (a fresh 1 MB ArrayBuffer per batch made V8 run a full GC
+ * every few hundred milliseconds). At most `perSize` buffers of one size are kept, and
  * `maxBytes` in all.
  */
 export class BufferPool {
@@ -227,11 +227,11 @@ export class BufferPool {
 
   give(buf: ArrayBuffer): void {
     const n = buf.byteLength;
-    if (n === 0) return;
-    let list = this.free.get(n);
-    if (list === undefined) this.free.set(n, (list = []));
-    if (list.length >= this.perSize || this.bytes + n > this.maxBytes) return;
-    list.push(buf);
+    if (n === 0 || this.bytes + n > this.maxBytes) return;
+    const list = this.free.get(n);
+    if (list === undefined) this.free.set(n, [buf]);
+    else if (list.length < this.perSize) list.push(buf);
+    else return;
     this.bytes += n;
   }
 
