@@ -38,7 +38,8 @@ export async function precomputeBench(): Promise<void> {
   const rows = 255 * B;
   console.log(`\ninferq precompute bench — medium MLP, ${fmt(rows)} rows (255-value one-hot × ${B}), chunks of 8,192${QUICK ? ' (quick)' : ''}`);
   const spec = randomMlp(MEDIUM, 5);
-  const raw = await rawOrt(buildMlp(spec), 256, BATCH_SIZES.filter((b) => b >= 256));
+  const modelBytes = buildMlp(spec);
+  const raw = await rawOrt(modelBytes, 256, BATCH_SIZES.filter((b) => b >= 256));
   const rawBest = Math.max(...raw.values());
   const rawAt = [...raw.entries()].find(([, v]) => v === rawBest)![0];
   const dir = await mkdtemp(join(tmpdir(), 'inferq-bench-precompute-'));
@@ -78,7 +79,7 @@ export async function precomputeBench(): Promise<void> {
       // ONNX Runtime (at its best batch) right before its three runs, and a run's ratio is to
       // that reading; the table reports the median of the rounds.
       for (let round = 0; round < ROUNDS; round++) {
-        const rawNow = (await rawOrt(buildMlp(spec), 256, [rawAt])).get(rawAt)!;
+        const rawNow = (await rawOrt(modelBytes, 256, [rawAt])).get(rawAt)!;
         raws.push(rawNow);
         for (const to of targets) {
           const s = await precompute({ spec: loaded, model, to, redis: redis.url, logger: silentLogger() });

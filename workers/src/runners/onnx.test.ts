@@ -112,6 +112,10 @@ describe('ONNX Runtime in a worker thread: input memory', () => {
       const b = await r.run({ features: { dtype: 'float32', shape: [2, 4], data: view } });
       expect(Array.from(b['score']!.data as Float32Array)).toEqual(want);
       expect(Array.from(view)).toEqual(x); // the caller's memory is untouched
+
+      // The copy's buffer came back from the thread into the pool: the next allocate() of that
+      // size hands it out again, still holding the rows it carried (fresh memory would be zeros).
+      expect(Array.from(r.allocate('float32', 8) as Float32Array)).toEqual(x);
     } finally {
       await r.dispose();
       await reference.dispose();
