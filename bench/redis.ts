@@ -29,7 +29,7 @@ import { Redis } from 'ioredis';
 import { BATCH_SIZES, QUICK, fmt, rawOrt, table } from './common.js';
 import { cpuSeconds, killAll, machineBusySeconds, onSignal, spawnNode, unwatchServer, watchServer } from './processes.js';
 import type { Child } from './processes.js';
-import { Producer, decodeEnvelope } from '@inferq/producer';
+import { Producer, decodeEnvelope, parseReplies } from '@inferq/producer';
 import type { TensorMap } from '@inferq/producer';
 import { buildMlp, forwardMlp, randomMlp } from '../examples/build/onnx-builder.js';
 import type { MlpSpec } from '../examples/build/onnx-builder.js';
@@ -42,12 +42,21 @@ const CONCURRENCY = 256;
 const WINDOW = 2000;
 /** enqueue() calls in flight at once (ioredis pipelines them on one connection). */
 const PARALLEL_ENQUEUES = 64;
+/**
+ * For the 1-row runs (inferq, inferq + linger, naive alike): an app with this many requests
+ * in flight. With linger an enqueue() resolves when its pack is sent, so the callers in
+ * flight bound the pack size (64 callers and 2 ms would cap it at 32 k jobs/s).
+ */
+const ONE_ROW_PARALLEL = 1000;
+/** Jobs unanswered at most in the 1-row runs (a few packs of 1,000). */
+const ONE_ROW_WINDOW = 10_000;
 const JOB_ROWS = 1000;
 const N = {
   payload: QUICK ? 200 : 1000,
   small: QUICK ? 300 : 3000,
   medium: QUICK ? 20 : 200,
   oneRow: QUICK ? 2000 : 20_000,
+  oneRowLinger: QUICK ? 20_000 : 200_000,
   latency: 300,
   latencyWarmup: QUICK ? 20 : 50,
 };
@@ -82,7 +91,12 @@ function features(rows: number, width: number, seed = 0): TensorMap {
 
 // ---------------------------------------------------------------- completions
 
-/** Reads one reply stream (XREAD) and counts entries; `waitFor(n)` resolves once n replies arrived. */
+/**
+ * Reads one reply stream (XREAD) and counts replies; `waitFor(n)` resolves once n replies
+ * arrived. With `split`, every entry goes through the SDK's parseReplies() (an app's cost of
+ * reading a reply, and the only way to count the jobs of a packed entry); without, it
+ * counts entries (the naive worker's own reply format).
+ */
 class ReplyCounter {
   done = 0;
   errors = 0;
@@ -97,6 +111,7 @@ class ReplyCounter {
   constructor(
     url: string,
     readonly stream: string,
+    private readonly split: boolean,
   ) {
     this.redis = connectRedis(url);
     this.loop = this.run();
@@ -110,6 +125,17 @@ class ReplyCounter {
       for (const [, entries] of res ?? []) {
         for (const [id, fields] of entries) {
           last = id.toString();
+          if (this.split) {
+            for (const reply of parseReplies(fields)) {
+              if (reply.ok) this.sample ??= fields;
+              else {
+                this.errors++;
+                this.firstError ??= `${reply.id}: ${reply.error?.message ?? ''}`;
+              }
+              this.done++;
+            }
+            continue;
+          }
           let ok = false;
           for (let i = 0; i + 1 < fields.length; i += 2) {
             if (fields[i]!.toString() === 'status') {
@@ -169,7 +195,7 @@ interface DriveResult {
 }
 
 /**
- * Sends `jobs` jobs as fast as it can (PARALLEL_ENQUEUES calls in flight, at most WINDOW
+ * Sends `jobs` jobs as fast as it can (`parallel` calls in flight, at most `window`
  * unanswered), then waits for every reply (skipped when `counter` is undefined).
  */
 async function drive(
@@ -178,6 +204,8 @@ async function drive(
   counter: ReplyCounter | undefined,
   pids: Record<string, number | undefined>,
   diagnose: () => string,
+  parallel = PARALLEL_ENQUEUES,
+  window = WINDOW,
 ): Promise<DriveResult> {
   const cpu0 = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuSeconds(pid)]));
   const machine0 = machineBusySeconds();
@@ -199,11 +227,11 @@ async function drive(
   };
   while (sent < jobs) {
     if (failure !== undefined) throw failure;
-    if (counter !== undefined && sent - (counter.done - base) >= WINDOW) {
-      await counter.waitFor(base + sent - WINDOW + 1, diagnose);
+    if (counter !== undefined && sent - (counter.done - base) >= window) {
+      await counter.waitFor(base + sent - window + 1, diagnose);
       continue;
     }
-    if (inflight >= PARALLEL_ENQUEUES) {
+    if (inflight >= parallel) {
       await nextSlot();
       continue;
     }
@@ -329,8 +357,8 @@ export async function redisBench(): Promise<void> {
       producers.push(p);
       return p;
     };
-    const counter = (name: string): ReplyCounter => {
-      const c = new ReplyCounter(url, `bench:replies:${name}`);
+    const counter = (name: string, split = true): ReplyCounter => {
+      const c = new ReplyCounter(url, `bench:replies:${name}`, split);
       counters.push(c);
       return c;
     };
@@ -410,12 +438,12 @@ export async function redisBench(): Promise<void> {
     const pa = producer('auto');
     await warm(pa, 'small', one, 500);
     const c1 = counter('one-row-inferq');
-    const inferqOne = await drive(N.oneRow, () => pa.enqueue('small', one, { replyTo: c1.stream }), c1, pids, diagnose);
+    const inferqOne = await drive(N.oneRow, () => pa.enqueue('small', one, { replyTo: c1.stream }), c1, pids, diagnose, ONE_ROW_PARALLEL, ONE_ROW_WINDOW);
     cpuRow('end to end, small, 1-row jobs, inferq', inferqOne);
     // The same 1-row enqueue() calls with the producer's linger (2 ms): many jobs per queue message.
     const pl = producer('auto', queue, { ms: 2 });
     const cl = counter('one-row-linger');
-    const lingerOne = await drive(N.oneRow, () => pl.enqueue('small', one, { replyTo: cl.stream }), cl, pids, diagnose);
+    const lingerOne = await drive(N.oneRowLinger, () => pl.enqueue('small', one, { replyTo: cl.stream }), cl, pids, diagnose, ONE_ROW_PARALLEL, ONE_ROW_WINDOW);
     cpuRow('end to end, small, 1-row jobs, inferq + linger 2 ms', lingerOne);
 
     const naiveQueueName = `${queue}-naive`;
@@ -431,10 +459,10 @@ export async function redisBench(): Promise<void> {
     const naivePids = { producer: process.pid, worker: naive.pid, redis: redisPid };
     let naiveOne: DriveResult;
     try {
-      const cw = counter('naive-warm');
+      const cw = counter('naive-warm', false);
       await drive(500, () => naiveQueue.add('row', { x: row, replyTo: cw.stream }, { removeOnComplete: true }), cw, {}, () => nv.tail());
-      const cn = counter('one-row-naive');
-      naiveOne = await drive(N.oneRow, () => naiveQueue.add('row', { x: row, replyTo: cn.stream }, { removeOnComplete: true }), cn, naivePids, () => nv.tail());
+      const cn = counter('one-row-naive', false);
+      naiveOne = await drive(N.oneRow, () => naiveQueue.add('row', { x: row, replyTo: cn.stream }, { removeOnComplete: true }), cn, naivePids, () => nv.tail(), ONE_ROW_PARALLEL, ONE_ROW_WINDOW);
     } finally {
       await bounded(naiveQueue.close(), 5000);
       naiveConnection.disconnect(); // BullMQ leaves a connection it was given open
@@ -446,11 +474,11 @@ export async function redisBench(): Promise<void> {
     const nq = N.oneRow / naiveOne.seconds;
     table(`1-row jobs end to end, small MLP, ${fmt(N.oneRow)} jobs, concurrency ${CONCURRENCY} (rows/s = jobs/s)`, ['worker', 'rows/s', 'enqueue rows/s', 'vs naive'], [
       ['inferq (batcher, envelope, payload auto = inline)', iq, N.oneRow / inferqOne.enqueueSeconds, (iq / nq).toFixed(2)],
-      ['inferq + producer linger 2 ms (bundles, payload auto)', N.oneRow / lingerOne.seconds, N.oneRow / lingerOne.enqueueSeconds, (N.oneRow / lingerOne.seconds / nq).toFixed(2)],
+      [`inferq + producer linger 2 ms (packs, ${fmt(N.oneRowLinger)} jobs)`, N.oneRowLinger / lingerOne.seconds, N.oneRowLinger / lingerOne.enqueueSeconds, (N.oneRowLinger / lingerOne.seconds / nq).toFixed(2)],
       ['naive BullMQ worker (1 job = 1 session.run)', nq, N.oneRow / naiveOne.enqueueSeconds, '1.00'],
       ['(reference: inferq, 1,000-row jobs, from above)', smallThousand, '', (smallThousand / nq).toFixed(2)],
     ]);
-    const il = N.oneRow / lingerOne.seconds;
+    const il = N.oneRowLinger / lingerOne.seconds;
     summary.push(['1-row jobs end to end, inferq vs naive', iq, `${(iq / nq).toFixed(2)}× naive (${fmt(nq)})`, '≥ 20× naive', iq / nq >= 20 ? 'yes' : 'NO']);
     summary.push(['1-row jobs, inferq + linger 2 ms vs naive', il, `${(il / nq).toFixed(2)}× naive (${fmt(nq)})`, '≥ 20× naive', il / nq >= 20 ? 'yes' : 'NO']);
 

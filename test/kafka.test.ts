@@ -165,6 +165,11 @@ describe('Kafka transport', () => {
         { id: 'bad-size', value: env('bad-size', 'mlp', { features: f32([5000, 4]) }), reason: /exceeds the 65536-byte limit/ },
         { id: 'bad-tomb', value: null, reason: /tombstone/, headers: { [KAFKA_HEADERS.id]: 'bad-tomb' } },
         { id: 'bad-id', value: env('env-id', 'mlp', { features: f32([1, 4]) }), reason: /does not match/, headers: { [KAFKA_HEADERS.id]: 'bad-id' } },
+        {
+          id: 'bad-pack',
+          value: Buffer.from(encodeEnvelope({ id: 'bad-pack', model: 'mlp', replyTo: replyTopic, jobs: [{ id: 'p1', rows: 1 }, { id: 'p2', rows: 1 }] }, { features: f32([2, 4]) })),
+          reason: /packs 2 jobs; packed envelopes travel over Redis only/,
+        },
       ];
       let i = 0;
       for (const b of bad) {

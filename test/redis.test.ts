@@ -18,7 +18,7 @@ import { RedisWorker } from '../workers/src/transports/redis.js';
 import type { RedisWorkerOptions } from '../workers/src/transports/redis.js';
 import { smallMlp, tempDir, writeModel } from './helpers/models.js';
 import { dropQueue, queueName, readStream, startWorker, waitFor } from './helpers/redis.js';
-import { parseReplyForTest } from './helpers/replies.js';
+import { parseRepliesForTest } from './helpers/replies.js';
 
 const url = inject('redisUrl');
 const spec = smallMlp([4, 16, 2], 9);
@@ -264,38 +264,115 @@ describe('Redis transport', () => {
     }
   });
 
-  it('linger: many small enqueue() calls travel as a few bundle jobs, each keeping its own reply and dead letter', async () => {
+  /** Every reply on a stream so far, by job id (entries that answer packs hold several). */
+  async function repliesOn(stream: string): Promise<Map<string, Reply>> {
+    const out = new Map<string, Reply>();
+    for (const e of await readStream(redis, stream)) for (const r of parseRepliesForTest(e.fields)) out.set(r.id, r);
+    return out;
+  }
+
+  it('linger: small enqueue() calls are packed into one tensor per pack, and a bad or late job fails alone', async () => {
     const queue = newQueue();
     const stream = `inferq:${queue}:replies`;
+    const other = `inferq:${queue}:replies-2`;
     const w = await inProcessWorker(queue);
     const producer = new Producer({ redis: url, queue, linger: { ms: 20, maxJobs: 100 } });
     const q = new Queue(queue, { connection: { url }, prefix: 'inferq' });
     try {
       const n = 250;
-      const xs = Array.from({ length: n }, (_, i) => features(1, 500 + i));
-      const ids = await Promise.all(xs.map((x, i) => producer.enqueue('mlp', i === 17 ? [[1, 2, 3]] : x, { replyTo: stream })));
-      await waitFor(async () => (await redis.xlen(stream)) >= n, 'all replies');
-      const entries = await readStream(redis, stream);
-      const byId = new Map(entries.map((e) => [e.fields.get('id')!.toString(), e]));
-      expect(byId.size).toBe(n);
-      const replies = ids.map((id) => parseReplyForTest(byId.get(id)!.fields));
-      replies.forEach((r, i) => {
+      const xs = Array.from({ length: n }, (_, i) => features(1 + (i % 3), 500 + i));
+      const nan = features(2, 9);
+      nan[1]![2] = Number.NaN;
+      const input = (i: number): number[][] => (i === 17 ? [[1, 2, 3]] : i === 42 ? nan : xs[i]!);
+      const ids = await Promise.all(
+        xs.map((_, i) =>
+          producer.enqueue('mlp', input(i), {
+            replyTo: i % 50 === 7 ? other : stream, // a second reply stream: packs of its own
+            rowIds: input(i).map((_, r) => `${i}.${r}`),
+            ...(i === 99 ? { deadline: Date.now() - 1 } : {}), // already late: dead-lettered, its pack runs
+          }),
+        ),
+      );
+      const toOther = new Set(xs.flatMap((_, i) => (i % 50 === 7 ? [ids[i]!] : [])));
+      await waitFor(async () => (await repliesOn(stream)).size + (await repliesOn(other)).size >= n, 'all replies');
+      const main = await repliesOn(stream);
+      const second = await repliesOn(other);
+      expect(new Set(second.keys())).toEqual(toOther);
+      expect(main.size + second.size).toBe(n);
+      ids.forEach((id, i) => {
+        const r = (toOther.has(id) ? second : main).get(id)!;
         if (i === 17) {
-          expect(r.ok).toBe(false);
           expect(r.error?.message).toMatch(/expected float32 \[n,4\], got float32 \[1,3\]/);
+        } else if (i === 42) {
+          expect(r.error?.message).toMatch(/NaN/);
+          expect(r.error?.message).toContain(id.slice(0, 8)); // names the job, not the pack
+        } else if (i === 99) {
+          expect(r.error?.kind).toBe('DeadlineExceededError');
         } else {
+          expect(r.ok, `job ${i}: ${r.error?.message}`).toBe(true);
           expectMatches(r, xs[i]!);
+          expect(r.rowIds).toEqual(xs[i]!.map((_, k) => `${i}.${k}`));
         }
       });
       const dead = await readStream(redis, `inferq:${queue}:dead`);
-      expect(dead.map((e) => e.fields.get('id')!.toString())).toEqual([ids[17]]);
-      // BullMQ jobs the worker completed (counted once BullMQ has recorded the completion,
-      // which is after the replies): 250 jobs at most 100 per bundle make at least 3.
-      await waitFor(() => w.worker.stats.completed >= 3, 'the bundles to be completed');
-      expect(w.worker.stats.completed).toBeLessThanOrEqual(10); // far fewer queue messages than jobs
-      expect(await q.getFailedCount()).toBe(0); // the bundle itself completed
+      expect(dead.map((e) => e.fields.get('id')!.toString()).sort()).toEqual([ids[17], ids[42], ids[99]].sort());
+      // Fewer reply entries than jobs: the first pack (jobs 0–~103, holding 42 and 99) ran job by
+      // job, one entry each; a pack that ran whole answers all its jobs in one entry.
+      expect((await readStream(redis, stream)).length).toBeLessThan(n / 2);
+      // The packs holding job 42 and job 99 were run job by job.
+      expect(w.worker.stats.packsSplit).toBeGreaterThanOrEqual(1);
+      await waitFor(() => w.worker.stats.completed >= 3, 'the packs to be completed');
+      expect(w.worker.stats.completed).toBeLessThanOrEqual(12); // far fewer queue messages than jobs
+      expect(await q.getFailedCount()).toBe(1); // job 17 travelled alone (its row shape packs with no other), as an ordinary job
     } finally {
       await q.close();
+      await producer.close();
+      await w.close();
+    }
+  });
+
+  it('linger: concurrent predict() calls share packs and each gets its own rows back; subscribe() splits packed entries', async () => {
+    const queue = newQueue();
+    const stream = `inferq:${queue}:replies`;
+    const w = await inProcessWorker(queue);
+    const producer = new Producer({ redis: url, queue, linger: { ms: 10 } });
+    try {
+      const xs = Array.from({ length: 40 }, (_, i) => features(1, 900 + i));
+      const bad = features(1, 3);
+      bad[0]![0] = Number.POSITIVE_INFINITY;
+      const results = await Promise.allSettled(xs.map((x, i) => producer.predict('mlp', i === 5 ? bad : x, { timeoutMs: 10_000 })));
+      results.forEach((r, i) => {
+        if (i === 5) {
+          expect(r.status).toBe('rejected');
+          expect((r as PromiseRejectedResult).reason).toBeInstanceOf(RemoteJobError);
+          expect(((r as PromiseRejectedResult).reason as Error).message).toMatch(/Infinity/);
+        } else {
+          expect(r.status).toBe('fulfilled');
+          expectMatches((r as PromiseFulfilledResult<Reply>).value, xs[i]!);
+        }
+      });
+      // Packed replies through a consumer group: each job once; an entry whose handler threw is delivered again, whole.
+      const ids = await Promise.all(xs.map((x) => producer.enqueue('mlp', x, { replyTo: stream })));
+      await waitFor(async () => (await repliesOn(stream)).size >= ids.length, 'the replies');
+      const seen: string[] = [];
+      let failed = false;
+      const sub = producer.subscribe(stream, (r) => {
+        if (!failed && r.id === ids[3]) {
+          failed = true;
+          throw new Error('handler crashed');
+        }
+        seen.push(r.id);
+      }, { group: 'g', consumer: 'A', blockMs: 100, claimIdleMs: 200 });
+      try {
+        await waitFor(() => new Set(seen).size >= ids.length, 'every reply handled');
+      } finally {
+        await sub.close();
+      }
+      expect(new Set(seen)).toEqual(new Set(ids));
+      // The replies packed with job 3 came again with it (the entry was redelivered whole).
+      expect(seen.length).toBeGreaterThan(ids.length);
+      expect(seen.filter((id) => id === ids[3])).toHaveLength(1);
+    } finally {
       await producer.close();
       await w.close();
     }

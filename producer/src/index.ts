@@ -4,6 +4,7 @@ export { toTensors } from './features.js';
 export type { FeatureBatch } from './features.js';
 export { Producer } from './producer.js';
 export type { EnqueueOptions, PredictOptions, ProducerOptions, TableRow } from './producer.js';
+export { parseReplies } from './replies.js';
 export type { Reply } from './replies.js';
 export { Subscription } from './subscription.js';
 export type { SubscribeOptions } from './subscription.js';

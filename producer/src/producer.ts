@@ -4,6 +4,9 @@
  * ```
  *  enqueue(model, batch) ── toTensors ─► encodeEnvelope ─► MULTI { SET payload-key <envelope> NX EX ttl
  *                                                                 BullMQ add job { model, key } }  ─► job id
+ *     with linger: calls of one window that share model, version, replyTo, sinks and input
+ *     signature are packed into one envelope (their rows concatenated, `jobs` lists each
+ *     job's id, rows and deadline) and sent as one BullMQ job
  *  predict(...)  = enqueue(replyTo = this producer's inbox stream) + wait for the reply with that job id
  *  subscribe(stream, handler, { group }) = XREADGROUP loop: own pending entries first, then claims
  *                                          entries idle in dead consumers (XAUTOCLAIM), then new ones
@@ -14,12 +17,12 @@ import { Job, Queue } from 'bullmq';
 import type { JobsOptions } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { RedisOptions } from 'ioredis';
-import { ClosedError, DEFAULT_PREFIX, DEFAULT_QUEUE, InferqError, encodeBundle, encodeEnvelope, parseTablePointer, redisKeys, tableBucket, tableKeys } from '@inferq/shared';
-import type { JobData, RedisKeys } from '@inferq/shared';
+import { ClosedError, DEFAULT_PREFIX, DEFAULT_QUEUE, EnvelopeError, InferqError, allocate, checkTensors, encodeEnvelope, jobSuffix, parseTablePointer, redisKeys, tableBucket, tableKeys } from '@inferq/shared';
+import type { DType, JobData, PackedJob, RedisKeys, Tensor, TensorMap, TypedArray } from '@inferq/shared';
 import { toTensors } from './features.js';
 import type { FeatureBatch } from './features.js';
 import { PredictTimeoutError, RemoteJobError } from './errors.js';
-import { parseReply } from './replies.js';
+import { parseReplies } from './replies.js';
 import type { Reply } from './replies.js';
 import { Subscription } from './subscription.js';
 import type { SubscribeOptions } from './subscription.js';
@@ -44,10 +47,15 @@ export interface ProducerOptions {
   /** Expiry of payload keys, so the payload of a job that never runs does not stay forever. Default 7 days. */
   readonly payloadTtlSeconds?: number;
   /**
-   * Producer-side batching, like Kafka's linger.ms: enqueue() calls within `ms` are sent
-   * as one queue message (a bundle) — many small jobs for the cost of one BullMQ job. Each
-   * job keeps its own id, reply and dead letter. Calls with `jobId`, `priority`, `delay`,
-   * `attempts` or `backoff` are never bundled. Default: off (`ms: 0`).
+   * Producer-side batching, like Kafka's linger.ms: enqueue() and predict() calls within
+   * `ms` that share model, version, replyTo, sinks and input names/dtypes/row shape are
+   * packed into one envelope — their rows concatenated, one BullMQ job, one batcher entry
+   * and one reply stream entry (which the SDK splits back into one reply per job). Each job
+   * keeps its own id, deadline, reply and dead letter: when a pack fails validation its
+   * jobs are run one by one, so a bad job fails alone. A pack is sent when it holds
+   * `maxJobs` jobs (default 1000) or `maxBytes` of features (default 1 MiB), or when the
+   * window ends. Calls with `jobId`, `priority`, `delay`, `attempts` or `backoff` are never
+   * packed. Default: off (`ms: 0`).
    */
   readonly linger?: { readonly ms: number; readonly maxJobs?: number; readonly maxBytes?: number };
   /** Lookup tables: how long a table's current version is cached. Default 1000 ms (0: read it every call). */
@@ -88,12 +96,33 @@ export interface PredictOptions extends Omit<EnqueueOptions, 'replyTo'> {
   readonly timeoutMs?: number;
 }
 
-interface Lingering {
-  readonly model: string;
-  readonly envelope: Uint8Array;
-  readonly rows: number;
+/** A job waiting in a pack. */
+interface PackedItem {
+  readonly job: PackedJob;
   readonly resolve: () => void;
   readonly reject: (err: Error) => void;
+}
+
+/** One input of a pack: the rows of its jobs so far, appended into one growing array (a copy: callers may reuse theirs). */
+interface PackColumn {
+  readonly dtype: DType;
+  readonly rowShape: readonly number[];
+  data: TypedArray;
+  used: number;
+}
+
+/** Jobs that will travel as one envelope. */
+interface Pack {
+  readonly model: string;
+  readonly version: string | undefined;
+  readonly replyTo: string | undefined;
+  readonly sinks: readonly string[] | undefined;
+  readonly items: PackedItem[];
+  readonly columns: Map<string, PackColumn>;
+  /** Every job's rowIds, concatenated (a pack's jobs either all give rowIds or none does). */
+  readonly rowIds: string[] | undefined;
+  rows: number;
+  bytes: number;
 }
 
 interface Waiter {
@@ -117,8 +146,8 @@ export class Producer {
   private closing: Promise<void> | undefined;
   /** The last connection-level error (for diagnostics). */
   lastConnectionError: Error | undefined;
-  private lingering: Lingering[] = [];
-  private lingerBytes = 0;
+  /** Packs filling during the current linger window, by pack key. */
+  private readonly packs = new Map<string, Pack>();
   private lingerTimer: NodeJS.Timeout | undefined;
   private readonly flushing = new Set<Promise<void>>();
   private readonly pointers = new Map<string, { pointer: { runId: string; buckets: number } | undefined; at: number }>();
@@ -144,18 +173,26 @@ export class Producer {
   private async send(model: string, batch: FeatureBatch, options: EnqueueOptions, id: string, explicitId: boolean): Promise<string> {
     this.assertOpen();
     const tensors = toTensors(batch, options.input);
+    const linger = this.options.linger;
+    const packable =
+      linger !== undefined && linger.ms > 0 && !explicitId && options.priority === undefined && options.delay === undefined && options.attempts === undefined && options.backoff === undefined;
+    if (packable) {
+      const rows = checkTensors({ id, model }, tensors);
+      // What encodeEnvelope() would refuse for this job alone must not fail its whole pack later.
+      if (options.rowIds !== undefined && (options.rowIds.length !== rows || !options.rowIds.every((r) => typeof r === 'string'))) {
+        throw new EnvelopeError(`rowIds: expected ${rows} strings (one per row), got ${options.rowIds.length} entries${jobSuffix(id)}`, { jobId: id, model });
+      }
+      if (options.deadline !== undefined && !(Number.isSafeInteger(options.deadline) && options.deadline >= 0)) {
+        throw new EnvelopeError(`deadline: expected epoch milliseconds, got ${String(options.deadline)}${jobSuffix(id)}`, { jobId: id, model });
+      }
+      await new Promise<void>((resolve, reject) => this.addToPack(model, options, tensors, { job: { id, rows, deadline: options.deadline }, resolve, reject }));
+      return id;
+    }
     const envelope = encodeEnvelope(
       { id, model, version: options.version, rowIds: options.rowIds, replyTo: options.replyTo, sinks: options.sinks, deadline: options.deadline },
       tensors,
     );
     const rows = Object.values(tensors)[0]?.shape[0] ?? 0;
-    const linger = this.options.linger;
-    const bundleable =
-      linger !== undefined && linger.ms > 0 && !explicitId && options.priority === undefined && options.delay === undefined && options.attempts === undefined && options.backoff === undefined;
-    if (bundleable) {
-      await new Promise<void>((resolve, reject) => this.addToBundle({ model, envelope, rows, resolve, reject }));
-      return id;
-    }
     await this.addJob(id, { v: 1, model, version: options.version, rows, bytes: envelope.byteLength }, envelope, options);
     return id;
   }
@@ -190,33 +227,83 @@ export class Producer {
     }
   }
 
-  private addToBundle(item: Lingering): void {
+  private addToPack(model: string, options: EnqueueOptions, tensors: TensorMap, item: PackedItem): void {
     const linger = this.options.linger!;
-    this.lingering.push(item);
-    this.lingerBytes += item.envelope.byteLength;
-    if (this.lingering.length >= (linger.maxJobs ?? 1000) || this.lingerBytes >= (linger.maxBytes ?? 1024 * 1024)) {
-      this.flushBundle();
+    // Jobs share a pack only when their rows can be concatenated and their metadata is one.
+    let key = `${model}\u0000${options.version ?? ''}\u0000${options.replyTo ?? ''}\u0000${options.sinks === undefined ? '' : JSON.stringify(options.sinks)}\u0000${options.rowIds === undefined ? 0 : 1}`;
+    for (const name in tensors) {
+      const t = tensors[name]!;
+      key += `\u0000${name}:${t.dtype}`;
+      for (let d = 1; d < t.shape.length; d++) key += `,${t.shape[d]!}`;
+    }
+    let pack = this.packs.get(key);
+    if (pack === undefined) {
+      const columns = new Map<string, PackColumn>();
+      for (const name in tensors) {
+        const t = tensors[name]!;
+        columns.set(name, { dtype: t.dtype, rowShape: t.shape.slice(1), data: allocate(t.dtype, Math.max(t.data.length, Math.min(t.data.length * 16, 65_536))), used: 0 });
+      }
+      pack = { model, version: options.version, replyTo: options.replyTo, sinks: options.sinks, items: [], columns, rowIds: options.rowIds === undefined ? undefined : [], rows: 0, bytes: 0 };
+      this.packs.set(key, pack);
+    }
+    for (const name in tensors) {
+      const src = tensors[name]!.data;
+      const col = pack.columns.get(name)!;
+      if (col.used + src.length > col.data.length) {
+        const grown = allocate(col.dtype, Math.max(2 * col.data.length, col.used + src.length));
+        setArray(grown, col.data.subarray(0, col.used), 0);
+        col.data = grown;
+      }
+      setArray(col.data, src, col.used);
+      col.used += src.length;
+      pack.bytes += src.byteLength;
+    }
+    if (pack.rowIds !== undefined) for (const r of options.rowIds!) pack.rowIds.push(r);
+    pack.items.push(item);
+    pack.rows += item.job.rows;
+    if (pack.items.length >= (linger.maxJobs ?? 1000) || pack.bytes >= (linger.maxBytes ?? 1024 * 1024)) {
+      this.packs.delete(key);
+      this.sendPack(pack);
     } else {
-      this.lingerTimer ??= setTimeout(() => this.flushBundle(), linger.ms);
+      this.lingerTimer ??= setTimeout(() => this.flushPacks(), linger.ms);
     }
   }
 
-  /** Sends what lingers as one bundle job; every enqueue() in it resolves (or rejects) with it. */
-  private flushBundle(): void {
+  /** Sends every pack of the window. */
+  private flushPacks(): void {
     clearTimeout(this.lingerTimer);
     this.lingerTimer = undefined;
-    const items = this.lingering;
-    this.lingering = [];
-    this.lingerBytes = 0;
-    if (items.length === 0) return;
-    const payload = encodeBundle(items.map((i) => i.envelope));
-    const rows = items.reduce((n, i) => n + i.rows, 0);
-    const sent = this.addJob(randomUUID(), { v: 1, model: items[0]!.model, rows, bytes: payload.byteLength, bundle: items.length }, payload, {}).then(
+    const packs = [...this.packs.values()];
+    this.packs.clear();
+    for (const pack of packs) this.sendPack(pack);
+  }
+
+  /** Sends a pack as one BullMQ job (a lone job as an ordinary one); every enqueue() in it resolves (or rejects) with it. */
+  private sendPack(pack: Pack): void {
+    const items = pack.items;
+    let sent: Promise<void>;
+    try {
+      const meta = { model: pack.model, version: pack.version, replyTo: pack.replyTo, sinks: pack.sinks, rowIds: pack.rowIds };
+      const tensors: Record<string, Tensor> = {};
+      for (const [name, col] of pack.columns) tensors[name] = { dtype: col.dtype, shape: [pack.rows, ...col.rowShape], data: col.data.subarray(0, col.used) };
+      if (items.length === 1) {
+        const only = items[0]!.job;
+        const payload = encodeEnvelope({ ...meta, id: only.id, deadline: only.deadline }, tensors);
+        sent = this.addJob(only.id, { v: 1, model: pack.model, version: pack.version, rows: pack.rows, bytes: payload.byteLength }, payload, {});
+      } else {
+        const id = randomUUID();
+        const payload = encodeEnvelope({ ...meta, id, jobs: items.map((i) => i.job) }, tensors);
+        sent = this.addJob(id, { v: 1, model: pack.model, version: pack.version, rows: pack.rows, bytes: payload.byteLength, bundle: items.length }, payload, {});
+      }
+    } catch (err) {
+      sent = Promise.reject(err as Error);
+    }
+    const settled = sent.then(
       () => items.forEach((i) => i.resolve()),
       (err: Error) => items.forEach((i) => i.reject(err)),
     );
-    this.flushing.add(sent);
-    void sent.finally(() => this.flushing.delete(sent));
+    this.flushing.add(settled);
+    void settled.finally(() => this.flushing.delete(settled));
   }
 
   /** Enqueues and waits for the reply. Rejects with PredictTimeoutError, or RemoteJobError when the job failed. */
@@ -324,7 +411,7 @@ export class Producer {
         errors.push(err);
       }
     };
-    this.flushBundle();
+    this.flushPacks();
     await step(() => Promise.all(this.flushing));
     await step(() => Promise.all([...this.subscriptions].map((s) => s.close())));
     for (const [id, w] of this.waiters) {
@@ -367,13 +454,14 @@ export class Producer {
         for (const [, entries] of res ?? []) {
           for (const [entryId, fields] of entries) {
             last = entryId.toString();
-            const reply = parseReply(fields);
-            const w = this.waiters.get(reply.id);
-            if (w === undefined) continue;
-            this.waiters.delete(reply.id);
-            clearTimeout(w.timer);
-            if (reply.ok) w.resolve(reply);
-            else w.reject(new RemoteJobError(`job ${reply.id} failed: ${reply.error?.message ?? 'unknown error'}`, reply.error?.kind ?? 'Error', { jobId: reply.id, model: reply.model }));
+            for (const reply of parseReplies(fields)) {
+              const w = this.waiters.get(reply.id);
+              if (w === undefined) continue;
+              this.waiters.delete(reply.id);
+              clearTimeout(w.timer);
+              if (reply.ok) w.resolve(reply);
+              else w.reject(new RemoteJobError(`job ${reply.id} failed: ${reply.error?.message ?? 'unknown error'}`, reply.error?.kind ?? 'Error', { jobId: reply.id, model: reply.model }));
+            }
           }
         }
       }
@@ -385,4 +473,9 @@ function connect(redis: ProducerOptions['redis']): Redis {
   if (redis instanceof Redis) return redis.duplicate({ maxRetriesPerRequest: null });
   if (typeof redis === 'string') return new Redis(redis, { maxRetriesPerRequest: null });
   return new Redis({ ...redis, maxRetriesPerRequest: null });
+}
+
+/** `dst.set(src, offset)` for two arrays of one dtype (TypeScript cannot see that they match). */
+function setArray(dst: TypedArray, src: TypedArray, offset: number): void {
+  (dst as unknown as { set(src: TypedArray, offset: number): void }).set(src, offset);
 }

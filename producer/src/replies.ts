@@ -1,5 +1,5 @@
 /** Reply stream entries, as the workers write them (see REPLY_FIELDS in @inferq/shared). */
-import { REPLY_FIELDS, decodeEnvelope } from '@inferq/shared';
+import { REPLY_FIELDS, decodeEnvelope, unpackJobs } from '@inferq/shared';
 import type { TensorMap } from '@inferq/shared';
 
 export interface Reply {
@@ -12,12 +12,15 @@ export interface Reply {
   readonly outputs: TensorMap;
   readonly rowIds: readonly string[] | undefined;
   readonly error: { readonly message: string; readonly kind: string } | undefined;
-  /** The stream entry id, when read from a stream. */
+  /** The stream entry id, when read from a stream (the replies of one packed entry share it). */
   readonly entryId?: string;
 }
 
-/** Parses a reply entry's flat [field, value, …] list. */
-export function parseReply(fields: readonly Buffer[], entryId?: string): Reply {
+/**
+ * Parses a reply entry's flat [field, value, …] list into the replies it holds: one, or
+ * one per job when a worker answered a packed envelope (the producer's linger) in one entry.
+ */
+export function parseReplies(fields: readonly Buffer[], entryId?: string): Reply[] {
   const get = (name: string): Buffer | undefined => {
     for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i]!.toString() === name) return fields[i + 1];
     return undefined;
@@ -27,18 +30,21 @@ export function parseReply(fields: readonly Buffer[], entryId?: string): Reply {
   const model = get(REPLY_FIELDS.model)?.toString() ?? '';
   const version = get(REPLY_FIELDS.version)?.toString();
   const env = get(REPLY_FIELDS.env);
+  const entry = entryId === undefined ? {} : { entryId };
   if (ok && env !== undefined) {
     const e = decodeEnvelope(new Uint8Array(env.buffer, env.byteOffset, env.byteLength));
-    return { id, ok, model: e.model, version: e.version, outputs: e.tensors, rowIds: e.rowIds, error: undefined, ...(entryId === undefined ? {} : { entryId }) };
+    return unpackJobs(e).map((part) => ({ id: part.id, ok, model: e.model, version: e.version, outputs: part.tensors, rowIds: part.rowIds, error: undefined, ...entry }));
   }
-  return {
-    id,
-    ok: false,
-    model,
-    version,
-    outputs: {},
-    rowIds: undefined,
-    error: { message: get(REPLY_FIELDS.error)?.toString() ?? 'unknown error', kind: get(REPLY_FIELDS.kind)?.toString() ?? 'Error' },
-    ...(entryId === undefined ? {} : { entryId }),
-  };
+  return [
+    {
+      id,
+      ok: false,
+      model,
+      version,
+      outputs: {},
+      rowIds: undefined,
+      error: { message: get(REPLY_FIELDS.error)?.toString() ?? 'unknown error', kind: get(REPLY_FIELDS.kind)?.toString() ?? 'Error' },
+      ...entry,
+    },
+  ];
 }

@@ -11,7 +11,7 @@
 import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { parseReply } from './replies.js';
+import { parseReplies } from './replies.js';
 import type { Reply } from './replies.js';
 
 export interface SubscribeOptions {
@@ -100,17 +100,24 @@ export class Subscription {
     }
   }
 
+  /**
+   * Hands each reply to the handler and acknowledges an entry once all its replies were
+   * handled. An entry whose handler threw stays pending and is delivered again — all of
+   * its replies, when it packs several (at least once, as ever).
+   */
   private async handle(entries: Entries): Promise<void> {
     for (const [id, fields] of entries) {
       const entryId = id.toString();
-      const reply = parseReply(fields, entryId);
-      try {
-        await this.handler(reply);
-      } catch (err) {
-        this.opts.onError?.(err, reply);
-        continue;
+      let failed = false;
+      for (const reply of parseReplies(fields, entryId)) {
+        try {
+          await this.handler(reply);
+        } catch (err) {
+          this.opts.onError?.(err, reply);
+          failed = true;
+        }
       }
-      await this.redis.xack(this.stream, this.opts.group, entryId);
+      if (!failed) await this.redis.xack(this.stream, this.opts.group, entryId);
     }
   }
 }

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { crc32, crc32Portable } from './checksum.js';
 import { DTYPES } from './dtype.js';
 import type { DType, TypedArray } from './dtype.js';
-import { decodeEnvelope, encodeEnvelope } from './envelope.js';
+import { decodeEnvelope, encodeEnvelope, unpackJobs } from './envelope.js';
 import { EnvelopeError, InvalidInputError } from './errors.js';
 import type { Tensor } from './tensor.js';
 import { firstNonFinite, validateInputs } from './validate.js';
@@ -147,6 +147,30 @@ describe('tensor envelope', () => {
     expect(() => decodeEnvelope(craft((h) => (tensor(h)['offset'] = 8)))).toThrow(/run past the 16-byte data region/);
     expect(() => decodeEnvelope(craft((h) => (h['id'] = '')))).toThrow(/"id"/);
     expect(() => decodeEnvelope(craft((h) => (h['rowIds'] = ['only-one'])))).toThrow(/"rowIds": expected 2 strings/);
+    // Packed jobs: their rows must add up, their ids be distinct strings, their deadlines numbers.
+    expect(() => decodeEnvelope(craft((h) => (h['jobs'] = [{ id: 'a', rows: 1 }])))).toThrow(/"jobs": their rows add up to 1, header says 2/);
+    expect(() => decodeEnvelope(craft((h) => (h['jobs'] = [{ id: 'a', rows: 1 }, { id: 'a', rows: 1 }])))).toThrow(/"jobs"\[1\]\.id: job id "a" appears twice/);
+    expect(() => decodeEnvelope(craft((h) => (h['jobs'] = [{ id: 7, rows: 2 }])))).toThrow(/"jobs"\[0\]\.id: expected a string/);
+    expect(() => decodeEnvelope(craft((h) => (h['jobs'] = [{ id: 'a', rows: 2, deadline: 'soon' }])))).toThrow(/"jobs"\[0\]\.deadline: expected epoch milliseconds, got "soon"/);
+    expect(() => decodeEnvelope(craft((h) => (h['jobs'] = [])))).toThrow(/"jobs": expected 1\.\.100000 packed jobs/);
+  });
+
+  it('packs several jobs into one envelope and unpacks them as views of their own rows', () => {
+    const x: Tensor = { dtype: 'float32', shape: [4, 2], data: Float32Array.from([0, 1, 10, 11, 20, 21, 30, 31]) };
+    const k: Tensor = { dtype: 'int64', shape: [4], data: BigInt64Array.from([0n, 1n, 2n, 3n]) };
+    const jobs = [{ id: 'a', rows: 1, deadline: 123 }, { id: 'b', rows: 0 }, { id: 'c', rows: 3 }];
+    const packed = decodeEnvelope(encodeEnvelope({ id: 'pack', model: 'm', replyTo: 'r', rowIds: ['r0', 'r1', 'r2', 'r3'], jobs }, { x, k }));
+    expect(packed.jobs).toEqual(jobs);
+    const parts = unpackJobs(packed);
+    expect(parts.map((p) => [p.id, p.rows, p.deadline, p.replyTo])).toEqual([['a', 1, 123, 'r'], ['b', 0, undefined, 'r'], ['c', 3, undefined, 'r']]);
+    expect(parts.map((p) => p.rowIds)).toEqual([['r0'], [], ['r1', 'r2', 'r3']]);
+    expect(parts.map((p) => p.tensors['x']!.shape)).toEqual([[1, 2], [0, 2], [3, 2]]);
+    expect(Array.from(parts[2]!.tensors['x']!.data as Float32Array)).toEqual([10, 11, 20, 21, 30, 31]);
+    expect(Array.from(parts[2]!.tensors['k']!.data as BigInt64Array)).toEqual([1n, 2n, 3n]);
+    expect(parts[0]!.tensors['x']!.data.buffer).toBe(packed.tensors['x']!.data.buffer); // a view, not a copy
+    // An envelope without jobs is its own only job.
+    const single = decodeEnvelope(encodeEnvelope({ id: 'j', model: 'm' }, { x }));
+    expect(unpackJobs(single)).toEqual([single]);
   });
 
   it('rejects a bool element other than 0 or 1', () => {

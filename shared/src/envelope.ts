@@ -56,6 +56,19 @@ export interface EnvelopeMeta {
   readonly deadline?: number | undefined;
   /** For result envelopes: set when the job failed. */
   readonly error?: { readonly message: string; readonly kind: string } | undefined;
+  /**
+   * Set when the envelope packs several jobs (the producer's linger): each job's id, its
+   * number of rows and its deadline, in row order. `id` is then the pack's own id.
+   */
+  readonly jobs?: readonly PackedJob[] | undefined;
+}
+
+/** One job of a packed envelope: rows `[start, start + rows)` where start is the sum of the rows before it. */
+export interface PackedJob {
+  readonly id: string;
+  readonly rows: number;
+  /** Absolute deadline, epoch milliseconds. */
+  readonly deadline?: number | undefined;
 }
 
 export interface Envelope extends EnvelopeMeta {
@@ -83,7 +96,11 @@ interface Header {
   sinks?: string[];
   deadline?: number;
   error?: { message: string; kind: string };
+  jobs?: PackedJob[];
 }
+
+/** Most jobs one packed envelope may hold. */
+export const MAX_PACKED_JOBS = 100_000;
 
 const align8 = (n: number): number => (n + 7) & ~7;
 const encoder = new TextEncoder();
@@ -91,20 +108,11 @@ const decoder = new TextDecoder('utf-8', { fatal: true });
 
 /** Encodes tensors and metadata into one envelope. One copy of each tensor's bytes. */
 export function encodeEnvelope(meta: EnvelopeMeta, tensors: TensorMap): Uint8Array {
-  const names = Object.keys(tensors);
-  const rows = rowsOf(meta, tensors);
+  const rows = checkTensors(meta, tensors);
   const tensorHeaders: TensorHeader[] = [];
   let dataLength = 0;
-  for (const name of names) {
-    const t = tensors[name]!;
+  for (const [name, t] of Object.entries(tensors)) {
     const byteLength = t.data.byteLength;
-    const expected = elementCount(t.shape) * DTYPE_BYTES[t.dtype];
-    if (byteLength !== expected) {
-      throw new EnvelopeError(
-        `tensor "${name}": shape [${t.shape.join(',')}] needs ${expected} bytes of ${t.dtype}, data has ${byteLength}${jobSuffix(meta.id)}`,
-        { jobId: meta.id, model: meta.model },
-      );
-    }
     tensorHeaders.push({ name, dtype: t.dtype, shape: [...t.shape], offset: dataLength, byteLength });
     dataLength = align8(dataLength + byteLength);
   }
@@ -115,6 +123,7 @@ export function encodeEnvelope(meta: EnvelopeMeta, tensors: TensorMap): Uint8Arr
   if (meta.sinks !== undefined) header.sinks = [...meta.sinks];
   if (meta.deadline !== undefined) header.deadline = meta.deadline;
   if (meta.error !== undefined) header.error = { message: meta.error.message, kind: meta.error.kind };
+  if (meta.jobs !== undefined) header.jobs = meta.jobs.map((j) => (j.deadline === undefined ? { id: j.id, rows: j.rows } : { id: j.id, rows: j.rows, deadline: j.deadline }));
   validateHeader(header, dataLength); // never emit what we would refuse to decode
 
   const headerBytes = encoder.encode(JSON.stringify(header));
@@ -140,9 +149,20 @@ export function encodeEnvelope(meta: EnvelopeMeta, tensors: TensorMap): Uint8Arr
   return out;
 }
 
-function rowsOf(meta: EnvelopeMeta, tensors: TensorMap): number {
+/**
+ * The rows of a job's tensors, after checking what encodeEnvelope() needs: at least one
+ * tensor, every tensor's data as long as its shape says, and one shared first dimension.
+ */
+export function checkTensors(meta: Pick<EnvelopeMeta, 'id' | 'model'>, tensors: TensorMap): number {
   let rows: number | undefined;
   for (const [name, t] of Object.entries(tensors)) {
+    const expected = elementCount(t.shape) * DTYPE_BYTES[t.dtype];
+    if (t.data.byteLength !== expected) {
+      throw new EnvelopeError(
+        `tensor "${name}": shape [${t.shape.join(',')}] needs ${expected} bytes of ${t.dtype}, data has ${t.data.byteLength}${jobSuffix(meta.id)}`,
+        { jobId: meta.id, model: meta.model },
+      );
+    }
     const r = t.shape[0];
     if (r === undefined) {
       throw new EnvelopeError(`tensor "${name}": rank 0 has no batch dimension${jobSuffix(meta.id)}`, { jobId: meta.id });
@@ -248,6 +268,7 @@ export function decodeEnvelope(bytes: Uint8Array): Envelope {
     sinks: header.sinks,
     deadline: header.deadline,
     error: header.error,
+    jobs: header.jobs,
   };
 }
 
@@ -334,7 +355,77 @@ function validateHeader(value: unknown, dataLength: number): Header {
       fail(`envelope header "error": expected { message, kind } strings, got ${show(error)}`);
     }
   }
+  const jobs = h['jobs'];
+  if (jobs !== undefined) {
+    if (!Array.isArray(jobs) || jobs.length === 0 || jobs.length > MAX_PACKED_JOBS) {
+      fail(`envelope header "jobs": expected 1..${MAX_PACKED_JOBS} packed jobs, got ${show(jobs)}`);
+    }
+    const ids = new Set<string>();
+    let sum = 0;
+    (jobs as unknown[]).forEach((raw, i) => {
+      const j = (typeof raw === 'object' && raw !== null ? raw : {}) as Record<string, unknown>;
+      const jid = j['id'];
+      if (typeof jid !== 'string' || jid.length === 0 || jid.length > MAX_ID_LENGTH) {
+        fail(`envelope header "jobs"[${i}].id: expected a string of 1..${MAX_ID_LENGTH} characters, got ${show(jid)}`);
+      }
+      if (ids.has(jid as string)) fail(`envelope header "jobs"[${i}].id: job id ${show(jid)} appears twice`);
+      ids.add(jid as string);
+      if (!isCount(j['rows'])) fail(`envelope header "jobs"[${i}].rows: expected a non-negative integer, got ${show(j['rows'])}`);
+      sum += j['rows'] as number;
+      if (j['deadline'] !== undefined && !isCount(j['deadline'])) fail(`envelope header "jobs"[${i}].deadline: expected epoch milliseconds, got ${show(j['deadline'])}`);
+    });
+    if (sum !== rows) fail(`envelope header "jobs": their rows add up to ${sum}, header says ${rows as number}`);
+  }
   return h as unknown as Header;
+}
+
+/**
+ * The jobs of a packed envelope as envelopes of their own (views of its tensors, no copy),
+ * each with its id, deadline and rows; the rest of the metadata is shared.
+ */
+export function unpackJobs(envelope: Envelope): Envelope[] {
+  const jobs = envelope.jobs;
+  if (jobs === undefined) return [envelope];
+  // Runs once per job of every packed reply: the per-tensor facts are worked out once.
+  const columns = Object.entries(envelope.tensors).map(([name, t]) => ({ name, t, rowShape: t.shape.slice(1), width: rowWidth(t) }));
+  const out: Envelope[] = [];
+  let start = 0;
+  for (const j of jobs) {
+    const end = start + j.rows;
+    const tensors: Record<string, Tensor> = {};
+    for (const c of columns) tensors[c.name] = { dtype: c.t.dtype, shape: [j.rows, ...c.rowShape], data: c.t.data.subarray(start * c.width, end * c.width) };
+    out.push({
+      id: j.id,
+      model: envelope.model,
+      version: envelope.version,
+      rows: j.rows,
+      tensors,
+      rowIds: envelope.rowIds?.slice(start, end),
+      replyTo: envelope.replyTo,
+      sinks: envelope.sinks,
+      deadline: j.deadline,
+      error: envelope.error,
+    });
+    start = end;
+  }
+  return out;
+}
+
+/** Rows `[start, end)` of every tensor, as views (no copy). */
+export function sliceRows(tensors: TensorMap, start: number, end: number): TensorMap {
+  const out: Record<string, Tensor> = {};
+  for (const [name, t] of Object.entries(tensors)) {
+    const width = rowWidth(t);
+    out[name] = { dtype: t.dtype, shape: [end - start, ...t.shape.slice(1)], data: t.data.subarray(start * width, end * width) };
+  }
+  return out;
+}
+
+/** Elements per row (the product of the dimensions after the first). */
+function rowWidth(t: Tensor): number {
+  let w = 1;
+  for (let d = 1; d < t.shape.length; d++) w *= t.shape[d]!;
+  return w;
 }
 
 function isCount(v: unknown): boolean {

@@ -1,8 +1,8 @@
 export { crc32 } from './checksum.js';
 export { DTYPES, DTYPE_BYTES, allocate, isDType, viewOf } from './dtype.js';
 export type { DType, TypedArray, TypedArrayByDType } from './dtype.js';
-export { ENVELOPE_VERSION, MAX_ENVELOPE_BYTES, decodeEnvelope, encodeEnvelope } from './envelope.js';
-export type { Envelope, EnvelopeMeta } from './envelope.js';
+export { ENVELOPE_VERSION, MAX_ENVELOPE_BYTES, MAX_PACKED_JOBS, checkTensors, decodeEnvelope, encodeEnvelope, sliceRows, unpackJobs } from './envelope.js';
+export type { Envelope, EnvelopeMeta, PackedJob } from './envelope.js';
 export {
   ClosedError,
   ConfigError,
@@ -31,8 +31,6 @@ export {
   KAFKA_HEADERS,
   REPLY_FIELDS,
   checkJobData,
-  decodeBundle,
-  encodeBundle,
   kafkaDeadLetterTopic,
   kafkaReplyTopic,
   parseTablePointer,

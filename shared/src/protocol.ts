@@ -1,10 +1,9 @@
 /**
  * What travels over the queues besides the tensor envelope: key names, the
- * BullMQ job data, bundles, reply and dead-letter stream fields. Shared by the
+ * BullMQ job data, reply and dead-letter stream fields. Shared by the
  * producer SDK and the workers so both sides agree by construction.
  */
 import { crc32 } from './checksum.js';
-import { EnvelopeError } from './errors.js';
 
 /** Names of the Redis keys of one inferq queue. BullMQ's own keys use the same prefix. */
 export interface RedisKeys {
@@ -44,7 +43,7 @@ export interface JobData {
   readonly bytes: number;
   readonly key?: string | undefined;
   readonly b64?: string | undefined;
-  /** Set when the payload is a bundle of this many envelopes (producer-side linger). */
+  /** Set when the payload is a packed envelope of this many jobs (the producer's linger). */
   readonly bundle?: number | undefined;
 }
 
@@ -61,59 +60,14 @@ export function checkJobData(value: unknown): JobData | string {
   const hasB64 = typeof d['b64'] === 'string';
   if (hasKey === hasB64) return 'job data must carry exactly one of "key" (payload key) or "b64" (inline payload)';
   if (d['bundle'] !== undefined && (typeof d['bundle'] !== 'number' || !Number.isSafeInteger(d['bundle']) || d['bundle'] < 1)) {
-    return `job data "bundle": expected a count of envelopes, got ${JSON.stringify(d['bundle'])}`;
+    return `job data "bundle": expected a count of packed jobs, got ${JSON.stringify(d['bundle'])}`;
   }
   return d as unknown as JobData;
 }
 
 /** Fields of a reply stream entry. `env` (binary result envelope) on success, `error`/`kind` on failure. */
-export const REPLY_FIELDS = { id: 'id', status: 'status', env: 'env', error: 'error', kind: 'kind', model: 'model', version: 'version' } as const;
+export const REPLY_FIELDS = { id: 'id', status: 'status', env: 'env', error: 'error', kind: 'kind', model: 'model', version: 'version', jobs: 'jobs' } as const;
 
-/**
- * A bundle: several envelopes in one queue message, so that many small jobs cost one
- * BullMQ job (the producer's linger). Layout: "IQB1", u32 count, count × u32 lengths,
- * then the envelopes, each starting 8-byte aligned. Each envelope keeps its own checksum.
- */
-const BUNDLE_MAGIC = 0x31425149; // "IQB1"
-const MAX_BUNDLE = 100_000;
-
-export function encodeBundle(envelopes: readonly Uint8Array[]): Uint8Array {
-  const head = align8(8 + 4 * envelopes.length);
-  let total = head;
-  for (const e of envelopes) total = align8(total) + e.byteLength;
-  const out = new Uint8Array(align8(total));
-  const view = new DataView(out.buffer);
-  view.setUint32(0, BUNDLE_MAGIC, true);
-  view.setUint32(4, envelopes.length, true);
-  let at = head;
-  envelopes.forEach((e, i) => {
-    view.setUint32(8 + 4 * i, e.byteLength, true);
-    out.set(e, at);
-    at = align8(at + e.byteLength);
-  });
-  return out;
-}
-
-/** Splits a bundle into envelope byte views (no copy); throws EnvelopeError when the layout is inconsistent. */
-export function decodeBundle(bytes: Uint8Array): Uint8Array[] {
-  if (bytes.byteLength < 8) throw new EnvelopeError(`bundle truncated: ${bytes.byteLength} bytes`);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (view.getUint32(0, true) !== BUNDLE_MAGIC) throw new EnvelopeError('not an inferq bundle (bad magic)');
-  const count = view.getUint32(4, true);
-  if (count === 0 || count > MAX_BUNDLE) throw new EnvelopeError(`bundle count ${count} is out of range 1..${MAX_BUNDLE}`);
-  let at = align8(8 + 4 * count);
-  if (at > bytes.byteLength) throw new EnvelopeError(`bundle truncated: ${count} lengths need ${at} bytes, got ${bytes.byteLength}`);
-  const out: Uint8Array[] = [];
-  for (let i = 0; i < count; i++) {
-    const len = view.getUint32(8 + 4 * i, true);
-    if (at + len > bytes.byteLength) throw new EnvelopeError(`bundle entry ${i}: ${len} bytes at ${at} run past the ${bytes.byteLength}-byte bundle`);
-    out.push(bytes.subarray(at, at + len));
-    at = align8(at + len);
-  }
-  return out;
-}
-
-const align8 = (n: number): number => (n + 7) & ~7;
 
 /** Content type of an inferq envelope (the `content-type` header of Kafka messages). */
 export const ENVELOPE_CONTENT_TYPE = 'application/x-inferq-envelope';

@@ -432,6 +432,9 @@ export class KafkaWorker {
     const limit = this.opts.maxPayloadBytes ?? 64 * MB;
     if (value.byteLength > limit) throw new InvalidInputError(`message of ${value.byteLength} bytes exceeds the ${limit}-byte limit${jobSuffix(id)}`, { jobId: id });
     const envelope = decodeEnvelope(new Uint8Array(value.buffer, value.byteOffset, value.byteLength));
+    if (envelope.jobs !== undefined) {
+      throw new InvalidInputError(`envelope packs ${envelope.jobs.length} jobs; packed envelopes travel over Redis only (send one envelope per Kafka message)${jobSuffix(envelope.id)}`, { jobId: envelope.id });
+    }
     const headerId = headerString(message.headers, KAFKA_HEADERS.id);
     if (headerId !== undefined && headerId !== envelope.id) {
       throw new InvalidInputError(`envelope id "${envelope.id}" does not match the ${KAFKA_HEADERS.id} header "${headerId}"`, { jobId: headerId });

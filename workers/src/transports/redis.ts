@@ -27,11 +27,12 @@ import {
   InvalidInputError,
   REPLY_FIELDS,
   checkJobData,
-  decodeBundle,
   decodeEnvelope,
   encodeEnvelope,
   jobSuffix,
   redisKeys,
+  sliceRows,
+  unpackJobs,
 } from '@inferq/shared';
 import type { Envelope, JobData, NonFinitePolicy, RedisKeys } from '@inferq/shared';
 import type { Logger } from '../logging.js';
@@ -78,6 +79,8 @@ export interface RedisWorkerStats {
   /** Jobs run again whose rows a published roll already held. */
   readonly alreadySunk: number;
   readonly rolls: number;
+  /** Packed envelopes whose jobs were run one by one (one of them was bad or late). */
+  readonly packsSplit: number;
 }
 
 export class RedisWorker {
@@ -87,7 +90,7 @@ export class RedisWorker {
   private readonly workerConnection: Redis;
   private worker: Worker | undefined;
   private closing: Promise<void> | undefined;
-  private readonly counters = { completed: 0, deadLettered: 0, retried: 0, alreadySunk: 0, rolls: 0 };
+  private readonly counters = { completed: 0, deadLettered: 0, retried: 0, alreadySunk: 0, rolls: 0, packsSplit: 0 };
   private readonly sinks: readonly ParquetSink[];
   /** This process's sink group: roll files are named after it and a sequence number per job. */
   private readonly sinkGroup: string;
@@ -183,9 +186,14 @@ export class RedisWorker {
         throw new InvalidInputError(`payload of ${data.bytes} bytes exceeds the ${limit}-byte limit${jobSuffix(id)}`, { jobId: id, model: data.model });
       }
       const bytes = await this.payload(id, data);
-      if (data.bundle !== undefined) return await this.processBundle(job, bytes);
       envelope = decodeEnvelope(bytes);
       if (envelope.id !== id) throw new InvalidInputError(`envelope id "${envelope.id}" does not match job id "${id}"`, { jobId: id });
+      if (data.bundle !== undefined || envelope.jobs !== undefined) {
+        if (envelope.jobs?.length !== data.bundle) {
+          throw new InvalidInputError(`job data says ${String(data.bundle)} packed jobs, the envelope holds ${envelope.jobs?.length ?? 'none'}${jobSuffix(id)}`, { jobId: id });
+        }
+        return await this.processPacked(job, envelope);
+      }
       const result = await this.infer(envelope);
       if (envelope.replyTo !== undefined) {
         const pipeline = this.redis.pipeline();
@@ -195,50 +203,81 @@ export class RedisWorker {
       await this.sink(envelope, result);
       return { rows: result.rows };
     } catch (err) {
-      if (this.shouldRetry(job, err)) throw err;
+      if (this.shouldRetry(job, err)) {
+        this.counters.retried++;
+        this.log.warn({ err, jobId: job.id, attempt: job.attemptsMade + 1 }, 'job failed; it will be retried');
+        throw err;
+      }
       const pipeline = this.redis.pipeline();
-      this.addDeadLetter(pipeline, job, id, envelope, err);
+      // A pack that fails as a whole: each of its jobs gets its dead letter (and error reply).
+      if (envelope?.jobs !== undefined) for (const part of unpackJobs(envelope)) this.addDeadLetter(pipeline, job, part.id, part, err);
+      else this.addDeadLetter(pipeline, job, id, envelope, err);
       await execAll(pipeline);
       throw new UnrecoverableError((err as Error).message);
     }
   }
 
   /**
-   * A bundle of small jobs (the producer's linger): each envelope is validated and
-   * batched on its own; bad ones are dead-lettered alone; all replies and dead
-   * letters go out in one pipeline before the bundle is acknowledged. A retriable
-   * failure retries the whole bundle (its good replies may then be written twice:
-   * at least once, correlated by job id).
+   * A packed envelope (the producer's linger): many small jobs whose rows travel as one
+   * tensor. When every job is in time and the pack passes validation, it runs as one batcher
+   * entry and its replies go out as one stream entry (`jobs` lists them; the SDK splits it).
+   * Otherwise — a job past its deadline, or bad input such as a NaN in one job's row — its
+   * jobs run one by one, so only the bad ones are dead-lettered. A retriable failure retries
+   * the whole pack (its good replies may then be written twice: at least once, correlated
+   * by job id).
    */
-  private async processBundle(job: Job, bytes: Uint8Array): Promise<{ rows: number }> {
-    const parts = decodeBundle(bytes);
-    const settled = await Promise.allSettled(
-      parts.map(async (part) => {
-        const env = decodeEnvelope(part);
-        return { env, result: await this.infer(env) };
-      }),
-    );
+  private async processPacked(job: Job, envelope: Envelope): Promise<{ rows: number }> {
+    const jobs = envelope.jobs!;
+    const now = Date.now();
+    if (jobs.every((j) => j.deadline === undefined || j.deadline > now)) {
+      let result: Inference | undefined;
+      try {
+        result = await this.infer({ ...envelope, deadline: undefined });
+      } catch (err) {
+        if (this.shouldRetry(job, err)) throw err;
+      }
+      if (result !== undefined) {
+        if (envelope.replyTo !== undefined) {
+          const pipeline = this.redis.pipeline();
+          this.addReply(pipeline, envelope, result);
+          await execAll(pipeline);
+        }
+        if (this.sinks.length > 0) {
+          const parts = unpackJobs(envelope);
+          let start = 0;
+          await Promise.all(
+            parts.map((part) => {
+              const outputs = sliceRows(result.outputs, start, start + part.rows);
+              start += part.rows;
+              return this.sink(part, { ...result, outputs, rows: part.rows });
+            }),
+          );
+        }
+        return { rows: result.rows };
+      }
+    }
+    this.counters.packsSplit++;
+    return this.processEach(job, unpackJobs(envelope));
+  }
+
+  /** Runs a pack's jobs one by one: bad ones are dead-lettered alone; replies and dead letters go out in one pipeline before the pack is acknowledged. */
+  private async processEach(job: Job, parts: readonly Envelope[]): Promise<{ rows: number }> {
+    const settled = await Promise.allSettled(parts.map((env) => this.infer(env)));
     const retriable = settled.find((s) => s.status === 'rejected' && this.shouldRetry(job, s.reason));
     if (retriable !== undefined) throw (retriable as PromiseRejectedResult).reason;
     const pipeline = this.redis.pipeline();
     let rows = 0;
     settled.forEach((s, i) => {
+      const env = parts[i]!;
       if (s.status === 'fulfilled') {
-        rows += s.value.result.rows;
-        if (s.value.env.replyTo !== undefined) this.addReply(pipeline, s.value.env, s.value.result);
+        rows += s.value.rows;
+        if (env.replyTo !== undefined) this.addReply(pipeline, env, s.value);
       } else {
-        // Which job it was, if its envelope at least decodes.
-        let env: Envelope | undefined;
-        try {
-          env = decodeEnvelope(parts[i]!);
-        } catch {
-          env = undefined;
-        }
-        this.addDeadLetter(pipeline, job, env?.id ?? `${job.id ?? ''}#${i}`, env, s.reason);
+        this.addDeadLetter(pipeline, job, env.id, env, s.reason);
       }
     });
     await execAll(pipeline);
-    await Promise.all(settled.map((s) => (s.status === 'fulfilled' ? this.sink(s.value.env, s.value.result) : undefined)));
+    await Promise.all(settled.map((s, i) => (s.status === 'fulfilled' ? this.sink(parts[i]!, s.value) : undefined)));
     return { rows };
   }
 
@@ -306,15 +345,11 @@ export class RedisWorker {
     return inferEnvelope(this.opts.models, envelope, this.opts.nonFinite ?? 'reject');
   }
 
+  /** Whether BullMQ should run the job again (a retriable error, attempts left); process() counts and logs it. */
   private shouldRetry(job: Job, err: unknown): boolean {
     const retriable = !(err instanceof InferqError) || err.retriable;
     const lastAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
-    if (retriable && !lastAttempt) {
-      this.counters.retried++;
-      this.log.warn({ err, jobId: job.id, attempt: job.attemptsMade + 1 }, 'job failed; it will be retried');
-      return true;
-    }
-    return false;
+    return retriable && !lastAttempt;
   }
 
   private async payload(id: string, data: JobData): Promise<Uint8Array> {
@@ -325,9 +360,13 @@ export class RedisWorker {
     return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
   }
 
+  /** One reply entry; for a pack, one entry for all its jobs (the result envelope lists them, `jobs` counts them). */
   private addReply(pipeline: ChainableCommander, envelope: Envelope, result: Inference): void {
-    const bytes = encodeEnvelope({ id: envelope.id, model: result.model.name, version: result.model.version, rowIds: envelope.rowIds }, result.outputs);
-    this.addReplyFields(pipeline, envelope.replyTo!, envelope.id, ['status', 'ok', 'env', Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)]);
+    const jobs = envelope.jobs?.map((j) => ({ id: j.id, rows: j.rows }));
+    const bytes = encodeEnvelope({ id: envelope.id, model: result.model.name, version: result.model.version, rowIds: envelope.rowIds, jobs }, result.outputs);
+    const fields: (string | Buffer)[] = [REPLY_FIELDS.status, 'ok', REPLY_FIELDS.env, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)];
+    if (jobs !== undefined) fields.push(REPLY_FIELDS.jobs, String(jobs.length));
+    this.addReplyFields(pipeline, envelope.replyTo!, envelope.id, fields);
   }
 
   private addReplyFields(pipeline: ChainableCommander, stream: string, id: string, fields: (string | Buffer)[]): void {
