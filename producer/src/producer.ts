@@ -99,7 +99,8 @@ export interface PredictOptions extends Omit<EnqueueOptions, 'replyTo'> {
 /** A job waiting in a pack. */
 interface PackedItem {
   readonly job: PackedJob;
-  readonly resolve: () => void;
+  /** Settles the job's enqueue() with its id. */
+  readonly resolve: (id: string) => void;
   readonly reject: (err: Error) => void;
 }
 
@@ -166,11 +167,16 @@ export class Producer {
   }
 
   /** Enqueues a feature batch for `model`; resolves with the job id once it is stored in Redis. */
-  async enqueue(model: string, batch: FeatureBatch, options: EnqueueOptions = {}): Promise<string> {
-    return this.send(model, batch, options, options.jobId ?? randomUUID(), options.jobId !== undefined);
+  enqueue(model: string, batch: FeatureBatch, options: EnqueueOptions = {}): Promise<string> {
+    try {
+      return this.send(model, batch, options, options.jobId ?? randomUUID(), options.jobId !== undefined);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
   }
 
-  private async send(model: string, batch: FeatureBatch, options: EnqueueOptions, id: string, explicitId: boolean): Promise<string> {
+  /** Packs or sends one job. Not async: with linger it runs once per small job, and each await costs. Throws bad input synchronously. */
+  private send(model: string, batch: FeatureBatch, options: EnqueueOptions, id: string, explicitId: boolean): Promise<string> {
     this.assertOpen();
     const tensors = toTensors(batch, options.input);
     const linger = this.options.linger;
@@ -185,16 +191,14 @@ export class Producer {
       if (options.deadline !== undefined && !(Number.isSafeInteger(options.deadline) && options.deadline >= 0)) {
         throw new EnvelopeError(`deadline: expected epoch milliseconds, got ${String(options.deadline)}${jobSuffix(id)}`, { jobId: id, model });
       }
-      await new Promise<void>((resolve, reject) => this.addToPack(model, options, tensors, { job: { id, rows, deadline: options.deadline }, resolve, reject }));
-      return id;
+      return new Promise<string>((resolve, reject) => this.addToPack(model, options, tensors, { job: { id, rows, deadline: options.deadline }, resolve, reject }));
     }
     const envelope = encodeEnvelope(
       { id, model, version: options.version, rowIds: options.rowIds, replyTo: options.replyTo, sinks: options.sinks, deadline: options.deadline },
       tensors,
     );
     const rows = Object.values(tensors)[0]?.shape[0] ?? 0;
-    await this.addJob(id, { v: 1, model, version: options.version, rows, bytes: envelope.byteLength }, envelope, options);
-    return id;
+    return this.addJob(id, { v: 1, model, version: options.version, rows, bytes: envelope.byteLength }, envelope, options).then(() => id);
   }
 
   /** One BullMQ job and its payload in one MULTI/EXEC. */
@@ -299,7 +303,7 @@ export class Producer {
       sent = Promise.reject(err as Error);
     }
     const settled = sent.then(
-      () => items.forEach((i) => i.resolve()),
+      () => items.forEach((i) => i.resolve(i.job.id)),
       (err: Error) => items.forEach((i) => i.reject(err)),
     );
     this.flushing.add(settled);

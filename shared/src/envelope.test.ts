@@ -148,11 +148,14 @@ describe('tensor envelope', () => {
     expect(() => decodeEnvelope(craft((h) => (h['id'] = '')))).toThrow(/"id"/);
     expect(() => decodeEnvelope(craft((h) => (h['rowIds'] = ['only-one'])))).toThrow(/"rowIds": expected 2 strings/);
     // Packed jobs: their rows must add up, their ids be distinct strings, their deadlines numbers.
-    expect(() => decodeEnvelope(craft((h) => (h['jobs'] = [{ id: 'a', rows: 1 }])))).toThrow(/"jobs": their rows add up to 1, header says 2/);
-    expect(() => decodeEnvelope(craft((h) => (h['jobs'] = [{ id: 'a', rows: 1 }, { id: 'a', rows: 1 }])))).toThrow(/"jobs"\[1\]\.id: job id "a" appears twice/);
-    expect(() => decodeEnvelope(craft((h) => (h['jobs'] = [{ id: 7, rows: 2 }])))).toThrow(/"jobs"\[0\]\.id: expected a string/);
-    expect(() => decodeEnvelope(craft((h) => (h['jobs'] = [{ id: 'a', rows: 2, deadline: 'soon' }])))).toThrow(/"jobs"\[0\]\.deadline: expected epoch milliseconds, got "soon"/);
-    expect(() => decodeEnvelope(craft((h) => (h['jobs'] = [])))).toThrow(/"jobs": expected 1\.\.100000 packed jobs/);
+    const jobs = (ids: unknown[], rows: unknown[], deadlines?: unknown[]) => (h: Record<string, unknown>) => (h['jobs'] = { ids, rows, ...(deadlines === undefined ? {} : { deadlines }) });
+    expect(() => decodeEnvelope(craft(jobs(['a'], [1])))).toThrow(/"jobs.rows": they add up to 1, header says 2/);
+    expect(() => decodeEnvelope(craft(jobs(['a', 'a'], [1, 1])))).toThrow(/"jobs.ids"\[1\]: job id "a" appears twice/);
+    expect(() => decodeEnvelope(craft(jobs([7], [2])))).toThrow(/"jobs.ids"\[0\]: expected a string/);
+    expect(() => decodeEnvelope(craft(jobs(['a', 'b'], [2])))).toThrow(/"jobs.rows": expected 2 row counts/);
+    expect(() => decodeEnvelope(craft(jobs(['a'], [2], ['soon'])))).toThrow(/"jobs.deadlines"\[0\]: expected epoch milliseconds or null, got "soon"/);
+    expect(() => decodeEnvelope(craft(jobs([], [])))).toThrow(/"jobs.ids": expected 1\.\.100000 job ids/);
+    expect(() => decodeEnvelope(craft((h) => (h['jobs'] = 'all')))).toThrow(/"jobs.ids"/);
   });
 
   it('packs several jobs into one envelope and unpacks them as views of their own rows', () => {

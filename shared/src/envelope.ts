@@ -96,7 +96,15 @@ interface Header {
   sinks?: string[];
   deadline?: number;
   error?: { message: string; kind: string };
-  jobs?: PackedJob[];
+  jobs?: PackedHeader;
+}
+
+/** A packed envelope's jobs on the wire: parallel arrays (a third of the JSON work of an object per job). */
+interface PackedHeader {
+  ids: string[];
+  rows: number[];
+  /** Present when some job has a deadline; null for those without. */
+  deadlines?: (number | null)[];
 }
 
 /** Most jobs one packed envelope may hold. */
@@ -123,7 +131,17 @@ export function encodeEnvelope(meta: EnvelopeMeta, tensors: TensorMap): Uint8Arr
   if (meta.sinks !== undefined) header.sinks = [...meta.sinks];
   if (meta.deadline !== undefined) header.deadline = meta.deadline;
   if (meta.error !== undefined) header.error = { message: meta.error.message, kind: meta.error.kind };
-  if (meta.jobs !== undefined) header.jobs = meta.jobs.map((j) => (j.deadline === undefined ? { id: j.id, rows: j.rows } : { id: j.id, rows: j.rows, deadline: j.deadline }));
+  if (meta.jobs !== undefined) {
+    const ids: string[] = [];
+    const jobRows: number[] = [];
+    let deadlines: (number | null)[] | undefined;
+    meta.jobs.forEach((j, i) => {
+      ids.push(j.id);
+      jobRows.push(j.rows);
+      if (j.deadline !== undefined) (deadlines ??= new Array<number | null>(meta.jobs!.length).fill(null))[i] = j.deadline;
+    });
+    header.jobs = deadlines === undefined ? { ids, rows: jobRows } : { ids, rows: jobRows, deadlines };
+  }
   validateHeader(header, dataLength); // never emit what we would refuse to decode
 
   const headerBytes = encoder.encode(JSON.stringify(header));
@@ -268,8 +286,17 @@ export function decodeEnvelope(bytes: Uint8Array): Envelope {
     sinks: header.sinks,
     deadline: header.deadline,
     error: header.error,
-    jobs: header.jobs,
+    jobs: header.jobs === undefined ? undefined : packedJobs(header.jobs),
   };
+}
+
+function packedJobs(h: PackedHeader): PackedJob[] {
+  const out: PackedJob[] = new Array<PackedJob>(h.ids.length);
+  for (let i = 0; i < h.ids.length; i++) {
+    const deadline = h.deadlines?.[i];
+    out[i] = deadline === null || deadline === undefined ? { id: h.ids[i]!, rows: h.rows[i]! } : { id: h.ids[i]!, rows: h.rows[i]!, deadline };
+  }
+  return out;
 }
 
 /**
@@ -357,24 +384,32 @@ function validateHeader(value: unknown, dataLength: number): Header {
   }
   const jobs = h['jobs'];
   if (jobs !== undefined) {
-    if (!Array.isArray(jobs) || jobs.length === 0 || jobs.length > MAX_PACKED_JOBS) {
-      fail(`envelope header "jobs": expected 1..${MAX_PACKED_JOBS} packed jobs, got ${show(jobs)}`);
+    const j = (typeof jobs === 'object' && jobs !== null ? jobs : {}) as Record<string, unknown>;
+    const ids = j['ids'];
+    const jobRows = j['rows'];
+    const deadlines = j['deadlines'];
+    if (!Array.isArray(ids) || ids.length === 0 || ids.length > MAX_PACKED_JOBS) {
+      fail(`envelope header "jobs.ids": expected 1..${MAX_PACKED_JOBS} job ids, got ${show(ids)}`);
     }
-    const ids = new Set<string>();
+    const n = (ids as unknown[]).length;
+    if (!Array.isArray(jobRows) || jobRows.length !== n) fail(`envelope header "jobs.rows": expected ${n} row counts, got ${show(jobRows)}`);
+    if (deadlines !== undefined && (!Array.isArray(deadlines) || deadlines.length !== n)) fail(`envelope header "jobs.deadlines": expected ${n} entries, got ${show(deadlines)}`);
+    const seen = new Set<string>();
     let sum = 0;
-    (jobs as unknown[]).forEach((raw, i) => {
-      const j = (typeof raw === 'object' && raw !== null ? raw : {}) as Record<string, unknown>;
-      const jid = j['id'];
+    for (let i = 0; i < n; i++) {
+      const jid = (ids as unknown[])[i];
       if (typeof jid !== 'string' || jid.length === 0 || jid.length > MAX_ID_LENGTH) {
-        fail(`envelope header "jobs"[${i}].id: expected a string of 1..${MAX_ID_LENGTH} characters, got ${show(jid)}`);
+        fail(`envelope header "jobs.ids"[${i}]: expected a string of 1..${MAX_ID_LENGTH} characters, got ${show(jid)}`);
       }
-      if (ids.has(jid as string)) fail(`envelope header "jobs"[${i}].id: job id ${show(jid)} appears twice`);
-      ids.add(jid as string);
-      if (!isCount(j['rows'])) fail(`envelope header "jobs"[${i}].rows: expected a non-negative integer, got ${show(j['rows'])}`);
-      sum += j['rows'] as number;
-      if (j['deadline'] !== undefined && !isCount(j['deadline'])) fail(`envelope header "jobs"[${i}].deadline: expected epoch milliseconds, got ${show(j['deadline'])}`);
-    });
-    if (sum !== rows) fail(`envelope header "jobs": their rows add up to ${sum}, header says ${rows as number}`);
+      seen.add(jid as string);
+      if (seen.size !== i + 1) fail(`envelope header "jobs.ids"[${i}]: job id ${show(jid)} appears twice`);
+      const r = (jobRows as unknown[])[i];
+      if (!isCount(r)) fail(`envelope header "jobs.rows"[${i}]: expected a non-negative integer, got ${show(r)}`);
+      sum += r as number;
+      const d = (deadlines as unknown[] | undefined)?.[i];
+      if (d !== undefined && d !== null && !isCount(d)) fail(`envelope header "jobs.deadlines"[${i}]: expected epoch milliseconds or null, got ${show(d)}`);
+    }
+    if (sum !== rows) fail(`envelope header "jobs.rows": they add up to ${sum}, header says ${rows as number}`);
   }
   return h as unknown as Header;
 }
