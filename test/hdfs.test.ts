@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
 import { KafkaProducer, Producer } from '@inferq/producer';
 import { forwardMlp } from '../examples/build/onnx-builder.js';
 import { WebHdfs, WebHdfsError } from '../workers/src/io/webhdfs.js';
@@ -22,7 +23,7 @@ import { runPython } from './infra/python.js';
 import { runCli } from './helpers/cli.js';
 import { committedTotal, createTopic, topicName, withAdmin } from './helpers/kafka.js';
 import { smallMlp, tempDir, writeModel } from './helpers/models.js';
-import { dropQueue, queueName, startWorker, waitFor } from './helpers/redis.js';
+import { dropQueue, queueName, readStream, startWorker, waitFor } from './helpers/redis.js';
 
 const webhdfs = inject('webhdfsUrl');
 const brokers = inject('kafkaBrokers');
@@ -398,6 +399,63 @@ describe('Redis workers with a Parquet sink on HDFS', () => {
       w.child.kill('SIGTERM');
       await w.exited;
       await producer.close();
+      await dropQueue(redisUrl, queue);
+    }
+  }, 180_000);
+
+  it('a job names sinks of its own: its rows go there too, only under allowed folders, packed or not, once', async () => {
+    const queue = queueName();
+    const root = `/inferq-test/redis-jobsinks-${queue}`;
+    const uri = (path: string): string => `webhdfs://${hostPort}${root}${path}`;
+    const w = startWorker(args(queue, uri('/all'), ['--allow-job-sinks', uri('/jobs')]));
+    // Linger: jobs that name the same sinks travel as one pack.
+    const producer = new Producer({ redis: redisUrl, queue, linger: { ms: 10 } });
+    const redis = new Redis(redisUrl);
+    try {
+      await w.ready;
+      const n = 60;
+      const teamA = (k: number): boolean => k % 3 === 0;
+      const ids = await Promise.all(
+        Array.from({ length: n }, (_, k) => producer.enqueue('mlp', features(1 + (k % 2), k), teamA(k) ? { sinks: [`parquet:${uri('/jobs/team-a')}`] } : {})),
+      );
+      const seed = new Map(ids.map((id, k) => [id, k]));
+      // Refused before the job runs: outside the allowed folder, and escaping it with "..".
+      const outside = await producer.enqueue('mlp', features(1, 1), { jobId: 'outside', sinks: [uri('/elsewhere')] });
+      const escape = await producer.enqueue('mlp', features(1, 1), { jobId: 'escape', sinks: [uri('/jobs/../all2')] });
+      await waitFor(() => idle(queue), 'the queue to drain', 60_000, 100);
+      const dead = await readStream(redis, `inferq:${queue}:dead`);
+      const reasons = new Map(dead.map((e) => [e.fields.get('id')!.toString(), e.fields.get('reason')!.toString()]));
+      expect([...reasons.keys()].sort()).toEqual([escape, outside].sort());
+      expect(reasons.get(outside)).toMatch(/job sink ".*\/elsewhere" is not allowed: this worker takes job sinks under ".*\/jobs" only/);
+      expect(reasons.get(escape)).toMatch(/is not allowed/);
+      const featuresOf = (id: string): number[][] => features(1 + (seed.get(id)! % 2), seed.get(id)!);
+      const rowsOf = (ks: number[]): number => ks.reduce((a, k) => a + 1 + (k % 2), 0);
+      const all = Array.from({ length: n }, (_, k) => k);
+      const everything = JSON.parse(await runPython(READ_DATASET, [await download(fs, `${root}/all`)])) as Dataset;
+      expect(everything.rows).toBe(rowsOf(all));
+      expect(everything.distinct).toBe(rowsOf(all));
+      expectRowsMatch(everything, featuresOf);
+      const team = JSON.parse(await runPython(READ_DATASET, [await download(fs, `${root}/jobs/team-a`)])) as Dataset;
+      expect(team.rows).toBe(rowsOf(all.filter(teamA)));
+      expect(new Set(team.all.map(([id]) => id))).toEqual(new Set(ids.filter((_, k) => teamA(k))));
+      expectRowsMatch(team, featuresOf);
+      expect((await fs.listStatus(root)).map((st) => st.pathSuffix).sort()).toEqual(['all', 'jobs']);
+      // A job run again (same id, same sinks) finds its rows written in both folders.
+      const single = new Producer({ redis: redisUrl, queue });
+      try {
+        await single.enqueue('mlp', features(1, 0), { jobId: ids[0]!, sinks: [`parquet:${uri('/jobs/team-a')}`] });
+      } finally {
+        await single.close();
+      }
+      await waitFor(() => idle(queue), 'the replayed job to complete', 30_000, 100);
+      const again = JSON.parse(await runPython(READ_DATASET, [await download(fs, `${root}/jobs/team-a`)])) as Dataset;
+      expect(again.files).toEqual(team.files);
+      expect((JSON.parse(await runPython(READ_DATASET, [await download(fs, `${root}/all`)])) as Dataset).rows).toBe(rowsOf(all));
+    } finally {
+      w.child.kill('SIGTERM');
+      await w.exited;
+      await producer.close();
+      redis.disconnect();
       await dropQueue(redisUrl, queue);
     }
   }, 180_000);

@@ -170,6 +170,11 @@ describe('Kafka transport', () => {
           value: Buffer.from(encodeEnvelope({ id: 'bad-pack', model: 'mlp', replyTo: replyTopic, jobs: [{ id: 'p1', rows: 1 }, { id: 'p2', rows: 1 }] }, { features: f32([2, 4]) })),
           reason: /packs 2 jobs; packed envelopes travel over Redis only/,
         },
+        {
+          id: 'bad-sinks',
+          value: Buffer.from(encodeEnvelope({ id: 'bad-sinks', model: 'mlp', replyTo: replyTopic, sinks: ['/tmp/x'] }, { features: f32([1, 4]) })),
+          reason: /job sinks \["\/tmp\/x"\] are honoured by Redis workers only/,
+        },
       ];
       let i = 0;
       for (const b of bad) {

@@ -39,7 +39,8 @@ export interface KafkaProducerOptions {
 }
 
 /** Kafka has no per-message priority, delay or broker-side retry: those Redis options do not exist here. */
-export interface KafkaEnqueueOptions extends Omit<EnqueueOptions, 'priority' | 'delay' | 'attempts' | 'backoff'> {
+/** Redis's options less those Kafka cannot honour: per-message priority, delay and retries, and job sinks (the Kafka worker writes to its own). */
+export interface KafkaEnqueueOptions extends Omit<EnqueueOptions, 'priority' | 'delay' | 'attempts' | 'backoff' | 'sinks'> {
   /** Message key (chooses the partition; ordering holds per key). Default: the job id. */
   readonly partitionKey?: string;
 }
@@ -117,7 +118,7 @@ export class KafkaProducer {
     const id = options.jobId ?? randomUUID();
     const tensors = toTensors(batch, options.input);
     const envelope = encodeEnvelope(
-      { id, model, version: options.version, rowIds: options.rowIds, replyTo: options.replyTo, sinks: options.sinks, deadline: options.deadline },
+      { id, model, version: options.version, rowIds: options.rowIds, replyTo: options.replyTo, deadline: options.deadline },
       tensors,
     );
     const rows = Object.values(tensors)[0]?.shape[0] ?? 0;

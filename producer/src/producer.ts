@@ -83,7 +83,11 @@ export interface EnqueueOptions {
   readonly deadline?: number;
   /** Reply stream the worker writes the result to. */
   readonly replyTo?: string;
-  /** Extra sinks for the results (URIs). */
+  /**
+   * Parquet folders this job's rows are written to as well as the worker's `--sink` ones
+   * (`parquet:<uri>` or a URI). The worker takes only folders under its `--allow-job-sinks`;
+   * others dead-letter the job.
+   */
   readonly sinks?: readonly string[];
   /** Per-row ids carried to the results. */
   readonly rowIds?: readonly string[];

@@ -114,6 +114,7 @@ interface WorkerFlags {
   deadLetterTopic?: string;
   sessionTimeoutMs?: number;
   sink: string[];
+  allowJobSinks: string[];
   sinkRollRows?: number;
   sinkRollMs?: number;
   redis: string;
@@ -149,16 +150,21 @@ async function workerCommand(flags: WorkerFlags): Promise<void> {
     await pool.close(); // models that did load hold worker threads: release them so the process can exit
     throw err;
   }
-  const sinks = flags.sink.map((spec) => {
-    const m = /^parquet:(.+)$/.exec(spec);
-    if (m === null) throw new ConfigError(`--sink "${spec}": expected parquet:<folder or URI> (a local path, file://, webhdfs:// or hdfs://)`);
-    return new ParquetSink({
-      location: m[1]!,
+  const openSink = (location: string): ParquetSink =>
+    new ParquetSink({
+      location,
       logger,
       ...(flags.sinkRollRows === undefined ? {} : { rollRows: flags.sinkRollRows }),
       ...(flags.sinkRollMs === undefined ? {} : { rollMs: flags.sinkRollMs }),
     });
+  const sinks = flags.sink.map((spec) => {
+    const m = /^parquet:(.+)$/.exec(spec);
+    if (m === null) throw new ConfigError(`--sink "${spec}": expected parquet:<folder or URI> (a local path, file://, webhdfs:// or hdfs://)`);
+    return openSink(m[1]!);
   });
+  if (flags.transport === 'kafka' && flags.allowJobSinks.length > 0) {
+    throw new ConfigError('--allow-job-sinks: job sinks are honoured by Redis workers only (a Kafka worker writes every result to its --sink folders)');
+  }
   const worker =
     flags.transport === 'kafka'
       ? new KafkaWorker({
@@ -184,6 +190,8 @@ async function workerCommand(flags: WorkerFlags): Promise<void> {
           ...(flags.lockDurationMs === undefined ? {} : { lockDurationMs: flags.lockDurationMs }),
           nonFinite: flags.nan,
           sinks,
+          allowJobSinksUnder: flags.allowJobSinks.map((spec) => spec.replace(/^parquet:/, '')),
+          openSink,
         });
   const source = flags.transport === 'kafka' ? `topic "${flags.topic}" (group "${flags.group}")` : `queue "${flags.queue}"`;
   let stopping: Promise<void> | undefined;
@@ -366,6 +374,7 @@ export function buildProgram(): Command {
     .option('--brokers <host:port,…>', 'Kafka bootstrap brokers', process.env['KAFKA_BROKERS'] ?? '127.0.0.1:9092')
     .option('--dead-letter-topic <name>', 'dead-letter topic (Kafka; default <topic>.dead)')
     .option('--sink <parquet:uri>', 'also write every result to Parquet files under this folder (local path, file://, webhdfs://, hdfs://); repeatable', (v: string, prev: string[]) => [...prev, v], [] as string[])
+    .option('--allow-job-sinks <folder>', 'redis: let a job name sinks of its own (enqueue option `sinks`) under this folder; repeatable (default: jobs may name none)', (v: string, prev: string[]) => [...prev, v], [] as string[])
     .option('--sink-roll-rows <n>', 'roll a sink file at this many rows (default 100000)', positiveInt)
     .option('--sink-roll-ms <n>', 'roll a sink file when its oldest row is this old (default 10000)', positiveInt)
     .option('--session-timeout-ms <n>', 'Kafka: a worker silent this long leaves the group and its partitions move (default 30000)', positiveInt)

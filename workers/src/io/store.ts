@@ -47,7 +47,7 @@ export interface Location {
 
 /** Parses an output location (see the module comment). */
 export function parseLocation(uri: string, options: Omit<WebHdfsOptions, 'url'> = {}): Location {
-  const m = /^([a-z]+):\/\/([^/]*)(\/.*)?$/i.exec(uri);
+  const m = /^([a-z][a-z0-9+.-]*):\/\/([^/]*)(\/.*)?$/i.exec(uri);
   if (m === null) return { store: new LocalStore(), path: resolve(uri), uri };
   const scheme = m[1]!.toLowerCase();
   const authority = m[2]!;

@@ -435,6 +435,9 @@ export class KafkaWorker {
     if (envelope.jobs !== undefined) {
       throw new InvalidInputError(`envelope packs ${envelope.jobs.length} jobs; packed envelopes travel over Redis only (send one envelope per Kafka message)${jobSuffix(envelope.id)}`, { jobId: envelope.id });
     }
+    if (envelope.sinks !== undefined && envelope.sinks.length > 0) {
+      throw new InvalidInputError(`job sinks ${JSON.stringify(envelope.sinks)} are honoured by Redis workers only; this Kafka worker writes every result to its --sink folders${jobSuffix(envelope.id)}`, { jobId: envelope.id });
+    }
     const headerId = headerString(message.headers, KAFKA_HEADERS.id);
     if (headerId !== undefined && headerId !== envelope.id) {
       throw new InvalidInputError(`envelope id "${envelope.id}" does not match the ${KAFKA_HEADERS.id} header "${headerId}"`, { jobId: headerId });

@@ -37,7 +37,8 @@ import {
 import type { Envelope, JobData, NonFinitePolicy, RedisKeys } from '@inferq/shared';
 import type { Logger } from '../logging.js';
 import type { ModelPool } from '../models/model-pool.js';
-import type { ParquetSink } from '../sinks/parquet-sink.js';
+import { ParquetSink } from '../sinks/parquet-sink.js';
+import { SinkSet } from '../sinks/sink-set.js';
 import { inferEnvelope } from './infer.js';
 import type { Inference } from './infer.js';
 
@@ -70,6 +71,13 @@ export interface RedisWorkerOptions {
    * finds a roll the crash left half-written (whose files are deleted and written again).
    */
   readonly sinks?: readonly ParquetSink[];
+  /**
+   * Folders under which a job may name sinks of its own (`enqueue(…, { sinks })`); its rows
+   * then go to those too. A job naming any other folder is dead-lettered. Default: none.
+   */
+  readonly allowJobSinksUnder?: readonly string[];
+  /** Opens a job's sink folder (the CLI passes its roll settings). Default: a ParquetSink with default rolls. */
+  readonly openSink?: (uri: string) => ParquetSink;
 }
 
 export interface RedisWorkerStats {
@@ -91,7 +99,7 @@ export class RedisWorker {
   private worker: Worker | undefined;
   private closing: Promise<void> | undefined;
   private readonly counters = { completed: 0, deadLettered: 0, retried: 0, alreadySunk: 0, rolls: 0, packsSplit: 0 };
-  private readonly sinks: readonly ParquetSink[];
+  private readonly sinks: SinkSet;
   /** This process's sink group: roll files are named after it and a sequence number per job. */
   private readonly sinkGroup: string;
   private seq = 0;
@@ -107,7 +115,11 @@ export class RedisWorker {
     this.redis = new Redis(options.redis, { maxRetriesPerRequest: null });
     this.workerConnection = this.redis.duplicate({ maxRetriesPerRequest: null });
     this.log = options.logger.child({ transport: 'redis', queue: options.queue });
-    this.sinks = options.sinks ?? [];
+    this.sinks = new SinkSet({
+      defaults: options.sinks ?? [],
+      allowJobSinksUnder: options.allowJobSinksUnder ?? [],
+      open: options.openSink ?? ((uri) => new ParquetSink({ location: uri, logger: options.logger })),
+    });
     this.sinkGroup = `redis-${options.queue}-${randomBytes(4).toString('hex')}`;
   }
 
@@ -138,7 +150,7 @@ export class RedisWorker {
       }
     });
     worker.on('error', (err) => this.log.error({ err }, 'worker error'));
-    if (this.sinks.length > 0) {
+    if (this.sinks.active) {
       this.rollTimer = setInterval(() => this.maybeRoll(), 100);
       this.rollTimer.unref();
     }
@@ -188,6 +200,8 @@ export class RedisWorker {
       const bytes = await this.payload(id, data);
       envelope = decodeEnvelope(bytes);
       if (envelope.id !== id) throw new InvalidInputError(`envelope id "${envelope.id}" does not match job id "${id}"`, { jobId: id });
+      // A job sink this worker may not write to fails the job before it runs (not after its reply).
+      for (const spec of envelope.sinks ?? []) this.sinks.check(spec, id);
       if (data.bundle !== undefined || envelope.jobs !== undefined) {
         if (envelope.jobs?.length !== data.bundle) {
           throw new InvalidInputError(`job data says ${String(data.bundle)} packed jobs, the envelope holds ${envelope.jobs?.length ?? 'none'}${jobSuffix(id)}`, { jobId: id });
@@ -242,7 +256,7 @@ export class RedisWorker {
           this.addReply(pipeline, envelope, result);
           await execAll(pipeline);
         }
-        if (this.sinks.length > 0) {
+        if (this.sinks.active) {
           const parts = unpackJobs(envelope);
           let start = 0;
           await Promise.all(
@@ -281,23 +295,26 @@ export class RedisWorker {
     return { rows };
   }
 
-  /** Puts a job's rows into the sinks and waits until the roll holding them is published. */
+  /** Puts a job's rows into its sinks (the worker's and its own) and waits until the roll holding them is published. */
   private async sink(envelope: Envelope, result: Inference): Promise<void> {
-    if (this.sinks.length === 0) return;
+    if (!this.sinks.active) return;
+    const targets = this.sinks.forJob(envelope.sinks, envelope.id);
+    if (targets.length === 0) return;
     const recorded = await this.redis.get(this.keys.sunk(envelope.id));
     if (recorded !== null) {
-      const paths = JSON.parse(recorded) as string[][];
-      const states = await Promise.all(this.sinks.map((sink, i) => sink.rollState(paths[i] ?? [])));
+      // The roll files of an earlier run, by sink: all in place means this job's rows are written.
+      const paths = Object.entries(JSON.parse(recorded) as Record<string, string[]>).map(([key, files]) => ({ sink: this.sinks.recorded(key, envelope.id), files }));
+      const states = await Promise.all(paths.map((p) => p.sink.rollState(p.files)));
       if (states.every((st) => st === 'complete')) {
         this.counters.alreadySunk++;
         return;
       }
       // A roll a crash left half-written: remove it; its jobs (this one among them) are written anew.
-      await Promise.all(this.sinks.map((sink, i) => sink.deleteFiles(paths[i] ?? [])));
+      await Promise.all(paths.map((p) => p.sink.deleteFiles(p.files)));
     }
     const seq = this.seq++;
     const written = new Promise<void>((resolve) => this.rollWaiters.push({ seq, resolve }));
-    for (const sink of this.sinks) {
+    for (const sink of targets) {
       sink.add(this.sinkGroup, { seq, jobId: envelope.id, rowIds: envelope.rowIds, outputs: result.outputs, rows: result.rows, model: result.model.name, version: result.model.version, ts: Date.now() });
     }
     this.maybeRoll();
@@ -313,18 +330,20 @@ export class RedisWorker {
     if (this.rolling !== undefined || this.rollWaiters.length === 0) return;
     // Due by rows, bytes or age, or when every job slot waits for this roll (no more jobs can come in).
     const full = this.rollWaiters.length >= (this.opts.concurrency ?? 256);
-    if (!this.draining && !full && !this.sinks.some((sink) => sink.due(this.sinkGroup))) return;
+    const sinks = this.sinks.all();
+    if (!this.draining && !full && !sinks.some((sink) => sink.due(this.sinkGroup))) return;
     const first = Math.min(...this.rollWaiters.map((w) => w.seq));
     const last = this.seq - 1;
     this.rolling = (async () => {
-      const plans = this.sinks.map((sink) => sink.planRoll(this.sinkGroup, first, last));
-      const paths = JSON.stringify(plans.map((p) => p.paths));
+      const plans = sinks.filter((sink) => sink.has(this.sinkGroup, first, last)).map((sink) => ({ sink, plan: sink.planRoll(this.sinkGroup, first, last) }));
+      // Every job of the roll records all of its files, by sink: a rerun checks them all.
+      const paths = JSON.stringify(Object.fromEntries(plans.map(({ sink, plan }) => [this.sinks.keyOf(sink), plan.paths])));
       for (let attempt = 1; ; attempt++) {
         try {
           const pipeline = this.redis.pipeline();
-          for (const id of new Set(plans.flatMap((p) => p.jobIds))) pipeline.set(this.keys.sunk(id), paths, 'EX', 7 * 86_400);
+          for (const id of new Set(plans.flatMap((p) => p.plan.jobIds))) pipeline.set(this.keys.sunk(id), paths, 'EX', 7 * 86_400);
           await execAll(pipeline);
-          for (let i = 0; i < plans.length; i++) await this.sinks[i]!.writeRoll(plans[i]!);
+          for (const { sink, plan } of plans) await sink.writeRoll(plan);
           break;
         } catch (err) {
           this.log.warn({ err, attempt, first, last }, 'sink roll failed; retrying (its jobs wait)');
