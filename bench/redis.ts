@@ -6,8 +6,9 @@
  *      enqueue rate (a queue no worker serves) and end-to-end rate (jobs/s)
  *   2. small MLP 64→256→128→1 and medium MLP 256→1024→1024→512→1, 1,000-row jobs end to end,
  *      rows/s and the ratio to raw ONNX Runtime best (measured here, as bench/main.ts does)
- *   3. 1-row jobs (small MLP, the producer's default payload mode): inferq vs a NAIVE plain BullMQ worker (bench/naive-worker.ts:
- *      one job = one row = one session.run at batch 1, XADD reply), same concurrency
+ *   3. 1-row jobs (small and medium MLP, the producer's default payload mode), without and with the
+ *      producer's linger (packs): inferq vs a NAIVE plain BullMQ worker (bench/naive-worker.ts:
+ *      one job = one row = one session.run at batch 1, XADD reply), same concurrency, 1,000 calls in flight
  *   4. request/reply latency at light load: sequential predict() of 1 row, maxDelayMs 2
  *
  * Completions are counted by reading the jobs' `replyTo` stream (XREAD), so a rate is
@@ -432,55 +433,58 @@ export async function redisBench(): Promise<void> {
     }
     table('1,000-row jobs end to end (producer → Redis → worker → reply stream), payload key', ['model', 'jobs', 'rows/s', 'raw best', 'vs raw', 'max |err| 10 rows'], modelRows);
 
-    // 3. 1-row jobs: inferq vs a naive BullMQ worker.
-    const one = features(1, SMALL[0]!);
+    // 3. 1-row jobs: inferq vs a naive BullMQ worker, for each model.
     // The producer's default payload mode ('auto': envelopes up to 8 KiB travel inside the job data, as the naive worker's rows do).
     const pa = producer('auto');
-    await warm(pa, 'small', one, 500);
-    const c1 = counter('one-row-inferq');
-    const inferqOne = await drive(N.oneRow, () => pa.enqueue('small', one, { replyTo: c1.stream }), c1, pids, diagnose, ONE_ROW_PARALLEL, ONE_ROW_WINDOW);
-    cpuRow('end to end, small, 1-row jobs, inferq', inferqOne);
-    // The same 1-row enqueue() calls with the producer's linger (2 ms): many jobs per queue message.
     const pl = producer('auto', queue, { ms: 2 });
-    const cl = counter('one-row-linger');
-    const lingerOne = await drive(N.oneRowLinger, () => pl.enqueue('small', one, { replyTo: cl.stream }), cl, pids, diagnose, ONE_ROW_PARALLEL, ONE_ROW_WINDOW);
-    cpuRow('end to end, small, 1-row jobs, inferq + linger 2 ms', lingerOne);
+    const one = features(1, SMALL[0]!);
+    for (const [name, width] of [['small', SMALL[0]!], ['medium', MEDIUM[0]!]] as const) {
+      const x = features(1, width);
+      await warm(pa, name, x, 500);
+      const c1 = counter(`one-row-inferq-${name}`);
+      const inferqOne = await drive(N.oneRow, () => pa.enqueue(name, x, { replyTo: c1.stream }), c1, pids, diagnose, ONE_ROW_PARALLEL, ONE_ROW_WINDOW);
+      cpuRow(`end to end, ${name}, 1-row jobs, inferq`, inferqOne);
+      // The same 1-row enqueue() calls with the producer's linger (2 ms): jobs packed into one tensor per queue message.
+      const cl = counter(`one-row-linger-${name}`);
+      const lingerOne = await drive(N.oneRowLinger, () => pl.enqueue(name, x, { replyTo: cl.stream }), cl, pids, diagnose, ONE_ROW_PARALLEL, ONE_ROW_WINDOW);
+      cpuRow(`end to end, ${name}, 1-row jobs, inferq + linger 2 ms`, lingerOne);
 
-    const naiveQueueName = `${queue}-naive`;
-    naive = await spawnNode(
-      'naive worker',
-      ['bench/naive-worker.ts', '--redis', url, '--queue', naiveQueueName, '--model', join(repo, 'small', '1', 'model.onnx'), '--concurrency', String(CONCURRENCY)],
-      'naive worker: ready',
-    );
-    const nv = naive;
-    const naiveConnection = connectRedis(url);
-    const naiveQueue = new Queue(naiveQueueName, { connection: naiveConnection });
-    const row = Array.from(one['features']!.data as Float32Array);
-    const naivePids = { producer: process.pid, worker: naive.pid, redis: redisPid };
-    let naiveOne: DriveResult;
-    try {
-      const cw = counter('naive-warm', false);
-      await drive(500, () => naiveQueue.add('row', { x: row, replyTo: cw.stream }, { removeOnComplete: true }), cw, {}, () => nv.tail());
-      const cn = counter('one-row-naive', false);
-      naiveOne = await drive(N.oneRow, () => naiveQueue.add('row', { x: row, replyTo: cn.stream }, { removeOnComplete: true }), cn, naivePids, () => nv.tail(), ONE_ROW_PARALLEL, ONE_ROW_WINDOW);
-    } finally {
-      await bounded(naiveQueue.close(), 5000);
-      naiveConnection.disconnect(); // BullMQ leaves a connection it was given open
-      await naive.stop();
-      naive = undefined;
+      const naiveQueueName = `${queue}-naive-${name}`;
+      naive = await spawnNode(
+        'naive worker',
+        ['bench/naive-worker.ts', '--redis', url, '--queue', naiveQueueName, '--model', join(repo, name, '1', 'model.onnx'), '--concurrency', String(CONCURRENCY)],
+        'naive worker: ready',
+      );
+      const nv = naive;
+      const naiveConnection = connectRedis(url);
+      const naiveQueue = new Queue(naiveQueueName, { connection: naiveConnection });
+      const row = Array.from(x['features']!.data as Float32Array);
+      const naivePids = { producer: process.pid, worker: naive.pid, redis: redisPid };
+      let naiveOne: DriveResult;
+      try {
+        const cw = counter(`naive-warm-${name}`, false);
+        await drive(500, () => naiveQueue.add('row', { x: row, replyTo: cw.stream }, { removeOnComplete: true }), cw, {}, () => nv.tail());
+        const cn = counter(`one-row-naive-${name}`, false);
+        naiveOne = await drive(N.oneRow, () => naiveQueue.add('row', { x: row, replyTo: cn.stream }, { removeOnComplete: true }), cn, naivePids, () => nv.tail(), ONE_ROW_PARALLEL, ONE_ROW_WINDOW);
+      } finally {
+        await bounded(naiveQueue.close(), 5000);
+        naiveConnection.disconnect(); // BullMQ leaves a connection it was given open
+        await naive.stop();
+        naive = undefined;
+      }
+      cpuRow(`end to end, ${name}, 1-row jobs, naive BullMQ worker`, naiveOne);
+      const iq = N.oneRow / inferqOne.seconds;
+      const nq = N.oneRow / naiveOne.seconds;
+      const il = N.oneRowLinger / lingerOne.seconds;
+      table(`1-row jobs end to end, ${name} MLP, ${fmt(N.oneRow)} jobs, ${fmt(ONE_ROW_PARALLEL)} calls in flight, worker concurrency ${CONCURRENCY} (rows/s = jobs/s)`, ['worker', 'rows/s', 'enqueue rows/s', 'vs naive'], [
+        ['inferq (batcher, envelope, payload auto = inline)', iq, N.oneRow / inferqOne.enqueueSeconds, (iq / nq).toFixed(2)],
+        [`inferq + producer linger 2 ms (packs, ${fmt(N.oneRowLinger)} jobs)`, il, N.oneRowLinger / lingerOne.enqueueSeconds, (il / nq).toFixed(2)],
+        ['naive BullMQ worker (1 job = 1 session.run)', nq, N.oneRow / naiveOne.enqueueSeconds, '1.00'],
+        ...(name === 'small' ? [['(reference: inferq, 1,000-row jobs, from above)', smallThousand, '', (smallThousand / nq).toFixed(2)]] : []),
+      ]);
+      summary.push([`1-row jobs end to end, ${name}, inferq vs naive`, iq, `${(iq / nq).toFixed(2)}× naive (${fmt(nq)})`, '≥ 20× naive', iq / nq >= 20 ? 'yes' : 'NO']);
+      summary.push([`1-row jobs, ${name}, inferq + linger 2 ms vs naive`, il, `${(il / nq).toFixed(2)}× naive (${fmt(nq)})`, '≥ 20× naive', il / nq >= 20 ? 'yes' : 'NO']);
     }
-    cpuRow('end to end, small, 1-row jobs, naive BullMQ worker', naiveOne);
-    const iq = N.oneRow / inferqOne.seconds;
-    const nq = N.oneRow / naiveOne.seconds;
-    table(`1-row jobs end to end, small MLP, ${fmt(N.oneRow)} jobs, concurrency ${CONCURRENCY} (rows/s = jobs/s)`, ['worker', 'rows/s', 'enqueue rows/s', 'vs naive'], [
-      ['inferq (batcher, envelope, payload auto = inline)', iq, N.oneRow / inferqOne.enqueueSeconds, (iq / nq).toFixed(2)],
-      [`inferq + producer linger 2 ms (packs, ${fmt(N.oneRowLinger)} jobs)`, N.oneRowLinger / lingerOne.seconds, N.oneRowLinger / lingerOne.enqueueSeconds, (N.oneRowLinger / lingerOne.seconds / nq).toFixed(2)],
-      ['naive BullMQ worker (1 job = 1 session.run)', nq, N.oneRow / naiveOne.enqueueSeconds, '1.00'],
-      ['(reference: inferq, 1,000-row jobs, from above)', smallThousand, '', (smallThousand / nq).toFixed(2)],
-    ]);
-    const il = N.oneRowLinger / lingerOne.seconds;
-    summary.push(['1-row jobs end to end, inferq vs naive', iq, `${(iq / nq).toFixed(2)}× naive (${fmt(nq)})`, '≥ 20× naive', iq / nq >= 20 ? 'yes' : 'NO']);
-    summary.push(['1-row jobs, inferq + linger 2 ms vs naive', il, `${(il / nq).toFixed(2)}× naive (${fmt(nq)})`, '≥ 20× naive', il / nq >= 20 ? 'yes' : 'NO']);
 
     // 4. request/reply latency at light load.
     const latencyRows: (string | number)[][] = [];
