@@ -378,6 +378,56 @@ describe('Redis transport', () => {
     }
   });
 
+  it('linger: a caller may reuse its arrays at once, and a job as large as a pack is sent alone', async () => {
+    const queue = newQueue();
+    const stream = `inferq:${queue}:replies`;
+    const producer = new Producer({ redis: url, queue, linger: { ms: 20, maxBytes: 4096 } });
+    const q = new Queue(queue, { connection: { url }, prefix: 'inferq' });
+    try {
+      // No worker yet: look at what was queued.
+      const shared = new Float32Array(4);
+      const small = [0, 1, 2].map((i) => {
+        shared.set(features(1, 70 + i)[0]!);
+        return producer.enqueue('mlp', { features: { dtype: 'float32', shape: [1, 4], data: shared } }, { replyTo: stream });
+      });
+      shared.fill(Number.NaN); // after enqueue() returned: the jobs hold their own copies
+      const big = features(300, 77); // 4,800 bytes ≥ maxBytes
+      const [ids, bigId] = await Promise.all([Promise.all(small), producer.enqueue('mlp', big, { replyTo: stream })]);
+      const jobs = await q.getJobs(['wait']);
+      expect(jobs.map((j) => (j.data as { bundle?: number }).bundle ?? 1).sort()).toEqual([1, 3]);
+      expect(jobs.some((j) => j.id === bigId)).toBe(true); // an ordinary job, under its own id
+      const w = await inProcessWorker(queue);
+      try {
+        await waitFor(async () => (await repliesOn(stream)).size >= 4, 'the replies');
+        const replies = await repliesOn(stream);
+        ids.forEach((id, i) => expectMatches(replies.get(id)!, features(1, 70 + i)));
+        expectMatches(replies.get(bigId)!, big);
+      } finally {
+        await w.close();
+      }
+    } finally {
+      await q.close();
+      await producer.close();
+    }
+  });
+
+  it('linger: when a pack cannot be sent, each of its callers gets an error that says so', async () => {
+    const queue = newQueue();
+    // BullMQ's queue metadata key holding a string: its add-job script fails with WRONGTYPE.
+    await redis.set(`inferq:${queue}:meta`, 'not a hash');
+    const producer = new Producer({ redis: url, queue, linger: { ms: 5 } });
+    try {
+      const results = await Promise.allSettled([1, 2, 3].map((i) => producer.enqueue('mlp', features(1, i))));
+      for (const r of results) {
+        expect(r.status).toBe('rejected');
+        expect(((r as PromiseRejectedResult).reason as Error).message).toMatch(/enqueue of 3 packed jobs \(model mlp\) failed: .*WRONGTYPE/);
+        expect(((r as PromiseRejectedResult).reason as InferqError).retriable).toBe(true);
+      }
+    } finally {
+      await producer.close();
+    }
+  });
+
   it('subscribe(): a consumer group shares a reply stream, and a restarted subscriber gets what it had not acknowledged', async () => {
     const queue = newQueue();
     const stream = `inferq:${queue}:replies`;

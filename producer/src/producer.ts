@@ -17,8 +17,8 @@ import { Job, Queue } from 'bullmq';
 import type { JobsOptions } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { RedisOptions } from 'ioredis';
-import { ClosedError, DEFAULT_PREFIX, DEFAULT_QUEUE, EnvelopeError, InferqError, allocate, checkTensors, encodeEnvelope, jobSuffix, parseTablePointer, redisKeys, tableBucket, tableKeys } from '@inferq/shared';
-import type { DType, JobData, PackedJob, RedisKeys, Tensor, TensorMap, TypedArray } from '@inferq/shared';
+import { ClosedError, DEFAULT_PREFIX, DEFAULT_QUEUE, DTYPE_BYTES, EnvelopeError, InferqError, MAX_PACKED_JOBS, checkTensors, encodeEnvelope, jobSuffix, parseTablePointer, viewOf, redisKeys, tableBucket, tableKeys } from '@inferq/shared';
+import type { DType, JobData, PackedJob, RedisKeys, Tensor, TensorMap } from '@inferq/shared';
 import { toTensors } from './features.js';
 import type { FeatureBatch } from './features.js';
 import { PredictTimeoutError, RemoteJobError } from './errors.js';
@@ -108,11 +108,11 @@ interface PackedItem {
   readonly reject: (err: Error) => void;
 }
 
-/** One input of a pack: the rows of its jobs so far, appended into one growing array (a copy: callers may reuse theirs). */
+/** One input of a pack: the bytes of its jobs' rows so far, appended into one growing buffer (a copy: callers may reuse theirs). */
 interface PackColumn {
   readonly dtype: DType;
   readonly rowShape: readonly number[];
-  data: TypedArray;
+  bytes: Uint8Array;
   used: number;
 }
 
@@ -185,7 +185,14 @@ export class Producer {
     const tensors = toTensors(batch, options.input);
     const linger = this.options.linger;
     const packable =
-      linger !== undefined && linger.ms > 0 && !explicitId && options.priority === undefined && options.delay === undefined && options.attempts === undefined && options.backoff === undefined;
+      linger !== undefined &&
+      linger.ms > 0 &&
+      !explicitId &&
+      options.priority === undefined &&
+      options.delay === undefined &&
+      options.attempts === undefined &&
+      options.backoff === undefined &&
+      byteSize(tensors) < (linger.maxBytes ?? 1024 * 1024); // a job that fills a pack alone goes as it is
     if (packable) {
       const rows = checkTensors({ id, model }, tensors);
       // What encodeEnvelope() would refuse for this job alone must not fail its whole pack later.
@@ -249,27 +256,29 @@ export class Producer {
       const columns = new Map<string, PackColumn>();
       for (const name in tensors) {
         const t = tensors[name]!;
-        columns.set(name, { dtype: t.dtype, rowShape: t.shape.slice(1), data: allocate(t.dtype, Math.max(t.data.length, Math.min(t.data.length * 16, 65_536))), used: 0 });
+        columns.set(name, { dtype: t.dtype, rowShape: t.shape.slice(1), bytes: new Uint8Array(Math.max(t.data.byteLength, Math.min(t.data.byteLength * 16, 256 * 1024))), used: 0 });
       }
       pack = { model, version: options.version, replyTo: options.replyTo, sinks: options.sinks, items: [], columns, rowIds: options.rowIds === undefined ? undefined : [], rows: 0, bytes: 0 };
       this.packs.set(key, pack);
     }
     for (const name in tensors) {
-      const src = tensors[name]!.data;
+      // Bytes as they are, as encodeEnvelope() copies them for a job sent alone.
+      const data = tensors[name]!.data;
+      const src = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
       const col = pack.columns.get(name)!;
-      if (col.used + src.length > col.data.length) {
-        const grown = allocate(col.dtype, Math.max(2 * col.data.length, col.used + src.length));
-        setArray(grown, col.data.subarray(0, col.used), 0);
-        col.data = grown;
+      if (col.used + src.length > col.bytes.length) {
+        const grown = new Uint8Array(Math.max(2 * col.bytes.length, col.used + src.length));
+        grown.set(col.bytes.subarray(0, col.used));
+        col.bytes = grown;
       }
-      setArray(col.data, src, col.used);
+      col.bytes.set(src, col.used);
       col.used += src.length;
-      pack.bytes += src.byteLength;
+      pack.bytes += src.length;
     }
     if (pack.rowIds !== undefined) for (const r of options.rowIds!) pack.rowIds.push(r);
     pack.items.push(item);
     pack.rows += item.job.rows;
-    if (pack.items.length >= (linger.maxJobs ?? 1000) || pack.bytes >= (linger.maxBytes ?? 1024 * 1024)) {
+    if (pack.items.length >= Math.min(linger.maxJobs ?? 1000, MAX_PACKED_JOBS) || pack.bytes >= (linger.maxBytes ?? 1024 * 1024)) {
       this.packs.delete(key);
       this.sendPack(pack);
     } else {
@@ -293,7 +302,9 @@ export class Producer {
     try {
       const meta = { model: pack.model, version: pack.version, replyTo: pack.replyTo, sinks: pack.sinks, rowIds: pack.rowIds };
       const tensors: Record<string, Tensor> = {};
-      for (const [name, col] of pack.columns) tensors[name] = { dtype: col.dtype, shape: [pack.rows, ...col.rowShape], data: col.data.subarray(0, col.used) };
+      for (const [name, col] of pack.columns) {
+        tensors[name] = { dtype: col.dtype, shape: [pack.rows, ...col.rowShape], data: viewOf(col.dtype, col.bytes.buffer, col.bytes.byteOffset, col.used / DTYPE_BYTES[col.dtype]) };
+      }
       if (items.length === 1) {
         const only = items[0]!.job;
         const payload = encodeEnvelope({ ...meta, id: only.id, deadline: only.deadline }, tensors);
@@ -308,7 +319,11 @@ export class Producer {
     }
     const settled = sent.then(
       () => items.forEach((i) => i.resolve(i.job.id)),
-      (err: Error) => items.forEach((i) => i.reject(err)),
+      (err: Error) => {
+        // The callers know their own job ids, not the pack's: say which it was and how many it held.
+        const failure = items.length === 1 ? err : new InferqError(`enqueue of ${items.length} packed jobs (model ${pack.model}) failed: ${err.message}`, { model: pack.model, retriable: true, cause: err });
+        items.forEach((i) => i.reject(failure));
+      },
     );
     this.flushing.add(settled);
     void settled.finally(() => this.flushing.delete(settled));
@@ -483,7 +498,9 @@ function connect(redis: ProducerOptions['redis']): Redis {
   return new Redis({ ...redis, maxRetriesPerRequest: null });
 }
 
-/** `dst.set(src, offset)` for two arrays of one dtype (TypeScript cannot see that they match). */
-function setArray(dst: TypedArray, src: TypedArray, offset: number): void {
-  (dst as unknown as { set(src: TypedArray, offset: number): void }).set(src, offset);
+/** Bytes of a job's tensors. */
+function byteSize(tensors: TensorMap): number {
+  let n = 0;
+  for (const name in tensors) n += tensors[name]!.data.byteLength;
+  return n;
 }
