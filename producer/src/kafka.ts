@@ -19,9 +19,10 @@ import type { Consumer, EachMessagePayload, IHeaders, KafkaMessage, Message, Pro
 import { ClosedError, ConsumerRestarter, DEFAULT_QUEUE, ENVELOPE_CONTENT_TYPE, InferqError, KAFKA_HEADERS, decodeEnvelope, encodeEnvelope, kafkaReplyTopic } from '@inferq/shared';
 import { toTensors } from './features.js';
 import type { FeatureBatch } from './features.js';
-import { PredictTimeoutError, RemoteJobError } from './errors.js';
+import { PredictTimeoutError } from './errors.js';
 import type { EnqueueOptions } from './producer.js';
-import type { Reply } from './replies.js';
+import { settleWaiter } from './replies.js';
+import type { Reply, ReplyWaiter } from './replies.js';
 
 export interface KafkaProducerOptions {
   /** Bootstrap brokers ("host:port"), or a kafkajs client to use. */
@@ -73,12 +74,6 @@ interface Pending {
   readonly reject: (err: Error) => void;
 }
 
-interface Waiter {
-  resolve(reply: Reply): void;
-  reject(err: Error): void;
-  timer: NodeJS.Timeout;
-}
-
 export class KafkaProducer {
   readonly topic: string;
   readonly replyTopic: string;
@@ -90,7 +85,7 @@ export class KafkaProducer {
   private pendingBytes = 0;
   private flushTimer: NodeJS.Timeout | NodeJS.Immediate | undefined;
   private readonly sending = new Set<Promise<void>>();
-  private readonly waiters = new Map<string, Waiter>();
+  private readonly waiters = new Map<string, ReplyWaiter>();
   private inbox: { consumer: Consumer; ready: Promise<void> } | undefined;
   private readonly subscriptions = new Set<ReplySubscription>();
   private closing: Promise<void> | undefined;
@@ -207,15 +202,7 @@ export class KafkaProducer {
       await consumer.subscribe({ topic: this.replyTopic, fromBeginning: false });
       await consumer.run({
         autoCommit: false,
-        eachMessage: async ({ message }: EachMessagePayload) => {
-          const reply = parseKafkaReply(message);
-          const w = this.waiters.get(reply.id);
-          if (w === undefined) return;
-          this.waiters.delete(reply.id);
-          clearTimeout(w.timer);
-          if (reply.ok) w.resolve(reply);
-          else w.reject(new RemoteJobError(`job ${reply.id} failed: ${reply.error?.message ?? 'unknown error'}`, reply.error?.kind ?? 'Error', { jobId: reply.id, model: reply.model }));
-        },
+        eachMessage: async ({ message }: EachMessagePayload) => settleWaiter(this.waiters, parseKafkaReply(message)),
       });
     };
     const inbox = { consumer, ready: Promise.resolve() };

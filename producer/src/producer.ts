@@ -21,9 +21,9 @@ import { ClosedError, DEFAULT_PREFIX, DEFAULT_QUEUE, DTYPE_BYTES, EnvelopeError,
 import type { DType, JobData, PackedJob, RedisKeys, Tensor, TensorMap } from '@inferq/shared';
 import { toTensors } from './features.js';
 import type { FeatureBatch } from './features.js';
-import { PredictTimeoutError, RemoteJobError } from './errors.js';
-import { parseReplies } from './replies.js';
-import type { Reply } from './replies.js';
+import { PredictTimeoutError } from './errors.js';
+import { parseReplies, settleWaiter } from './replies.js';
+import type { Reply, ReplyWaiter } from './replies.js';
 import { Subscription } from './subscription.js';
 import type { SubscribeOptions } from './subscription.js';
 
@@ -130,12 +130,6 @@ interface Pack {
   bytes: number;
 }
 
-interface Waiter {
-  resolve(reply: Reply): void;
-  reject(err: Error): void;
-  timer: NodeJS.Timeout;
-}
-
 export class Producer {
   readonly queueName: string;
   readonly keys: RedisKeys;
@@ -144,7 +138,7 @@ export class Producer {
   private readonly options: ProducerOptions;
   private readonly connection: Redis;
   private readonly queue: Queue;
-  private readonly waiters = new Map<string, Waiter>();
+  private readonly waiters = new Map<string, ReplyWaiter>();
   private inboxReader: Redis | undefined;
   private inboxLoop: Promise<void> | undefined;
   private readonly subscriptions = new Set<Subscription>();
@@ -477,14 +471,7 @@ export class Producer {
         for (const [, entries] of res ?? []) {
           for (const [entryId, fields] of entries) {
             last = entryId.toString();
-            for (const reply of parseReplies(fields)) {
-              const w = this.waiters.get(reply.id);
-              if (w === undefined) continue;
-              this.waiters.delete(reply.id);
-              clearTimeout(w.timer);
-              if (reply.ok) w.resolve(reply);
-              else w.reject(new RemoteJobError(`job ${reply.id} failed: ${reply.error?.message ?? 'unknown error'}`, reply.error?.kind ?? 'Error', { jobId: reply.id, model: reply.model }));
-            }
+            for (const reply of parseReplies(fields)) settleWaiter(this.waiters, reply);
           }
         }
       }

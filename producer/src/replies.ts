@@ -1,6 +1,7 @@
 /** Reply stream entries, as the workers write them (see REPLY_FIELDS in @inferq/shared). */
 import { REPLY_FIELDS, decodeEnvelope, unpackJobs } from '@inferq/shared';
 import type { TensorMap } from '@inferq/shared';
+import { RemoteJobError } from './errors.js';
 
 export interface Reply {
   /** Job id (correlation id). */
@@ -47,4 +48,21 @@ export function parseReplies(fields: readonly Buffer[], entryId?: string): Reply
       ...entry,
     },
   ];
+}
+
+/** A predict() call waiting for its reply. */
+export interface ReplyWaiter {
+  resolve(reply: Reply): void;
+  reject(err: Error): void;
+  timer: NodeJS.Timeout;
+}
+
+/** Hands a reply to the predict() call waiting for it, if any: its outputs, or a RemoteJobError. */
+export function settleWaiter(waiters: Map<string, ReplyWaiter>, reply: Reply): void {
+  const w = waiters.get(reply.id);
+  if (w === undefined) return;
+  waiters.delete(reply.id);
+  clearTimeout(w.timer);
+  if (reply.ok) w.resolve(reply);
+  else w.reject(new RemoteJobError(`job ${reply.id} failed: ${reply.error?.message ?? 'unknown error'}`, reply.error?.kind ?? 'Error', { jobId: reply.id, model: reply.model }));
 }

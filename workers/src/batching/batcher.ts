@@ -13,7 +13,7 @@
  *
  * Counted in rows, not requests. One batcher serves one model version (one runner).
  */
-import { ClosedError, DeadlineExceededError, InferenceError, InferqError, allocate, elementCount, jobSuffix } from '@inferq/shared';
+import { ClosedError, DeadlineExceededError, InferenceError, InferqError, allocate, elementCount, jobSuffix, sliceRows } from '@inferq/shared';
 import type { BatchingConfig, DType, Tensor, TensorMap, TensorSpec, TypedArray } from '@inferq/shared';
 
 /** What the batcher needs from a model: run one batch (batch dimension first). */
@@ -350,13 +350,7 @@ export class DynamicBatcher {
         const whole = s.start === 0 && n === state.job.rows;
         if (whole) {
           // The job ran in one batch: its outputs are views of the batch outputs.
-          const own: Record<string, Tensor> = {};
-          for (const name of names) {
-            const t = outputs[name]!;
-            const w = rowWidth(t);
-            own[name] = { dtype: t.dtype, shape: [n, ...t.shape.slice(1)], data: t.data.subarray(offset * w, (offset + n) * w) };
-          }
-          state.outputs = own;
+          state.outputs = sliceRows(outputs, offset, offset + n);
         } else {
           state.outputs ??= this.allocateOutputs(state.job.rows, outputs);
           for (const name of names) {
