@@ -36,6 +36,7 @@ export {
   parseTablePointer,
   redisKeys,
   tableBucket,
+  tableBucketOfBytes,
   tableKeys,
 } from './protocol.js';
 export type { JobData, RedisKeys, TableKeys } from './protocol.js';

@@ -147,6 +147,16 @@ export function tableBucket(key: string, buckets: number): number {
   return ((c ^ 0xffffffff) >>> 0) % buckets;
 }
 
+/**
+ * {@link tableBucket} of a key given as its UTF-8 bytes, `bytes[start … end)`: precompute
+ * hashes keys it already holds as bytes, without a string per key.
+ */
+export function tableBucketOfBytes(bytes: Uint8Array, start: number, end: number, buckets: number): number {
+  let c = 0xffffffff;
+  for (let i = start; i < end; i++) c = CRC_TABLE[(c ^ bytes[i]!) & 0xff]! ^ (c >>> 8);
+  return ((c ^ 0xffffffff) >>> 0) % buckets;
+}
+
 const CRC_TABLE = (() => {
   const t = new Uint32Array(256);
   for (let n = 0; n < 256; n++) {
