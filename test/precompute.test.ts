@@ -25,7 +25,8 @@ import { runPython } from './infra/python.js';
 
 const url = inject('redisUrl');
 const webhdfs = inject('webhdfsUrl');
-const COUNTRIES = ['DE', 'FR', 'ES', 'IT'];
+// One non-ASCII value: keys are UTF-8 bytes end to end (bucket hash, Redis fields, Parquet).
+const COUNTRIES = ['DE', 'FR', 'España', 'IT'];
 const v1 = smallMlp([6, 16, 2], 21);
 const v2 = smallMlp([6, 16, 2], 22);
 let repo: string;
@@ -137,7 +138,7 @@ describe('inferq precompute', () => {
     expect(await tableRows(table)).toBe(2000);
     const producer = new Producer({ redis: url });
     try {
-      const sample = ['DE:1:1', 'FR:7:33', 'IT:10:50', 'ES:3:12'];
+      const sample = ['DE:1:1', 'FR:7:33', 'IT:10:50', 'España:3:12'];
       for (const key of sample) expectRow(await producer.lookup(table, key), v1, key);
       const keys = Array.from({ length: 100 }, (_, i) => `${COUNTRIES[i % 4]}:${1 + (i % 10)}:${1 + ((i * 7) % 50)}`);
       const rows = await producer.lookupMany(table, keys);
@@ -156,15 +157,18 @@ describe('inferq precompute', () => {
     for (const f of files.filter((n) => n.endsWith('.parquet'))) await writeFile(join(local, f), await fs.open(`${hdfsDir}/${runId}/${f}`));
     const out = JSON.parse(
       await runPython(
-        "import json,sys,pyarrow.dataset as ds\nt=ds.dataset(sys.argv[1],format='parquet').to_table()\nr=t.to_pylist()\nprint(json.dumps({'rows':t.num_rows,'keys':len({x['key'] for x in r}),'cols':t.column_names,'one':[x for x in r if x['key']=='FR:7:33'][0]['score']}))",
+        "import json,sys,pyarrow.dataset as ds\nt=ds.dataset(sys.argv[1],format='parquet').to_table()\nr=t.to_pylist()\nprint(json.dumps({'rows':t.num_rows,'keys':len({x['key'] for x in r}),'cols':t.column_names,'one':[x for x in r if x['key']=='FR:7:33'][0]['score'],'es':[[x['country'],x['score']] for x in r if x['key']=='España:3:12']}))",
         [local],
       ),
-    ) as { rows: number; keys: number; cols: string[]; one: number[] };
+    ) as { rows: number; keys: number; cols: string[]; one: number[]; es: [string, number[]][] };
     expect(out.rows).toBe(2000);
     expect(out.keys).toBe(2000);
     expect(out.cols).toEqual(['key', 'country', 'nights', 'property', 'score']);
     const want = expected(v1, 'FR:7:33');
     expect(Math.abs(out.one[0]! - want[0]!)).toBeLessThan(1e-5);
+    expect(out.es.length).toBe(1);
+    expect(out.es[0]![0]).toBe('España');
+    expect(Math.abs(out.es[0]![1][1]! - expected(v1, 'España:3:12')[1]!)).toBeLessThan(1e-5);
   }, 120_000);
 
   it('axes from a Parquet column, entity rows from a Parquet file, and a featurizer module', async () => {
@@ -172,14 +176,14 @@ describe('inferq precompute', () => {
       [
         'import sys, pyarrow as pa, pyarrow.parquet as pq',
         "pq.write_table(pa.table({'property_id': pa.array([101, 102, 103, 102], pa.int64())}), sys.argv[1] + '/properties.parquet')",
-        "c = ['DE','FR','ES','IT']",
+        "c = ['DE','FR','España','IT']",
         "pq.write_table(pa.table({'country': [c[i % 4] for i in range(30)], 'nights': pa.array([1 + i % 10 for i in range(30)], pa.int64()), 'property': pa.array([1 + (i * 7) % 50 for i in range(30)], pa.int64())}), sys.argv[1] + '/entities.parquet')",
       ].join('\n'),
       [dir],
     );
     await writeFile(
       join(dir, 'feat.mjs'),
-      `const C = ['DE', 'FR', 'ES', 'IT'];
+      `const C = ['DE', 'FR', 'España', 'IT'];
 export default function featurize(columns, rows) {
   const data = new Float32Array(rows * 6);
   for (let r = 0; r < rows; r++) {
@@ -199,9 +203,9 @@ export default function featurize(columns, rows) {
       const ra = await runCli(['precompute', '--spec', await writeSpec(a, specA), '--model-repo', repo, '--redis', url, '--no-progress']);
       expect(ra.code, ra.stderr).toBe(0);
       expect(await tableRows(a)).toBe(4 * 10 * 3);
-      const x = new Float32Array([0, 0, 1, 0, 7, 2]); // ES, 7 nights, property 103 = index 2
+      const x = new Float32Array([0, 0, 1, 0, 7, 2]); // España, 7 nights, property 103 = index 2
       const want = Array.from(forwardMlp(v1, { features: x }, 1));
-      const got = (await producer.lookup(a, 'ES:7:103'))!['score'] as number[];
+      const got = (await producer.lookup(a, 'España:7:103'))!['score'] as number[];
       for (let i = 0; i < 2; i++) expect(Math.abs(got[i]! - want[i]!)).toBeLessThan(1e-5);
       // B: one row per entity of a Parquet file, encoded by a featurizer module.
       const b = `t-${queueName()}`;
@@ -290,7 +294,7 @@ export default function featurize(columns, rows) {
     expect(await tableRows(table)).toBe(100_000);
     const producer = new Producer({ redis: url });
     try {
-      for (const key of ['DE:1:1', 'IT:10:2500', 'ES:5:1234']) expectRow(await producer.lookup(table, key), v1, key);
+      for (const key of ['DE:1:1', 'IT:10:2500', 'España:5:1234']) expectRow(await producer.lookup(table, key), v1, key);
     } finally {
       await producer.close();
     }

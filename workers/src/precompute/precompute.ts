@@ -4,8 +4,10 @@
  * ```
  *  lock the table ─► resume the unfinished run of the same spec, or start one (runId)
  *  space chunks (lazy, finished chunks skipped) ─► encode ─► throughput batcher ─► model
+ *     │   (before the model: the chunk's keys, and its columns for Parquet, become UTF-8 bytes)
  *     └► per chunk: Parquet part-<chunk>.parquet (temp + rename)  and/or  Redis: HSET into the
- *        run's hash buckets + SADD the chunk to the run's checkpoint, in one pipeline
+ *        run's hash buckets + SADD the chunk to the run's checkpoint, in one pipeline of
+ *        protocol bytes (resp.ts)
  *  all chunks done ─► Parquet _SUCCESS; Redis: MULTI { SET current "<runId>:<buckets>";
  *     EXPIRE the previous version after the grace period } ─► unlock
  * ```
@@ -21,18 +23,19 @@ import { join, posix } from 'node:path';
 import { Field, RecordBatch, Schema, Struct, Utf8, makeData } from 'apache-arrow';
 import type { Data } from 'apache-arrow';
 import { Redis } from 'ioredis';
-import { ConfigError, DataIOError, InferqError, allocate, parseTablePointer, tableBucket, tableKeys } from '@inferq/shared';
+import { ConfigError, DataIOError, InferqError, allocate, parseTablePointer, tableBucketOfBytes, tableKeys } from '@inferq/shared';
 import type { TableKeys, Tensor, TensorMap } from '@inferq/shared';
 import { DynamicBatcher } from '../batching/batcher.js';
 import { createParquetWriter } from '../io/parquet.js';
-import { utf8Data } from '../io/utf8.js';
+import { utf8Bytes, utf8Data, utf8DataOf } from '../io/utf8.js';
+import type { Utf8Bytes } from '../io/utf8.js';
 import { parseLocation } from '../io/store.js';
 import type { Location } from '../io/store.js';
 import type { Logger } from '../logging.js';
 import type { LoadedModel } from '../models/loaded-model.js';
 import { tensorToColumn } from '../predict/columns.js';
+import { RespBuilder, RespConnection } from './resp.js';
 import { makeEncoder, openSpace, renderKeys } from './space.js';
-import type { Chunk } from './space.js';
 import type { LoadedSpec } from './spec.js';
 
 export type PrecomputeTarget = 'redis' | 'parquet' | 'both';
@@ -84,6 +87,7 @@ export async function precompute(options: PrecomputeOptions): Promise<Precompute
   const parquetBase = useParquet ? parseLocation(spec.spec.parquet!.path) : undefined;
   const owner = `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
   let renew: NodeJS.Timeout | undefined;
+  let bulk: RespConnection | undefined;
   const { space, close: closeSpace } = await openSpace(spec);
   try {
     if (redis !== undefined) {
@@ -92,6 +96,8 @@ export async function precompute(options: PrecomputeOptions): Promise<Precompute
       renew = setInterval(() => void renewLock(redis, keys, owner, ttl).catch((err: unknown) => log.warn({ err }, 'could not renew the table lock')), ttl / 3);
     }
     const buckets = Math.max(1, Math.ceil(space.total / ROWS_PER_BUCKET));
+    // redisChunk sorts a chunk's rows by bucket · rows + row, which must stay an exact double.
+    if (buckets * space.chunkRows > Number.MAX_SAFE_INTEGER) throw new ConfigError(`the space has ${space.total} rows: too many for chunks of ${space.chunkRows} rows (buckets × chunkRows must stay under 2^53); use smaller chunks`);
     const resumed = await findResumable(redis, keys, parquetBase, spec.hash, model);
     const runId = resumed ?? `${new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')}-${randomBytes(3).toString('hex')}`;
     const done = new Set<number>();
@@ -109,6 +115,7 @@ export async function precompute(options: PrecomputeOptions): Promise<Precompute
     }
 
     const encode = await makeEncoder(spec, space, model.inputs);
+    if (redis !== undefined) bulk = await RespConnection.open(options.redis!);
     const batcher = new DynamicBatcher(model.runner, {
       ...model.batching,
       inputs: model.inputs,
@@ -122,15 +129,23 @@ export async function precompute(options: PrecomputeOptions): Promise<Precompute
     let progressRows = startRows;
     try {
       const queue: Promise<void>[] = [];
+      const recycled: TensorMap[] = [];
       for await (const chunk of space.chunks((i) => done.has(i))) {
         options.signal?.throwIfAborted();
-        const tensors = await encode(chunk);
-        const work = batcher.submit({ id: `${table}#${chunk.index}`, tensors, rows: chunk.rows }).then(async (outputs) => {
-          const keysOfRows = renderKeys(spec, chunk);
-          if (parquetBase !== undefined) await writeParquetChunk(parquetBase, runId, chunk, keysOfRows, outputs);
-          if (redis !== undefined) await writeRedisChunk(redis, keys, runId, buckets, chunk.index, keysOfRows, outputs);
-          rows += chunk.rows;
-          progressRows += chunk.rows;
+        const tensors = await encode(chunk, recycled.pop());
+        // What the chunk's writes need, as bytes, before it waits for the model: no string per
+        // row lives past this turn (surviving strings made every young-generation GC copy them).
+        const { index, rows: n } = chunk;
+        const rowKeys = utf8Bytes(renderKeys(spec, chunk));
+        const columns = parquetBase === undefined ? [] : Object.entries(chunk.columns).map(([name, col]) => ({ name, data: utf8Data(col.map(String)) }));
+        const work = batcher.submit({ id: `${table}#${index}`, tensors, rows: n }).then(async (outputs) => {
+          const redisWrite = bulk === undefined ? undefined : redisChunk(keys, runId, buckets, index, rowKeys, outputs);
+          if (parquetBase !== undefined) await writeParquetChunk(parquetBase, runId, index, n, rowKeys, columns, outputs);
+          // The chunk counts as done only together with its rows (one pipeline; a crash before it re-runs the chunk).
+          if (redisWrite !== undefined) await bulk!.send(redisWrite.payload, redisWrite.replies, `writing chunk ${index}`);
+          recycled.push(tensors);
+          rows += n;
+          progressRows += n;
           options.onProgress?.({ rows: progressRows, totalRows: space.total, startRows });
         });
         work.catch(() => undefined); // awaited below, in order
@@ -163,6 +178,7 @@ export async function precompute(options: PrecomputeOptions): Promise<Precompute
     };
   } finally {
     clearInterval(renew);
+    bulk?.close();
     await closeSpace();
     if (redis !== undefined) {
       await unlock(redis, keys, owner).catch(() => undefined);
@@ -233,22 +249,36 @@ export function rowJson(outputs: TensorMap): (row: number) => string {
   };
 }
 
-async function writeRedisChunk(redis: Redis, keys: TableKeys, runId: string, buckets: number, index: number, rowKeys: readonly string[], outputs: TensorMap): Promise<void> {
-  const byBucket = new Map<number, string[]>();
+/**
+ * A chunk's Redis writes as protocol bytes: one HSET per bucket its rows fall in (fields in row
+ * order), then SADD of the chunk to the run's checkpoint. The JSON values exist as strings only
+ * inside this call.
+ */
+export function redisChunk(keys: TableKeys, runId: string, buckets: number, index: number, rowKeys: Utf8Bytes, outputs: TensorMap): { payload: Buffer; replies: number } {
+  const n = rowKeys.offsets.length - 1;
   const json = rowJson(outputs);
-  for (let r = 0; r < rowKeys.length; r++) {
-    const b = tableBucket(rowKeys[r]!, buckets);
-    let list = byBucket.get(b);
-    if (list === undefined) byBucket.set(b, (list = []));
-    list.push(rowKeys[r]!, json(r));
+  const values = utf8Bytes(Array.from({ length: n }, (_, r) => json(r)));
+  const { offsets: ko, bytes: kb } = rowKeys;
+  const { offsets: vo, bytes: vb } = values;
+  // bucket · n + row, sorted natively: rows grouped by bucket, in row order within one.
+  const order = new Float64Array(n);
+  for (let r = 0; r < n; r++) order[r] = tableBucketOfBytes(kb, ko[r]!, ko[r + 1]!, buckets) * n + r;
+  order.sort();
+  const out = new RespBuilder(kb.length + vb.length + 24 * n + 4096);
+  let replies = 0;
+  for (let i = 0; i < n; ) {
+    const bucket = Math.floor(order[i]! / n);
+    let j = i + 1;
+    while (j < n && Math.floor(order[j]! / n) === bucket) j++;
+    out.array(2 + 2 * (j - i)).bulkString('HSET').bulkString(keys.bucket(runId, bucket));
+    for (; i < j; i++) {
+      const r = order[i]! - bucket * n;
+      out.bulk(kb, ko[r]!, ko[r + 1]!).bulk(vb, vo[r]!, vo[r + 1]!);
+    }
+    replies++;
   }
-  const pipeline = redis.pipeline();
-  for (const [b, fields] of byBucket) pipeline.hset(keys.bucket(runId, b), ...fields);
-  // The chunk counts as done only together with its rows (one pipeline; a crash before it re-runs the chunk).
-  pipeline.sadd(keys.done(runId), String(index));
-  const results = await pipeline.exec();
-  const failed = results?.find(([err]) => err !== null);
-  if (results === null || failed !== undefined) throw new DataIOError(`redis write of chunk ${index} failed: ${failed?.[0]?.message ?? 'pipeline aborted'}`, { retriable: true });
+  out.command('SADD', keys.done(runId), String(index));
+  return { payload: out.finish(), replies: replies + 1 };
 }
 
 /** The swap: `current` moves to the new run in one MULTI with the old version's expiry. */
@@ -263,26 +293,34 @@ async function publish(redis: Redis, keys: TableKeys, runId: string, buckets: nu
   if (results === null || results.some(([err]) => err !== null)) throw new DataIOError(`redis: publishing run ${runId} failed`, { retriable: true });
 }
 
-async function writeParquetChunk(base: Location, runId: string, chunk: Chunk, rowKeys: readonly string[], outputs: TensorMap): Promise<void> {
+async function writeParquetChunk(
+  base: Location,
+  runId: string,
+  index: number,
+  rows: number,
+  rowKeys: Utf8Bytes,
+  columns: readonly { name: string; data: Data }[],
+  outputs: TensorMap,
+): Promise<void> {
   const fields: Field[] = [new Field('key', new Utf8(), false)];
-  const children: Data[] = [utf8Data(rowKeys)];
-  for (const [name, col] of Object.entries(chunk.columns)) {
+  const children: Data[] = [utf8DataOf(rowKeys)];
+  for (const { name, data } of columns) {
     fields.push(new Field(name, new Utf8(), false));
-    children.push(utf8Data(col.map(String)));
+    children.push(data);
   }
   for (const [name, t] of Object.entries(outputs)) {
     const { field, data } = tensorToColumn(name, dense(t));
     fields.push(field);
     children.push(data);
   }
-  const batch = new RecordBatch(new Schema(fields), makeData({ type: new Struct(fields), length: chunk.rows, children, nullCount: 0 }));
+  const batch = new RecordBatch(new Schema(fields), makeData({ type: new Struct(fields), length: rows, children, nullCount: 0 }));
   const dir = await mkdtemp(join(tmpdir(), 'inferq-precompute-'));
   try {
     const tmp = join(dir, 'part.parquet');
     const writer = await createParquetWriter(tmp);
     await writer.write(batch);
     await writer.close();
-    await base.store.putFile(tmp, posix.join(base.path, runId, `part-${String(chunk.index).padStart(5, '0')}.parquet`));
+    await base.store.putFile(tmp, posix.join(base.path, runId, `part-${String(index).padStart(5, '0')}.parquet`));
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
