@@ -92,7 +92,7 @@ describe('device selection', () => {
 describe('ONNX Runtime in a worker thread: input memory', () => {
   const x = [0.5, -1, 2, 0.25, 1, 1, -0.5, 3];
 
-  it('takes over memory from allocate() without a copy, copies other inputs and leaves them intact; both give the in-thread results', async () => {
+  it('shares memory from allocate() without a copy here, copies other inputs and leaves them intact; both give the in-thread results', async () => {
     const { r } = runner('cpu');
     await r.load();
     const reference = runner('cpu', inThreadSessionFactory).r;
@@ -101,10 +101,12 @@ describe('ONNX Runtime in a worker thread: input memory', () => {
       const want = Array.from((await reference.run({ features: { dtype: 'float32', shape: [2, 4], data: Float32Array.from(x) } }))['score']!.data as Float32Array);
 
       const own = r.allocate('float32', 8) as Float32Array;
+      expect(own.buffer).toBeInstanceOf(SharedArrayBuffer); // nothing is transferred per run
       own.set(x);
       const a = await r.run({ features: { dtype: 'float32', shape: [2, 4], data: own } });
       expect(Array.from(a['score']!.data as Float32Array)).toEqual(want);
-      expect(own.length).toBe(0); // transferred to the worker thread as it was: no copy
+      // The same memory came back to the pool with the result: the next allocate() of that size is it.
+      expect(r.allocate('float32', 8).buffer).toBe(own.buffer);
 
       const shared = new Float32Array(16);
       shared.set(x, 4); // a view into a larger buffer (an envelope, a Parquet chunk)
@@ -113,9 +115,39 @@ describe('ONNX Runtime in a worker thread: input memory', () => {
       expect(Array.from(b['score']!.data as Float32Array)).toEqual(want);
       expect(Array.from(view)).toEqual(x); // the caller's memory is untouched
 
-      // The copy's buffer came back from the thread into the pool: the next allocate() of that
-      // size hands it out again, still holding the rows it carried (fresh memory would be zeros).
-      expect(Array.from(r.allocate('float32', 8) as Float32Array)).toEqual(x);
+      // The copy went into a pooled shared buffer, which came back too: the next allocate() of
+      // that size hands it out again, still holding the rows it carried (fresh memory would be zeros).
+      const again = r.allocate('float32', 8);
+      expect(again.buffer).not.toBe(own.buffer);
+      expect(Array.from(again as Float32Array)).toEqual(x);
+    } finally {
+      await r.dispose();
+      await reference.dispose();
+    }
+  });
+
+  it('many runs in flight, over allocate() memory and views of several sizes, each get their own results; reused buffers carry no stale rows', async () => {
+    const { r } = runner('cpu');
+    await r.load();
+    const reference = runner('cpu', inThreadSessionFactory).r;
+    await reference.load();
+    try {
+      const inputs = Array.from({ length: 40 }, (_, k) => Float32Array.from({ length: 4 * (1 + (k % 3)) }, (_, i) => Math.sin(k * 31 + i)));
+      const wants = await Promise.all(inputs.map(async (v) => Array.from((await reference.run({ features: { dtype: 'float32', shape: [v.length / 4, 4], data: v } }))['score']!.data as Float32Array)));
+      // Three rounds: later rounds run on buffers the pool kept (and dropped, past 4 per size) from earlier ones.
+      for (let round = 0; round < 3; round++) {
+        const got = await Promise.all(
+          inputs.map(async (v, k) => {
+            let data: Float32Array = v;
+            if (k % 2 === 0) {
+              data = r.allocate('float32', v.length) as Float32Array;
+              data.set(v);
+            }
+            return Array.from((await r.run({ features: { dtype: 'float32', shape: [v.length / 4, 4], data } }))['score']!.data as Float32Array);
+          }),
+        );
+        expect(got).toEqual(wants);
+      }
     } finally {
       await r.dispose();
       await reference.dispose();

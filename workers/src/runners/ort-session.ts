@@ -11,7 +11,7 @@ export interface OrtSession {
    * Memory for an input (not zeroed) that `run()` may take over without copying: a tensor
    * over it belongs to the session once passed to `run()`. Sessions without it copy inputs.
    */
-  allocate?(bytes: number): ArrayBuffer;
+  allocate?(bytes: number): ArrayBufferLike;
   release(): Promise<void>;
 }
 

@@ -9,16 +9,21 @@
  * ```
  *  main thread                                   worker thread (one per session)
  *  ───────────                                   ───────────────────────────────
- *  run(feeds) ── {id, inputs} (copied once, ──►  session.run(feeds)   (sync, uses the
- *                transferred) ────────────────    intra-op thread pool)
- *  outputs ◄──── {id, outputs} (transferred, ◄──
- *                zero-copy) ──────────────────
+ *  run(feeds) ── {id, inputs: shared buffer ──►  copy into its own buffer ─► session.run(feeds)
+ *                ids} ────────────────────────    (sync, uses the intra-op thread pool)
+ *  outputs ◄──── {id, outputs (transferred, ◄──
+ *                zero-copy), buffer ids} ─────
  * ```
  *
  * Runs are queued in the worker, so with maxInFlightBatches ≥ 2 the next batch
- * is already waiting when one finishes. Input buffers come back with the results and
- * are reused ({@link BufferPool}); the batcher gathers batches straight into them
- * (`allocate()`), so a gathered batch crosses to the worker without another copy.
+ * is already waiting when one finishes. Inputs live in SharedArrayBuffers from a pool
+ * ({@link BufferPool}): the batcher gathers batches straight into them (`allocate()`), each
+ * crosses to the worker once (later runs name it by id) and comes back to the pool with the
+ * results. Nothing is transferred per run: a transferred buffer is new external memory to V8 on
+ * each side, and 1 MB of it per batch made the main thread run a full GC about every chunk of
+ * a precompute run. The worker copies a run's inputs into memory of its own, because
+ * onnxruntime-node refuses tensors over shared memory ("Invalid argument"); a 1 MB batch copies in
+ * ~0.1 ms against ~15 ms of inference.
  */
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
@@ -34,6 +39,11 @@ const { parentPort, workerData } = require('node:worker_threads');
 const ort = require(workerData.ortModule);
 const meta = (m) => m.map((x) => ({ name: x.name, isTensor: x.isTensor, type: x.type, shape: x.shape }));
 const errorOf = (e) => String((e && e.message) || e);
+const ARRAYS = { float32: Float32Array, float64: Float64Array, int32: Int32Array, int64: BigInt64Array, uint8: Uint8Array, int8: Int8Array, bool: Uint8Array };
+const shared = new Map(); // id → SharedArrayBuffer, sent once by the main thread
+const own = new Map(); // byte size → this thread's buffers, reused run after run
+const takeOwn = (n) => { const l = own.get(n); return (l && l.pop()) || new ArrayBuffer(n); };
+const giveOwn = (b) => { const l = own.get(b.byteLength); if (l === undefined) own.set(b.byteLength, [b]); else if (l.length < 4) l.push(b); };
 ort.InferenceSession.create(workerData.model, workerData.options).then(
   (session) => {
     parentPort.postMessage({
@@ -49,22 +59,33 @@ ort.InferenceSession.create(workerData.model, workerData.options).then(
         parentPort.postMessage({ type: 'released' });
         return;
       }
+      if (msg.type === 'forget') {
+        shared.delete(msg.buf);
+        return;
+      }
+      const taken = [];
       try {
         const feeds = {};
-        for (const t of msg.inputs) feeds[t.name] = new ort.Tensor(t.type, t.data, t.dims);
+        for (const t of msg.inputs) {
+          if (t.sab !== undefined) shared.set(t.buf, t.sab);
+          const mine = takeOwn(t.byteLength);
+          taken.push(mine);
+          new Uint8Array(mine).set(new Uint8Array(shared.get(t.buf), 0, t.byteLength));
+          feeds[t.name] = new ort.Tensor(t.type, new ARRAYS[t.type](mine), t.dims);
+        }
         const results = await session.run(feeds);
         const outputs = [];
         const transfer = [];
         for (const [name, t] of Object.entries(results)) {
           outputs.push({ name, type: t.type, dims: t.dims, data: t.data });
-          if (t.data && t.data.buffer instanceof ArrayBuffer) transfer.push(t.data.buffer);
+          if (t.data && t.data.buffer instanceof ArrayBuffer && !transfer.includes(t.data.buffer)) transfer.push(t.data.buffer);
         }
-        // The input buffers go back to the main thread's pool (no allocation per batch there).
-        const inputs = [];
-        for (const t of msg.inputs) if (!transfer.includes(t.data.buffer)) { inputs.push(t.data.buffer); transfer.push(t.data.buffer); }
-        parentPort.postMessage({ type: 'result', id: msg.id, outputs, inputs }, transfer);
+        // The shared input buffers go back to the main thread's pool.
+        parentPort.postMessage({ type: 'result', id: msg.id, outputs, inputs: msg.inputs.map((t) => t.buf) }, transfer);
       } catch (e) {
-        parentPort.postMessage({ type: 'failed', id: msg.id, message: errorOf(e) });
+        parentPort.postMessage({ type: 'failed', id: msg.id, message: errorOf(e), inputs: msg.inputs.map((t) => t.buf) });
+      } finally {
+        for (const b of taken) giveOwn(b);
       }
     });
   },
@@ -79,6 +100,16 @@ interface WireTensor {
   readonly data: ort.Tensor.DataType;
 }
 
+/** An input as it crosses: a shared buffer's id (the buffer itself the first time), and its used bytes. */
+interface WireInput {
+  readonly name: string;
+  readonly type: ort.Tensor.Type;
+  readonly dims: readonly number[];
+  readonly buf: number;
+  readonly sab?: SharedArrayBuffer;
+  readonly byteLength: number;
+}
+
 type FromWorker =
   | {
       type: 'ready';
@@ -88,8 +119,8 @@ type FromWorker =
       outputMetadata: ort.InferenceSession.ValueMetadata[];
     }
   | { type: 'error'; message: string }
-  | { type: 'result'; id: number; outputs: WireTensor[]; inputs: ArrayBuffer[] }
-  | { type: 'failed'; id: number; message: string }
+  | { type: 'result'; id: number; outputs: WireTensor[]; inputs: number[] }
+  | { type: 'failed'; id: number; message: string; inputs: number[] }
   | { type: 'released' };
 
 interface Pending {
@@ -108,9 +139,22 @@ export const workerSessionFactory: OrtSessionFactory = (model, options) =>
       stderr: false,
     });
     const pending = new Map<number, Pending>();
-    const pool = new BufferPool();
+    const pool = new BufferPool<SharedArrayBuffer>(undefined, undefined, (n) => new SharedArrayBuffer(n));
     /** Buffers handed out by allocate() and not yet passed to run(). */
     const lent = new WeakSet<ArrayBufferLike>();
+    /** The shared buffers the worker knows, by id (and back); a buffer the pool drops is forgotten on both sides. */
+    const ids = new WeakMap<SharedArrayBuffer, number>();
+    const byId = new Map<number, SharedArrayBuffer>();
+    let nextBuf = 0;
+    const giveBack = (bufIds: readonly number[]): void => {
+      for (const b of bufIds) {
+        const sab = byId.get(b);
+        if (sab === undefined || pool.give(sab)) continue;
+        byId.delete(b);
+        ids.delete(sab);
+        worker.postMessage({ type: 'forget', buf: b });
+      }
+    };
     let nextId = 0;
     let ready = false;
     let dead: Error | undefined;
@@ -137,24 +181,32 @@ export const workerSessionFactory: OrtSessionFactory = (model, options) =>
             run(feeds) {
               if (dead !== undefined) return Promise.reject(dead);
               const id = nextId++;
-              const inputs: WireTensor[] = [];
-              const transfer: ArrayBuffer[] = [];
+              const inputs: WireInput[] = [];
+              const used = new Set<SharedArrayBuffer>();
               for (const [name, t] of Object.entries(feeds)) {
                 const src = t.data as Float32Array;
-                let data = src;
-                if (lent.has(src.buffer) && src.byteOffset === 0 && src.byteLength === src.buffer.byteLength && !transfer.includes(src.buffer as ArrayBuffer)) {
+                let sab: SharedArrayBuffer;
+                if (lent.has(src.buffer) && src.byteOffset === 0 && !used.has(src.buffer as SharedArrayBuffer)) {
                   lent.delete(src.buffer); // memory from allocate(): taken over as it is
+                  sab = src.buffer as SharedArrayBuffer;
                 } else {
                   // Copied once, into a pooled buffer: the view's own buffer may be shared (a Parquet chunk, an envelope).
-                  data = new (src.constructor as Float32ArrayConstructor)(pool.take(src.byteLength), 0, src.length);
-                  data.set(src);
+                  sab = pool.take(src.byteLength);
+                  new Uint8Array(sab, 0, src.byteLength).set(new Uint8Array(src.buffer, src.byteOffset, src.byteLength));
                 }
-                inputs.push({ name, type: t.type, dims: t.dims, data });
-                transfer.push(data.buffer as ArrayBuffer);
+                used.add(sab);
+                let buf = ids.get(sab);
+                const first = buf === undefined;
+                if (buf === undefined) {
+                  buf = nextBuf++;
+                  ids.set(sab, buf);
+                  byId.set(buf, sab);
+                }
+                inputs.push({ name, type: t.type, dims: t.dims, buf, byteLength: src.byteLength, ...(first ? { sab } : {}) });
               }
               return new Promise((resolve, reject) => {
                 pending.set(id, { resolve, reject });
-                worker.postMessage({ type: 'run', id, inputs }, transfer);
+                worker.postMessage({ type: 'run', id, inputs });
               });
             },
             allocate(bytes) {
@@ -181,7 +233,7 @@ export const workerSessionFactory: OrtSessionFactory = (model, options) =>
           die(new Error(msg.message));
           break;
         case 'result': {
-          for (const b of msg.inputs) pool.give(b);
+          giveBack(msg.inputs);
           const p = pending.get(msg.id);
           pending.delete(msg.id);
           const out: Record<string, ort.Tensor> = {};
@@ -190,6 +242,7 @@ export const workerSessionFactory: OrtSessionFactory = (model, options) =>
           break;
         }
         case 'failed': {
+          giveBack(msg.inputs);
           const p = pending.get(msg.id);
           pending.delete(msg.id);
           p?.reject(new Error(msg.message));
@@ -203,36 +256,38 @@ export const workerSessionFactory: OrtSessionFactory = (model, options) =>
   });
 
 /**
- * Input buffers that travel to the worker thread and back, reused by byte size: a batch
- * costs a copy but no allocation (a fresh 1 MB ArrayBuffer per batch made V8 run a full GC
- * every few hundred milliseconds). At most `perSize` buffers of one size are kept, and
- * `maxBytes` in all.
+ * Input buffers shared with the worker thread, reused by byte size: a batch costs a copy but
+ * no allocation (a fresh 1 MB ArrayBuffer per batch made V8 run a full GC every few hundred
+ * milliseconds). At most `perSize` buffers of one size are kept, and `maxBytes` in all.
  */
-export class BufferPool {
-  private readonly free = new Map<number, ArrayBuffer[]>();
+export class BufferPool<B extends ArrayBufferLike = ArrayBuffer> {
+  private readonly free = new Map<number, B[]>();
   private bytes = 0;
 
   constructor(
     private readonly perSize = 4,
     private readonly maxBytes = 64 * 1024 * 1024,
+    private readonly make: (byteLength: number) => B = (n) => new ArrayBuffer(n) as B,
   ) {}
 
-  take(byteLength: number): ArrayBuffer {
+  take(byteLength: number): B {
     const list = this.free.get(byteLength);
     const buf = list?.pop();
-    if (buf === undefined) return new ArrayBuffer(byteLength);
+    if (buf === undefined) return this.make(byteLength);
     this.bytes -= byteLength;
     return buf;
   }
 
-  give(buf: ArrayBuffer): void {
+  /** Keeps `buf` for a later take(); false when it was dropped (the pool is full). */
+  give(buf: B): boolean {
     const n = buf.byteLength;
-    if (n === 0 || this.bytes + n > this.maxBytes) return;
+    if (n === 0 || this.bytes + n > this.maxBytes) return false;
     const list = this.free.get(n);
     if (list === undefined) this.free.set(n, [buf]);
     else if (list.length < this.perSize) list.push(buf);
-    else return;
+    else return false;
     this.bytes += n;
+    return true;
   }
 
   /** Bytes held for reuse. */
