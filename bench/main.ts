@@ -21,6 +21,7 @@ import { silentLogger } from '../workers/src/logging.js';
 import { loadModel } from '../workers/src/models/loaded-model.js';
 import { ModelRepository } from '../workers/src/models/repository.js';
 import { predictParquet } from '../workers/src/predict/predict.js';
+import { throughputThreads } from '../workers/src/runners/onnx.js';
 import { buildMlp, randomMlp } from '../examples/build/onnx-builder.js';
 import { writeModel } from '../test/helpers/models.js';
 
@@ -118,7 +119,8 @@ async function main(): Promise<void> {
       await writeModel(repo, m.name, '1', spec);
       const input = join(dir, `${m.name}.parquet`);
       await writeInput(input, m.rows, m.dims[0]!);
-      const model = await loadModel(new ModelRepository(repo), m.name, undefined, { logger: silentLogger() });
+      // As `inferq predict` loads it: one single-threaded instance per CPU.
+      const model = await loadModel(new ModelRepository(repo), m.name, undefined, { logger: silentLogger(), ...throughputThreads({}) });
       try {
         const s = await predictParquet(model, { input, output: join(dir, `${m.name}-out.parquet`) });
         table(`inferq predict, ${m.name} MLP, ${fmt(m.rows)} rows (Parquet → batcher → model → Parquet)`, ['', 'rows/s', 'batches', 'mean batch', 'vs raw best'], [

@@ -19,6 +19,7 @@ import { startRedis } from '../test/infra/redis.js';
 import type { RedisServer } from '../test/infra/redis.js';
 import { silentLogger } from '../workers/src/logging.js';
 import { loadModel } from '../workers/src/models/loaded-model.js';
+import { throughputThreads } from '../workers/src/runners/onnx.js';
 import { ModelRepository } from '../workers/src/models/repository.js';
 import { precompute } from '../workers/src/precompute/precompute.js';
 import type { PrecomputeTarget } from '../workers/src/precompute/precompute.js';
@@ -69,7 +70,8 @@ export async function precomputeBench(): Promise<void> {
       ].join('\n'),
     );
     const loaded = await loadSpec(specPath);
-    const model = await loadModel(new ModelRepository(repo), 'medium', undefined, { logger: silentLogger() });
+    // As `inferq precompute` loads it: one single-threaded instance per CPU.
+    const model = await loadModel(new ModelRepository(repo), 'medium', undefined, { logger: silentLogger(), ...throughputThreads({}) });
     const targets: PrecomputeTarget[] = ['redis', 'parquet', 'both'];
     const runs = new Map<PrecomputeTarget, { rate: number; ratio: number }[]>(targets.map((t) => [t, []]));
     const raws: number[] = [];

@@ -109,6 +109,13 @@ pq.write_table(t, sys.argv[1], row_group_size=7_000)`,
     expect(c.types).toEqual(['string', 'int64', 'float']);
     expect(c.passthrough_equal).toBe(true);
     expect(c.max_abs_diff).toBeLessThan(1e-5);
+    // Three instances (batches finish out of order across their threads): rows stay in order.
+    const three = join(dir, 'out-3.parquet');
+    const res3 = await runCli(['predict', '--model-repo', repo, '--model', 'mlp', '--input', input, '--output', three, '--max-batch', '256', '--instances', '3', '--threads', '1', '--no-progress']);
+    expect(res3.code, res3.stderr).toBe(0);
+    const c3 = await compare(input, three, join(modelDir, 'model.onnx'), 'features', 'score');
+    expect([c3.rows, c3.passthrough_equal]).toEqual([50_000, true]);
+    expect(c3.max_abs_diff).toBeLessThan(1e-5);
     // A NaN deep in the same file is reported with its absolute row number.
     const nanInput = join(dir, 'nan-deep.parquet');
     await runPython(

@@ -23,6 +23,7 @@ import { ParquetSink } from '../sinks/parquet-sink.js';
 import { KafkaWorker } from '../transports/kafka.js';
 import { RedisWorker } from '../transports/redis.js';
 import { parseDevice } from '../runners/device.js';
+import { throughputThreads } from '../runners/onnx.js';
 import { formatDevice } from '../runners/runner.js';
 import { ProgressBar, fmt } from './progress.js';
 
@@ -48,6 +49,7 @@ interface PredictFlags {
   maxBatch?: number;
   maxDelayMs?: number;
   threads?: number;
+  instances?: number;
   nan: NonFinitePolicy;
   progress: boolean;
 }
@@ -61,7 +63,7 @@ async function predictCommand(flags: PredictFlags): Promise<void> {
     device,
     logger,
     batching: { maxBatchSize: flags.maxBatch, maxDelayMs: flags.maxDelayMs },
-    ...(flags.threads === undefined ? {} : { intraOpThreads: flags.threads }),
+    ...throughputThreads(flags, device),
   });
   const abort = new AbortController();
   const onSignal = (signal: NodeJS.Signals): void => {
@@ -126,6 +128,7 @@ interface WorkerFlags {
   maxBatch?: number;
   maxDelayMs?: number;
   threads?: number;
+  instances?: number;
   lockDurationMs?: number;
   shutdownTimeoutMs: number;
   nan: NonFinitePolicy;
@@ -142,6 +145,7 @@ async function workerCommand(flags: WorkerFlags): Promise<void> {
     logger,
     allow,
     batching: { maxBatchSize: flags.maxBatch, maxDelayMs: flags.maxDelayMs },
+    ...(flags.instances === undefined ? {} : { instances: flags.instances }),
     ...(flags.threads === undefined ? {} : { intraOpThreads: flags.threads }),
   });
   try {
@@ -237,7 +241,7 @@ async function precomputeWorker(flags: WorkerFlags, device: ReturnType<typeof pa
   const worker = new PrecomputeWorker({
     redis: flags.redis,
     logger,
-    model: { device, ...(flags.threads === undefined ? {} : { intraOpThreads: flags.threads }) },
+    model: { device, ...throughputThreads(flags, device) },
   });
   await new Promise<void>((resolve, reject) => {
     const onSignal = (): void => void worker.close(flags.shutdownTimeoutMs).then(resolve, reject);
@@ -254,6 +258,7 @@ interface PrecomputeFlags {
   modelRepo: string;
   device: string;
   threads?: number;
+  instances?: number;
   lockTtlMs?: number;
   progress: boolean;
 }
@@ -265,7 +270,7 @@ async function precomputeCommand(flags: PrecomputeFlags): Promise<void> {
   const model = await loadModel(new ModelRepository(await modelRepoDir(flags.modelRepo)), spec.spec.model, spec.spec.version, {
     device,
     logger,
-    ...(flags.threads === undefined ? {} : { intraOpThreads: flags.threads }),
+    ...throughputThreads(flags, device),
   });
   const abort = new AbortController();
   const onSignal = (signal: NodeJS.Signals): void => abort.abort(new InferqError(`interrupted by ${signal}; the run is resumable`));
@@ -280,7 +285,6 @@ async function precomputeCommand(flags: PrecomputeFlags): Promise<void> {
       redis: flags.redis,
       logger,
       signal: abort.signal,
-      ...(flags.lockTtlMs === undefined ? {} : { lockTtlMs: flags.lockTtlMs }),
       ...(flags.lockTtlMs === undefined ? {} : { lockTtlMs: flags.lockTtlMs }),
       ...(flags.progress ? { onProgress: (p: { rows: number; totalRows: number; startRows: number }) => bar.update(p.rows, p.totalRows, p.startRows) } : {}),
     });
@@ -315,7 +319,8 @@ export function buildProgram(): Command {
     .option('--device <device>', 'cpu or cuda:N', 'cpu')
     .option('--max-batch <n>', 'largest batch in rows (overrides config.yaml)', positiveInt)
     .option('--max-delay-ms <n>', 'longest wait for a batch to fill', Number)
-    .option('--threads <n>', 'ONNX Runtime intra-op threads (default: CPU count)', positiveInt)
+    .option('--threads <n>', 'ONNX Runtime intra-op threads per instance (default 1, with one instance per CPU)', positiveInt)
+    .option('--instances <n>', 'sessions of the model, each in its own thread, batches spread over them (default: one per CPU)', positiveInt)
     .addOption(new Option('--nan <policy>', 'NaN/Inf in float features').choices(['reject', 'pass']).default('reject'))
     .option('--no-progress', 'no progress bar')
     .action(predictCommand);
@@ -327,7 +332,8 @@ export function buildProgram(): Command {
     .option('--redis <url>', 'Redis URL', process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379')
     .requiredOption('--model-repo <dir>', 'model repository (a local folder, or webhdfs:// / hdfs://)')
     .option('--device <device>', 'cpu or cuda:N', 'cpu')
-    .option('--threads <n>', 'ONNX Runtime intra-op threads (default: CPU count)', positiveInt)
+    .option('--threads <n>', 'ONNX Runtime intra-op threads per instance (default 1, with one instance per CPU)', positiveInt)
+    .option('--instances <n>', 'sessions of the model, each in its own thread, batches spread over them (default: one per CPU)', positiveInt)
     .option('--lock-ttl-ms <n>', 'lifetime of the table lock (renewed while the run lives); a crashed run blocks the next this long', positiveInt)
     .option('--no-progress', 'no progress bar')
     .action(precomputeCommand);
@@ -384,7 +390,8 @@ export function buildProgram(): Command {
     .option('--concurrency <n>', 'jobs in flight (enough to fill batches; Kafka: the topic is paused at 16× this many messages)', positiveInt, 256)
     .option('--max-batch <n>', 'largest batch in rows (overrides config.yaml)', positiveInt)
     .option('--max-delay-ms <n>', 'longest wait for a batch to fill', Number)
-    .option('--threads <n>', 'ONNX Runtime intra-op threads (default: CPU count)', positiveInt)
+    .option('--threads <n>', 'ONNX Runtime intra-op threads per instance (default: the CPUs shared out over the instances; --role precompute: 1)', positiveInt)
+    .option('--instances <n>', 'sessions of the model, each in its own thread, batches spread over them (default 1; --role precompute: one per CPU)', positiveInt)
     .option('--lock-duration-ms <n>', 'a stalled job is given to another worker after this long', positiveInt)
     .option('--shutdown-timeout-ms <n>', 'on SIGTERM, longest wait for in-flight jobs', positiveInt, 30_000)
     .addOption(new Option('--nan <policy>', 'NaN/Inf in float features').choices(['reject', 'pass']).default('reject'))

@@ -25,6 +25,8 @@ export interface LoadModelOptions {
   readonly device?: Device;
   /** Overrides of the model's batching settings (e.g. `--max-batch`). */
   readonly batching?: Partial<BatchingConfig>;
+  /** Sessions of the model, each in its own thread (see OnnxRunnerOptions.instances). Default 1. */
+  readonly instances?: number;
   readonly intraOpThreads?: number;
   readonly interOpThreads?: number;
   /** Default true: run a warm-up batch at 1 row and at maxBatchSize before taking work. */
@@ -46,6 +48,7 @@ export async function loadModel(repo: ModelRepository, name: string, version: st
     device: options.device ?? { kind: 'cpu' },
     inputs: mv.inputs,
     outputs: mv.outputs,
+    ...(options.instances === undefined ? {} : { instances: options.instances }),
     ...(options.intraOpThreads === undefined ? {} : { intraOpThreads: options.intraOpThreads }),
     ...(options.interOpThreads === undefined ? {} : { interOpThreads: options.interOpThreads }),
     logger,

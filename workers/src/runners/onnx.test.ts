@@ -4,14 +4,15 @@ import type * as ort from 'onnxruntime-node';
 import { buildMlp } from '../../../examples/build/onnx-builder.js';
 import { captureLogger, smallMlp } from '../../../test/helpers/models.js';
 import { parseDevice } from './device.js';
-import { OnnxRunner } from './onnx.js';
+import { availableParallelism } from 'node:os';
+import { OnnxRunner, throughputThreads } from './onnx.js';
 import { inThreadSessionFactory } from './ort-session.js';
-import type { OrtSessionFactory } from './ort-session.js';
+import type { OrtSession, OrtSessionFactory } from './ort-session.js';
 import { BufferPool, workerSessionFactory } from './ort-worker.js';
 
 const model = buildMlp(smallMlp([4, 8, 1]));
 
-function runner(device: string, createSession?: OrtSessionFactory, threads?: number) {
+function runner(device: string, createSession?: OrtSessionFactory, threads?: number, instances?: number) {
   const cap = captureLogger();
   const r = new OnnxRunner({
     model,
@@ -21,6 +22,7 @@ function runner(device: string, createSession?: OrtSessionFactory, threads?: num
     device: parseDevice(device),
     logger: cap.logger,
     ...(threads === undefined ? {} : { intraOpThreads: threads }),
+    ...(instances === undefined ? {} : { instances }),
     ...(createSession === undefined ? {} : { createSession }),
   });
   return { r, lines: cap.lines };
@@ -152,6 +154,100 @@ describe('ONNX Runtime in a worker thread: input memory', () => {
       await r.dispose();
       await reference.dispose();
     }
+  });
+});
+
+describe('model instances', () => {
+  /** Worker sessions that record the runs each gets and the input buffers it lent. */
+  function recorded(): { factory: OrtSessionFactory; sessions: { options: ort.InferenceSession.SessionOptions; runs: ArrayBufferLike[][]; lent: ArrayBufferLike[] }[] } {
+    const sessions: { options: ort.InferenceSession.SessionOptions; runs: ArrayBufferLike[][]; lent: ArrayBufferLike[] }[] = [];
+    const factory: OrtSessionFactory = async (bytes, options) => {
+      const inner = await workerSessionFactory(bytes, { ...options, executionProviders: ['cpu'] });
+      const rec = { options, runs: [] as ArrayBufferLike[][], lent: [] as ArrayBufferLike[] };
+      sessions.push(rec);
+      const session: OrtSession = {
+        inputNames: inner.inputNames,
+        outputNames: inner.outputNames,
+        inputMetadata: inner.inputMetadata,
+        outputMetadata: inner.outputMetadata,
+        run(feeds) {
+          rec.runs.push(Object.values(feeds).map((t) => (t.data as Float32Array).buffer));
+          return inner.run(feeds);
+        },
+        allocate(bytes) {
+          const b = inner.allocate!(bytes);
+          rec.lent.push(b);
+          return b;
+        },
+        release: () => inner.release(),
+      };
+      return session;
+    };
+    return { factory, sessions };
+  }
+
+  it('loads N sessions, shares the CPUs out over them, and spreads concurrent runs, each with the in-thread result', async () => {
+    const { factory, sessions } = recorded();
+    const { r } = runner('cpu', factory, undefined, 2);
+    const reference = runner('cpu', inThreadSessionFactory).r;
+    await Promise.all([r.load(), reference.load()]);
+    try {
+      expect(r.instanceCount).toBe(2);
+      expect(sessions.map((s) => s.options.intraOpNumThreads)).toEqual([1, 1].map(() => Math.max(1, Math.floor(availableParallelism() / 2))));
+      const inputs = Array.from({ length: 12 }, (_, k) => Float32Array.from({ length: 8 }, (_, i) => Math.cos(k + i)));
+      const want = await Promise.all(inputs.map(async (x) => Array.from((await reference.run({ features: { dtype: 'float32', shape: [2, 4], data: x } }))['score']!.data as Float32Array)));
+      const got = await Promise.all(inputs.map(async (x) => Array.from((await r.run({ features: { dtype: 'float32', shape: [2, 4], data: x } }))['score']!.data as Float32Array)));
+      expect(got).toEqual(want);
+      expect(sessions.map((s) => s.runs.length)).toEqual([6, 6]); // least busy first: they alternate
+    } finally {
+      await r.dispose();
+      await reference.dispose();
+    }
+  });
+
+  it('a batch gathered into allocate() memory runs on the instance that lent it, without a copy', async () => {
+    const { factory, sessions } = recorded();
+    const { r } = runner('cpu', factory, 1, 2);
+    await r.load();
+    try {
+      const busy = r.run({ features: { dtype: 'float32', shape: [2, 4], data: new Float32Array(8) } }); // instance 0 is busy now
+      const own = r.allocate('float32', 8) as Float32Array; // so instance 1 lends this
+      own.set([1, 2, 3, 4, 5, 6, 7, 8]);
+      const before = sessions.map((s) => s.runs.length);
+      await Promise.all([busy, r.run({ features: { dtype: 'float32', shape: [2, 4], data: own } })]);
+      expect(sessions[1]!.lent).toContain(own.buffer);
+      expect(sessions[1]!.runs.length - before[1]!).toBe(1);
+      expect(sessions[1]!.runs.at(-1)).toEqual([own.buffer]); // the very memory, not a copy
+      expect(sessions[0]!.runs.length - before[0]!).toBe(0);
+    } finally {
+      await r.dispose();
+    }
+  });
+
+  it('CUDA falls back for every instance with one warning; a bad instance count is refused by name', async () => {
+    const eps: unknown[] = [];
+    const noCuda: OrtSessionFactory = (bytes, options) => {
+      eps.push(options.executionProviders);
+      if ((options.executionProviders ?? []).some((e) => (typeof e === 'string' ? e : e.name) === 'cuda')) return Promise.reject(new Error('no CUDA here'));
+      return inThreadSessionFactory(bytes, options);
+    };
+    const { r, lines } = runner('cuda:0', noCuda, 1, 3);
+    await r.load();
+    expect(eps).toEqual([[{ name: 'cuda', deviceId: 0 }], ['cpu'], ['cpu'], ['cpu']]);
+    expect(lines.filter((l) => l['level'] === 40)).toHaveLength(1);
+    expect(r.instanceCount).toBe(3);
+    await r.dispose();
+    await expect(runner('cpu', undefined, undefined, 0).r.load()).rejects.toThrow(ConfigError);
+    await expect(runner('cpu', undefined, undefined, 1.5).r.load()).rejects.toThrow('model m:1 (test.onnx): instances must be a positive integer, got 1.5');
+  });
+
+  it('throughputThreads: one single-threaded instance per CPU unless --instances or --threads say otherwise; one on a GPU', () => {
+    expect(throughputThreads({})).toEqual({ instances: availableParallelism(), intraOpThreads: 1 });
+    expect(throughputThreads({ threads: 2 })).toEqual({ intraOpThreads: 2 });
+    expect(throughputThreads({ instances: 3 })).toEqual({ instances: 3 });
+    expect(throughputThreads({ instances: 2, threads: 4 })).toEqual({ instances: 2, intraOpThreads: 4 });
+    expect(throughputThreads({}, { kind: 'cuda', id: 1 })).toEqual({}); // a GPU: one instance
+    expect(throughputThreads({ instances: 2 }, { kind: 'cuda', id: 1 })).toEqual({ instances: 2 });
   });
 });
 

@@ -1,12 +1,13 @@
 /**
- * ONNX Runtime runner (onnxruntime-node). One InferenceSession per model version
- * per process; the device is chosen per process: `cpu` or `cuda:N` (the CUDA
- * execution provider with that device id). When CUDA cannot be used the runner
- * falls back to CPU and says so in one warning line — never silently.
+ * ONNX Runtime runner (onnxruntime-node). One InferenceSession per model version and
+ * instance per process (`instances`, like Triton's instance_group count: each its own
+ * worker thread, runs go to the least busy); the device is chosen per process: `cpu` or
+ * `cuda:N` (the CUDA execution provider with that device id). When CUDA cannot be used
+ * the runner falls back to CPU and says so in one warning line — never silently.
  */
 import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
-import { DTYPE_BYTES, InferenceError, ModelLoadError, allocate, describe, isDType, viewOf } from '@inferq/shared';
+import { ConfigError, DTYPE_BYTES, InferenceError, ModelLoadError, allocate, describe, isDType, viewOf } from '@inferq/shared';
 import type { DType, Tensor, TensorMap, TensorSpec, TypedArray } from '@inferq/shared';
 import type { Logger } from '../logging.js';
 import { workerSessionFactory } from './ort-worker.js';
@@ -26,7 +27,16 @@ export interface OnnxRunnerOptions {
   /** Declared inputs/outputs from config.yaml; checked against the model. Default: read from the model. */
   readonly inputs?: readonly TensorSpec[] | undefined;
   readonly outputs?: readonly TensorSpec[] | undefined;
-  /** Threads inside one operator. Default: the number of CPUs (os.availableParallelism()). */
+  /**
+   * Sessions of the model, each in its own thread, batches spread over them (Triton's
+   * instance_group count). Default 1. Several single-threaded instances beat one session
+   * whose threads split every operator when batches queue up: an instance needs no
+   * per-operator handoff between threads, and when other work takes a core only that
+   * instance waits (measured on 2 cores, medium MLP at batch 1024: 2 × 1 thread
+   * 0.96–1.18 of raw onnxruntime, 1 × 2 threads 0.83–0.96).
+   */
+  readonly instances?: number;
+  /** Threads inside one operator, per instance. Default: the CPUs (os.availableParallelism()) shared out over the instances, at least 1. */
   readonly intraOpThreads?: number;
   /** Threads across independent operators. Default 1. */
   readonly interOpThreads?: number;
@@ -43,9 +53,28 @@ export interface OnnxRunnerOptions {
   readonly createSession?: OrtSessionFactory;
 }
 
+interface Instance {
+  readonly session: OrtSession;
+  inFlight: number;
+}
+
+/**
+ * Instances and threads for offline throughput work (`inferq predict`, `inferq precompute`):
+ * on the CPU one single-threaded instance per CPU, unless the flags say otherwise
+ * (`--instances`, `--threads`). A serving worker keeps one instance over all CPUs (a lone
+ * batch finishes sooner), and so does a GPU (it parallelises inside each run; more
+ * instances would hold more copies of the model in its memory).
+ */
+export function throughputThreads(flags: { readonly instances?: number | undefined; readonly threads?: number | undefined }, device: Device = { kind: 'cpu' }): { instances?: number; intraOpThreads?: number } {
+  if (flags.instances === undefined && flags.threads === undefined && device.kind === 'cpu') return { instances: availableParallelism(), intraOpThreads: 1 };
+  return { ...(flags.instances === undefined ? {} : { instances: flags.instances }), ...(flags.threads === undefined ? {} : { intraOpThreads: flags.threads }) };
+}
+
 export class OnnxRunner implements Runner {
   private readonly opts: OnnxRunnerOptions;
-  private session: OrtSession | undefined;
+  private instances: Instance[] = [];
+  /** Which instance lent a buffer from allocate(): a batch gathered into it runs there. */
+  private readonly lender = new WeakMap<ArrayBufferLike, Instance>();
   private ins: readonly TensorSpec[] = [];
   private outs: readonly TensorSpec[] = [];
   private actualDevice: Device = { kind: 'cpu' };
@@ -72,7 +101,7 @@ export class OnnxRunner implements Runner {
       device.kind === 'cuda' ? [{ name: 'cuda', deviceId: device.id }] : ['cpu'];
     return {
       executionProviders,
-      intraOpNumThreads: this.opts.intraOpThreads ?? availableParallelism(),
+      intraOpNumThreads: this.opts.intraOpThreads ?? Math.max(1, Math.floor(availableParallelism() / (this.opts.instances ?? 1))),
       interOpNumThreads: this.opts.interOpThreads ?? 1,
       graphOptimizationLevel: 'all',
       executionMode: 'sequential',
@@ -85,6 +114,8 @@ export class OnnxRunner implements Runner {
     const create = this.opts.createSession ?? workerSessionFactory;
     const requested = this.opts.device ?? { kind: 'cpu' };
     const where = `model ${this.opts.name}:${this.opts.version} (${this.opts.source})`;
+    const count = this.opts.instances ?? 1;
+    if (!Number.isSafeInteger(count) || count < 1) throw new ConfigError(`${where}: instances must be a positive integer, got ${count}`);
     let session: OrtSession;
     try {
       session = await create(this.opts.model, this.sessionOptions(requested));
@@ -111,7 +142,20 @@ export class OnnxRunner implements Runner {
       await session.release();
       throw err;
     }
-    this.session = session;
+    const sessions = [session];
+    try {
+      // Further instances, on the device the first one got (a CUDA fallback is said once).
+      for (let i = 1; i < count; i++) sessions.push(await create(this.opts.model, this.sessionOptions(this.actualDevice)));
+    } catch (cause) {
+      await Promise.all(sessions.map((s) => s.release()));
+      throw new ModelLoadError(`${where}: instance ${sessions.length + 1} of ${count} failed to load: ${(cause as Error).message}`, { cause, model: this.opts.name, version: this.opts.version });
+    }
+    this.instances = sessions.map((s) => ({ session: s, inFlight: 0 }));
+  }
+
+  /** Instances in this runner (after load()). */
+  get instanceCount(): number {
+    return this.instances.length;
   }
 
   async warmup(batchSizes: readonly number[] = [1]): Promise<void> {
@@ -125,22 +169,26 @@ export class OnnxRunner implements Runner {
         const shape = [rows, ...spec.shape.slice(1)];
         feeds[spec.name] = { dtype: spec.dtype, shape, data: allocate(spec.dtype, shape.reduce((a, b) => a * b, 1)) };
       }
-      await this.run(feeds);
+      // Every instance, at once: least-busy dispatch sends the concurrent runs to different ones.
+      await Promise.all(this.instances.map(() => this.run(feeds)));
     }
   }
 
   async run(inputs: TensorMap): Promise<TensorMap> {
-    const session = this.session;
-    if (session === undefined) throw new InferenceError(`model ${this.opts.name}:${this.opts.version} is not loaded`);
+    if (this.instances.length === 0) throw new InferenceError(`model ${this.opts.name}:${this.opts.version} is not loaded`);
     const feeds: Record<string, ort.Tensor> = {};
+    let instance: Instance | undefined;
     for (const spec of this.ins) {
       const t = inputs[spec.name];
       if (t === undefined) throw new InferenceError(`batch lacks input "${spec.name}"`);
       feeds[spec.name] = new ort.Tensor(t.dtype, t.data, t.shape);
+      instance ??= this.lender.get(t.data.buffer);
     }
+    instance ??= this.leastBusy()!;
     let results: Record<string, ort.Tensor>;
+    instance.inFlight++;
     try {
-      results = await session.run(feeds);
+      results = await instance.session.run(feeds);
     } catch (cause) {
       throw new InferenceError(`model ${this.opts.name}:${this.opts.version} failed: ${(cause as Error).message}`, {
         cause,
@@ -148,6 +196,8 @@ export class OnnxRunner implements Runner {
         version: this.opts.version,
         retriable: false,
       });
+    } finally {
+      instance.inFlight--;
     }
     const out: Record<string, Tensor> = {};
     for (const spec of this.outs) {
@@ -159,15 +209,26 @@ export class OnnxRunner implements Runner {
   }
 
   allocate(dtype: DType, length: number): TypedArray {
-    const session = this.session;
-    if (session?.allocate === undefined) return allocate(dtype, length);
-    return viewOf(dtype, session.allocate(length * DTYPE_BYTES[dtype]), 0, length);
+    // The instance that will run the batch lends its memory (a multi-input batch asks for
+    // each input in turn before it runs: all go to the same instance).
+    const instance = this.leastBusy();
+    if (instance?.session.allocate === undefined) return allocate(dtype, length);
+    const buffer = instance.session.allocate(length * DTYPE_BYTES[dtype]);
+    this.lender.set(buffer, instance);
+    return viewOf(dtype, buffer, 0, length);
   }
 
   async dispose(): Promise<void> {
-    const s = this.session;
-    this.session = undefined;
-    if (s !== undefined) await s.release();
+    const all = this.instances;
+    this.instances = [];
+    await Promise.all(all.map((i) => i.session.release()));
+  }
+
+  /** The instance with the fewest runs in flight (the first of equals); undefined before load(). */
+  private leastBusy(): Instance | undefined {
+    let best = this.instances[0];
+    for (const i of this.instances) if (i.inFlight < best!.inFlight) best = i;
+    return best;
   }
 }
 
