@@ -19,6 +19,8 @@ export interface Runner {
    * a tensor over it belongs to the runner once passed to `run()`. Optional.
    */
   allocate?(dtype: DType, length: number): TypedArray;
+  /** Model instances running batches side by side (absent: one). */
+  readonly instanceCount?: number;
   dispose(): Promise<void>;
 }
 
