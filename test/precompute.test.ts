@@ -22,6 +22,7 @@ import { runCli, cliArgv, REPO_ROOT } from './helpers/cli.js';
 import { smallMlp, tempDir, writeModel } from './helpers/models.js';
 import { dropQueue, queueName, startWorker, waitFor } from './helpers/redis.js';
 import { runPython } from './infra/python.js';
+import { startRedis } from './infra/redis.js';
 
 const url = inject('redisUrl');
 const webhdfs = inject('webhdfsUrl');
@@ -297,6 +298,43 @@ export default function featurize(columns, rows) {
       for (const key of ['DE:1:1', 'IT:10:2500', 'España:5:1234']) expectRow(await producer.lookup(table, key), v1, key);
     } finally {
       await producer.close();
+    }
+  }, 180_000);
+
+  it('Redis refusing writes mid-run (maxmemory) fails the run naming the chunk and the reply, publishes nothing; the rerun resumes and completes', async () => {
+    const server = await startRedis(); // its own server: this test fills its memory
+    const admin = new Redis(server.url);
+    try {
+      const table = `t-${queueName()}`;
+      const keys = tableKeys('inferq', table);
+      const path = await writeSpec(table, specText(table, { properties: 2500, chunkRows: 1000 }));
+      // Room for the lock, the run's metadata and a few chunks, not for 100,000 rows.
+      const used = Number(/used_memory:(\d+)/.exec(await admin.info('memory'))![1]);
+      await admin.config('SET', 'maxmemory-policy', 'noeviction');
+      await admin.config('SET', 'maxmemory', String(used + 1_500_000));
+      const r = await runCli(['precompute', '--spec', path, '--model-repo', repo, '--redis', server.url, '--no-progress']);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/inferq: error: redis 127\.0\.0\.1:\d+: writing chunk \d+ failed: OOM command not allowed when used memory > 'maxmemory'/);
+      expect(await admin.get(keys.current)).toBeNull(); // nothing published
+      const runId = (await admin.get(keys.running))!;
+      const done = await admin.scard(keys.done(runId));
+      expect(done).toBeGreaterThan(0);
+      expect(done).toBeLessThan(100);
+      expect(await admin.exists(keys.lock)).toBe(0); // released on the way out
+      await admin.config('SET', 'maxmemory', '0');
+      const again = await runCli(['precompute', '--spec', path, '--model-repo', repo, '--redis', server.url, '--no-progress']);
+      expect(again.code, again.stderr).toBe(0);
+      expect(again.stdout).toMatch(new RegExp(`run ${runId}: .*\\(resumed: \\d+ of 100 chunks were already done\\)`));
+      const producer = new Producer({ redis: server.url });
+      try {
+        for (const key of ['DE:1:1', 'IT:10:2500', 'España:5:1234', 'FR:3:777']) expectRow(await producer.lookup(table, key), v1, key);
+        expect((await producer.lookupMany(table, Array.from({ length: 100 }, (_, i) => `DE:${1 + (i % 10)}:${1 + i * 25}`))).every((row) => row !== undefined)).toBe(true);
+      } finally {
+        await producer.close();
+      }
+    } finally {
+      admin.disconnect();
+      await server.stop();
     }
   }, 180_000);
 
