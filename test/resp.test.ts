@@ -5,8 +5,9 @@
  */
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { ConfigError, DataIOError } from '@inferq/shared';
-import { RespBuilder, RespConnection } from '../workers/src/precompute/resp.js';
+import { DataIOError } from '@inferq/shared';
+import { RespBuilder, RespConnection, replyEnd } from '../workers/src/precompute/resp.js';
+import type { RespEndpoint } from '../workers/src/precompute/resp.js';
 import { startRedis } from './infra/redis.js';
 import { queueName } from './helpers/redis.js';
 
@@ -22,6 +23,14 @@ afterAll(() => {
 });
 
 const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
+
+/** What ioredis parses from a URL, as precompute hands it over (`redis.options`). */
+function endpoint(u: string): RespEndpoint {
+  const client = new Redis(u, { lazyConnect: true });
+  const { options } = client;
+  client.disconnect();
+  return options;
+}
 
 describe('RespBuilder + RespConnection', () => {
   it('HSETs of short, long, UTF-8 and binary fields land as written; thousands of replies are counted across reads', async () => {
@@ -49,7 +58,7 @@ describe('RespBuilder + RespConnection', () => {
     for (const [s, e] of spans) b.bulk(joined, s, e);
     // 12,000 more commands: their replies (":1\r\n" …) arrive over many reads.
     for (let i = 0; i < 12_000; i++) b.command('HSET', `${key}:many`, `f${i}`, String(i));
-    const conn = await RespConnection.open(url);
+    const conn = await RespConnection.open(endpoint(url));
     try {
       await conn.send(b.finish(), 12_001, 'the test writes');
       expect(await redis.hlen(key)).toBe(fields.length);
@@ -67,7 +76,7 @@ describe('RespBuilder + RespConnection', () => {
   it('an error reply rejects its send, naming the command and the error, after all its replies; the connection goes on', async () => {
     const key = `resp-${queueName()}`;
     await redis.set(`${key}:string`, 'not a hash');
-    const conn = await RespConnection.open(url);
+    const conn = await RespConnection.open(endpoint(url));
     try {
       const bad = new RespBuilder().command('HSET', `${key}:ok`, 'f', '1').command('HSET', `${key}:string`, 'f', '1').command('HSET', `${key}:ok`, 'g', '2').finish();
       const err = await conn.send(bad, 3, 'writing chunk 7').then(
@@ -86,46 +95,55 @@ describe('RespBuilder + RespConnection', () => {
     }
   });
 
-  it('AUTH (password, or user and password) and SELECT come from the URL; a wrong password is refused by name', async () => {
+  it('connects where ioredis does for the same URL: user and password, password only, the database as path or ?db=, host:port without a scheme', async () => {
     const server = await startRedis();
     const admin = new Redis(server.url);
     try {
       await admin.acl('SETUSER', 'loader', 'on', '>s3cret/pw', '~*', '+@all');
       await admin.config('SET', 'requirepass', 'top:secret');
       const host = server.url.replace(/^redis:\/\//, '');
-      const withUser = await RespConnection.open(`redis://loader:${encodeURIComponent('s3cret/pw')}@${host}/3`);
-      await withUser.send(new RespBuilder().command('SET', 'k', 'in db 3').finish(), 1, 'set');
-      withUser.close();
-      const withPassword = await RespConnection.open(`redis://:${encodeURIComponent('top:secret')}@${host}`);
-      await withPassword.send(new RespBuilder().command('SET', 'k', 'in db 0').finish(), 1, 'set');
-      withPassword.close();
-      const check = new Redis(`redis://:${encodeURIComponent('top:secret')}@${host}/3`);
+      const put = async (u: string, value: string): Promise<void> => {
+        const conn = await RespConnection.open(endpoint(u));
+        try {
+          await conn.send(new RespBuilder().command('SET', value, 'here').finish(), 1, 'set');
+        } finally {
+          conn.close();
+        }
+      };
+      await put(`redis://loader:${encodeURIComponent('s3cret/pw')}@${host}/3`, 'user-db3');
+      await put(`redis://:${encodeURIComponent('top:secret')}@${host}`, 'password-db0');
+      await put(`redis://:${encodeURIComponent('top:secret')}@${host}?db=5`, 'query-db5');
+      const check = new Redis(`redis://:${encodeURIComponent('top:secret')}@${host}`);
       try {
-        expect(await check.get('k')).toBe('in db 3');
-        expect(await check.select(0).then(() => check.get('k'))).toBe('in db 0');
+        const inDb = async (db: number): Promise<string[]> => (await check.select(db), (await check.keys('*')).sort());
+        expect(await inDb(3)).toEqual(['user-db3']);
+        expect(await inDb(5)).toEqual(['query-db5']);
+        expect(await inDb(0)).toEqual(['password-db0']);
+        await check.config('SET', 'requirepass', '');
       } finally {
         check.disconnect();
       }
-      const wrong = await RespConnection.open(`redis://:nope@${host}`).then(
+      await put(host, 'no-scheme'); // "127.0.0.1:port", as ioredis takes it
+      expect(await admin.get('no-scheme')).toBe('here');
+      await admin.config('SET', 'requirepass', 'again');
+      const wrong = await RespConnection.open(endpoint(`redis://:nope@${host}`)).then(
         () => undefined,
         (e: unknown) => e,
       );
       expect(wrong).toBeInstanceOf(DataIOError);
       expect((wrong as Error).message).toMatch(/^redis 127\.0\.0\.1:\d+: AUTH failed: WRONGPASS/);
+      expect((wrong as Error).message).not.toContain('nope');
     } finally {
       admin.disconnect();
       await server.stop();
     }
   });
 
-  it('bad URLs are refused before connecting (passwords never shown); a closed port is a retriable DataIOError', async () => {
-    await expect(RespConnection.open('localhost:6379')).rejects.toThrow(ConfigError);
-    await expect(RespConnection.open('http://u:pw@127.0.0.1:1')).rejects.toThrow('redis URL "http://u:***@127.0.0.1:1": precompute writes need a redis:// or rediss:// URL');
-    await expect(RespConnection.open('redis://127.0.0.1:1/x')).rejects.toThrow('database "x" is not a number');
+  it('a closed port is a retriable DataIOError naming host and port', async () => {
     const server = await startRedis();
     const port = new URL(server.url).port;
     await server.stop();
-    const err = await RespConnection.open(`redis://127.0.0.1:${port}`).then(
+    const err = await RespConnection.open(endpoint(`redis://127.0.0.1:${port}`)).then(
       () => undefined,
       (e: unknown) => e,
     );
@@ -134,9 +152,41 @@ describe('RespBuilder + RespConnection', () => {
     expect((err as Error).message).toContain(`redis 127.0.0.1:${port}: connect ECONNREFUSED`);
   });
 
+  it('replyEnd finds where each reply ends, however the bytes are split, and refuses malformed ones', () => {
+    const replies = [':1\r\n', '-WRONGTYPE Operation against a key\r\n', '+OK\r\n', '$5\r\na\r\nbc\r\n', '$-1\r\n', '*2\r\n$1\r\nx\r\n*1\r\n:7\r\n', '*-1\r\n', '$0\r\n\r\n'];
+    const all = Buffer.from(replies.join(''), 'latin1');
+    const ends: number[] = [];
+    for (let at = 0, i = 0; i < replies.length; i++) ends.push((at += replies[i]!.length));
+    // Whole: each reply ends where it should.
+    let at = 0;
+    for (const end of ends) {
+      expect(replyEnd(all, at)).toBe(end);
+      at = end;
+    }
+    expect(replyEnd(all, at)).toBe(-1);
+    // Cut anywhere: a reply not wholly there is "not yet" (-1), never a wrong end.
+    for (let cut = 0; cut < all.length; cut++) {
+      const part = all.subarray(0, cut);
+      let p = 0;
+      for (const end of ends) {
+        const e = replyEnd(part, p);
+        if (end <= cut) expect(e, `cut ${cut}`).toBe(end);
+        else {
+          expect(e, `cut ${cut}`).toBe(-1);
+          break;
+        }
+        p = end;
+      }
+    }
+    expect(() => replyEnd(Buffer.from('$x\r\n'), 0)).toThrow('malformed reply length "x"');
+    expect(() => replyEnd(Buffer.from('$\r\n'), 0)).toThrow('malformed reply length ""');
+    expect(() => replyEnd(Buffer.from(':1\rX'), 0)).toThrow('CR without LF');
+    expect(() => replyEnd(Buffer.from('?1\r\n'), 0)).toThrow('unexpected reply type "?"');
+  });
+
   it('sends in flight when the connection drops are rejected, and later sends too', async () => {
     const server = await startRedis();
-    const conn = await RespConnection.open(server.url);
+    const conn = await RespConnection.open(endpoint(server.url));
     try {
       // BLPOP on an empty list holds its reply; the server going away must not leave the send hanging.
       const pending = conn.send(new RespBuilder().command('BLPOP', 'empty', '0').finish(), 1, 'waiting').then(

@@ -94,6 +94,8 @@ export async function precompute(options: PrecomputeOptions): Promise<Precompute
       const ttl = options.lockTtlMs ?? 30_000;
       await lock(redis, keys, owner, table, ttl);
       renew = setInterval(() => void renewLock(redis, keys, owner, ttl).catch((err: unknown) => log.warn({ err }, 'could not renew the table lock')), ttl / 3);
+      // The rows' connection, to the server and database ioredis parsed from the same URL.
+      bulk = await RespConnection.open(redis.options);
     }
     const buckets = Math.max(1, Math.ceil(space.total / ROWS_PER_BUCKET));
     // redisChunk sorts a chunk's rows by bucket · rows + row, which must stay an exact double.
@@ -115,7 +117,6 @@ export async function precompute(options: PrecomputeOptions): Promise<Precompute
     }
 
     const encode = await makeEncoder(spec, space, model.inputs);
-    if (redis !== undefined) bulk = await RespConnection.open(options.redis!);
     const batcher = new DynamicBatcher(model.runner, {
       ...model.batching,
       inputs: model.inputs,

@@ -15,10 +15,11 @@
  * one buffer, and the replies (integers, for HSET and SADD) are counted, not turned into objects.
  * ioredis still does the rest of a run's Redis work: the lock, the run's metadata, the swap.
  */
-import { connect as netConnect } from 'node:net';
+import { isIP, connect as netConnect } from 'node:net';
 import type { Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
-import { ConfigError, DataIOError } from '@inferq/shared';
+import type { ConnectionOptions } from 'node:tls';
+import { DataIOError } from '@inferq/shared';
 
 /** Builds RESP2 commands into one growing buffer. */
 export class RespBuilder {
@@ -104,6 +105,19 @@ export class RespBuilder {
   }
 }
 
+/** Where to connect: the fields of an ioredis client's parsed `options` that matter here. */
+export interface RespEndpoint {
+  readonly host?: string | undefined;
+  readonly port?: number | undefined;
+  /** A unix socket, instead of host and port. */
+  readonly path?: string | undefined;
+  readonly username?: string | null | undefined;
+  readonly password?: string | null | undefined;
+  readonly db?: number | null | undefined;
+  /** ioredis leaves `true` here for a rediss:// URL. */
+  readonly tls?: ConnectionOptions | boolean | undefined;
+}
+
 interface Waiting {
   left: number;
   error: string | undefined;
@@ -125,53 +139,53 @@ export class RespConnection {
     readonly where: string,
   ) {
     socket.setNoDelay(true);
+    // A peer that vanishes without a reset is noticed, so a waiting send fails instead of hanging.
+    socket.setKeepAlive(true, 30_000);
     socket.on('data', (d: Buffer) => this.onData(d));
     socket.on('error', (err) => this.fail(new DataIOError(`redis ${where}: ${err.message}`, { retriable: true, cause: err })));
     socket.on('close', () => this.fail(new DataIOError(`redis ${where}: the connection closed`, { retriable: true })));
   }
 
   /**
-   * Connects to a `redis://[user:password@]host[:port][/db]` or `rediss://…` (TLS) URL, then
-   * sends AUTH and SELECT as the URL asks.
+   * Connects to the server an ioredis client of the same URL talks to (pass its parsed
+   * `options`: host and port or a unix socket path, TLS, user, password, database), then
+   * sends AUTH and SELECT as they ask.
    */
-  static async open(url: string, timeoutMs = 10_000): Promise<RespConnection> {
-    let u: URL;
-    try {
-      u = new URL(url);
-    } catch {
-      throw new ConfigError(`redis URL "${redact(url)}" is not a URL; expected redis://[user:password@]host[:port][/db]`);
-    }
-    if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') {
-      throw new ConfigError(`redis URL "${redact(url)}": precompute writes need a redis:// or rediss:// URL`);
-    }
-    const host = u.hostname.replace(/^\[(.*)\]$/, '$1') || '127.0.0.1';
-    const port = u.port === '' ? 6379 : Number(u.port);
-    const dbText = u.pathname.replace(/^\/+/, '');
-    const db = dbText === '' ? 0 : Number(dbText);
-    if (!Number.isSafeInteger(db) || db < 0) throw new ConfigError(`redis URL "${redact(url)}": database "${dbText}" is not a number`);
-    const where = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+  static async open(endpoint: RespEndpoint, timeoutMs = 10_000): Promise<RespConnection> {
+    const host = endpoint.host ?? '127.0.0.1';
+    const port = endpoint.port ?? 6379;
+    const where = endpoint.path ?? `${host.includes(':') ? `[${host}]` : host}:${port}`;
     const socket = await new Promise<Socket>((resolve, reject) => {
-      const s = u.protocol === 'rediss:' ? tlsConnect({ host, port, servername: host }) : netConnect({ host, port });
-      const ready = u.protocol === 'rediss:' ? 'secureConnect' : 'connect';
+      const tls = endpoint.tls === true ? {} : endpoint.tls === false ? undefined : endpoint.tls;
+      const s =
+        tls !== undefined
+          ? tlsConnect({ ...tls, ...(endpoint.path === undefined ? { host, port } : { path: endpoint.path }), ...(tls.servername === undefined && isIP(host) === 0 ? { servername: host } : {}) })
+          : endpoint.path !== undefined
+            ? netConnect({ path: endpoint.path })
+            : netConnect({ host, port });
+      const ready = tls !== undefined ? 'secureConnect' : 'connect';
+      const fail = (err: Error): void => {
+        clearTimeout(timer);
+        reject(new DataIOError(`redis ${where}: ${err.message}`, { retriable: true, cause: err }));
+      };
       const timer = setTimeout(() => {
+        s.off('error', fail);
         s.destroy();
         reject(new DataIOError(`redis ${where}: no connection within ${timeoutMs} ms`, { retriable: true }));
       }, timeoutMs);
-      s.once('error', (err) => {
-        clearTimeout(timer);
-        reject(new DataIOError(`redis ${where}: ${err.message}`, { retriable: true, cause: err }));
-      });
+      s.once('error', fail);
       s.once(ready, () => {
         clearTimeout(timer);
-        s.removeAllListeners('error');
+        s.off('error', fail);
         resolve(s);
       });
     });
     const conn = new RespConnection(socket, where);
     try {
-      const user = decodeURIComponent(u.username);
-      const password = decodeURIComponent(u.password);
+      const user = endpoint.username ?? '';
+      const password = endpoint.password ?? '';
       if (password !== '') await conn.send(new RespBuilder().command('AUTH', ...(user === '' ? [] : [user]), password).finish(), 1, 'AUTH');
+      const db = endpoint.db ?? 0;
       if (db !== 0) await conn.send(new RespBuilder().command('SELECT', String(db)).finish(), 1, `SELECT ${db}`);
     } catch (err) {
       conn.close();
@@ -239,18 +253,20 @@ export class RespConnection {
   }
 }
 
-/** Where the RESP2 reply at `at` ends, or -1 when it has not all arrived yet. */
-function replyEnd(buf: Buffer, at: number): number {
+/** Where the RESP2 reply at `at` ends, or -1 when it has not all arrived yet (exported for tests). */
+export function replyEnd(buf: Buffer, at: number): number {
   if (at >= buf.length) return -1;
   const eol = buf.indexOf(0x0d, at);
   if (eol < 0 || eol + 1 >= buf.length) return -1;
+  if (buf[eol + 1] !== 0x0a) throw new Error('malformed reply: CR without LF');
   const line = eol + 2;
   const type = buf[at];
   if (type === 0x2b || type === 0x2d || type === 0x3a) return line; // + - :
   if (type === 0x24 || type === 0x2a) {
     // $ bulk string, * array
-    const n = Number(buf.toString('latin1', at + 1, eol));
-    if (!Number.isInteger(n)) throw new Error(`malformed reply length "${buf.toString('latin1', at + 1, eol)}"`);
+    const text = buf.toString('latin1', at + 1, eol);
+    const n = /^-?\d+$/.test(text) ? Number(text) : Number.NaN;
+    if (!Number.isSafeInteger(n)) throw new Error(`malformed reply length "${text}"`);
     if (n < 0) return line; // null
     if (type === 0x24) return line + n + 2 <= buf.length ? line + n + 2 : -1;
     let p = line;
@@ -261,9 +277,4 @@ function replyEnd(buf: Buffer, at: number): number {
     return p;
   }
   throw new Error(`unexpected reply type "${String.fromCharCode(type!)}"`);
-}
-
-/** The URL without its password, for messages. */
-function redact(url: string): string {
-  return url.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@');
 }
