@@ -1,6 +1,6 @@
 import { DynamicBatcher } from '../batching/batcher.js';
 import type { Logger } from '../logging.js';
-import { OnnxRunner } from '../runners/onnx.js';
+import { OnnxRunner, perCpuInstances } from '../runners/onnx.js';
 import type { OrtSessionFactory } from '../runners/ort-session.js';
 import type { Device, Runner } from '../runners/runner.js';
 import { formatDevice } from '../runners/runner.js';
@@ -25,8 +25,11 @@ export interface LoadModelOptions {
   readonly device?: Device;
   /** Overrides of the model's batching settings (e.g. `--max-batch`). */
   readonly batching?: Partial<BatchingConfig>;
-  /** Sessions of the model, each in its own thread (see OnnxRunnerOptions.instances). Default 1. */
-  readonly instances?: number;
+  /**
+   * Sessions of the model, each in its own thread (see OnnxRunnerOptions.instances). Default 1.
+   * 'per-cpu': one single-threaded instance per CPU, fewer for a model too big for that ({@link perCpuInstances}).
+   */
+  readonly instances?: number | 'per-cpu';
   readonly intraOpThreads?: number;
   readonly interOpThreads?: number;
   /** Default true: run a warm-up batch at 1 row and at maxBatchSize before taking work. */
@@ -40,16 +43,20 @@ export async function loadModel(repo: ModelRepository, name: string, version: st
   const mv = await repo.resolve(name, version);
   const batching = resolveBatching({ ...mv.batchingConfig, ...stripUndefined(options.batching ?? {}) }, `${mv.name}:${mv.version} batching`);
   const logger = options.logger.child({ model: mv.name, version: mv.version });
+  const modelBytes = await mv.readModel();
+  const threads =
+    options.instances === 'per-cpu'
+      ? perCpuInstances(modelBytes.byteLength)
+      : { ...(options.instances === undefined ? {} : { instances: options.instances }), ...(options.intraOpThreads === undefined ? {} : { intraOpThreads: options.intraOpThreads }) };
   const runner = new OnnxRunner({
-    model: await mv.readModel(),
+    model: modelBytes,
     source: mv.source,
     name: mv.name,
     version: mv.version,
     device: options.device ?? { kind: 'cpu' },
     inputs: mv.inputs,
     outputs: mv.outputs,
-    ...(options.instances === undefined ? {} : { instances: options.instances }),
-    ...(options.intraOpThreads === undefined ? {} : { intraOpThreads: options.intraOpThreads }),
+    ...threads,
     ...(options.interOpThreads === undefined ? {} : { interOpThreads: options.interOpThreads }),
     logger,
     ...(options.createSession === undefined ? {} : { createSession: options.createSession }),

@@ -5,7 +5,7 @@ import { buildMlp } from '../../../examples/build/onnx-builder.js';
 import { captureLogger, smallMlp } from '../../../test/helpers/models.js';
 import { parseDevice } from './device.js';
 import { availableParallelism } from 'node:os';
-import { OnnxRunner, throughputThreads } from './onnx.js';
+import { OnnxRunner, perCpuInstances, throughputThreads } from './onnx.js';
 import { inThreadSessionFactory } from './ort-session.js';
 import type { OrtSession, OrtSessionFactory } from './ort-session.js';
 import { BufferPool, workerSessionFactory } from './ort-worker.js';
@@ -224,6 +224,20 @@ describe('model instances', () => {
     }
   });
 
+  it('an instance that fails to load releases the ones already loaded and names which one failed', async () => {
+    let created = 0;
+    let released = 0;
+    const secondFails: OrtSessionFactory = async (bytes, options) => {
+      if (++created === 3) throw new Error('out of memory');
+      const s = await inThreadSessionFactory(bytes, options);
+      return { ...s, inputNames: s.inputNames, outputNames: s.outputNames, inputMetadata: s.inputMetadata, outputMetadata: s.outputMetadata, run: (f) => s.run(f), release: () => (released++, s.release()) };
+    };
+    const { r } = runner('cpu', secondFails, 1, 4);
+    await expect(r.load()).rejects.toThrow('model m:1 (test.onnx): instance 3 of 4 failed to load: out of memory');
+    expect(released).toBe(2);
+    expect(r.instanceCount).toBe(0);
+  });
+
   it('CUDA falls back for every instance with one warning; a bad instance count is refused by name', async () => {
     const eps: unknown[] = [];
     const noCuda: OrtSessionFactory = (bytes, options) => {
@@ -241,8 +255,16 @@ describe('model instances', () => {
     await expect(runner('cpu', undefined, undefined, 1.5).r.load()).rejects.toThrow('model m:1 (test.onnx): instances must be a positive integer, got 1.5');
   });
 
+  it('perCpuInstances: one single-threaded instance per CPU, fewer (with more threads each) when their copies of the model would not fit in a quarter of memory', () => {
+    const GB = 1024 ** 3;
+    expect(perCpuInstances(7e6, 24 * GB, 2)).toEqual({ instances: 2, intraOpThreads: 1 });
+    expect(perCpuInstances(7e6, 24 * GB, 64)).toEqual({ instances: 64, intraOpThreads: 1 });
+    expect(perCpuInstances(2 * GB, 64 * GB, 64)).toEqual({ instances: 2, intraOpThreads: 32 }); // 16 GB for copies of ~6 GB
+    expect(perCpuInstances(10 * GB, 16 * GB, 8)).toEqual({ instances: 1, intraOpThreads: 8 });
+  });
+
   it('throughputThreads: one single-threaded instance per CPU unless --instances or --threads say otherwise; one on a GPU', () => {
-    expect(throughputThreads({})).toEqual({ instances: availableParallelism(), intraOpThreads: 1 });
+    expect(throughputThreads({})).toEqual({ instances: 'per-cpu' });
     expect(throughputThreads({ threads: 2 })).toEqual({ intraOpThreads: 2 });
     expect(throughputThreads({ instances: 3 })).toEqual({ instances: 3 });
     expect(throughputThreads({ instances: 2, threads: 4 })).toEqual({ instances: 2, intraOpThreads: 4 });

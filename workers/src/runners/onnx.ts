@@ -5,7 +5,7 @@
  * `cuda:N` (the CUDA execution provider with that device id). When CUDA cannot be used
  * the runner falls back to CPU and says so in one warning line — never silently.
  */
-import { availableParallelism } from 'node:os';
+import { availableParallelism, totalmem } from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { ConfigError, DTYPE_BYTES, InferenceError, ModelLoadError, allocate, describe, isDType, viewOf } from '@inferq/shared';
 import type { DType, Tensor, TensorMap, TensorSpec, TypedArray } from '@inferq/shared';
@@ -65,9 +65,24 @@ interface Instance {
  * batch finishes sooner), and so does a GPU (it parallelises inside each run; more
  * instances would hold more copies of the model in its memory).
  */
-export function throughputThreads(flags: { readonly instances?: number | undefined; readonly threads?: number | undefined }, device: Device = { kind: 'cpu' }): { instances?: number; intraOpThreads?: number } {
-  if (flags.instances === undefined && flags.threads === undefined && device.kind === 'cpu') return { instances: availableParallelism(), intraOpThreads: 1 };
+export function throughputThreads(
+  flags: { readonly instances?: number | undefined; readonly threads?: number | undefined },
+  device: Device = { kind: 'cpu' },
+): { instances?: number | 'per-cpu'; intraOpThreads?: number } {
+  if (flags.instances === undefined && flags.threads === undefined && device.kind === 'cpu') return { instances: 'per-cpu' };
   return { ...(flags.instances === undefined ? {} : { instances: flags.instances }), ...(flags.threads === undefined ? {} : { intraOpThreads: flags.threads }) };
+}
+
+/**
+ * `instances: 'per-cpu'` for a model file of `modelBytes`: one single-threaded instance per
+ * CPU, as long as their copies of the model (~3× the file each: weights, prepacked weights,
+ * working memory) fit in a quarter of the machine's memory; fewer, with the CPUs shared out
+ * over them, when they do not.
+ */
+export function perCpuInstances(modelBytes: number, memoryBytes = totalmem(), cpus = availableParallelism()): { instances: number; intraOpThreads: number } {
+  const byMemory = Math.max(1, Math.floor(memoryBytes / 4 / (3 * Math.max(1, modelBytes))));
+  const instances = Math.max(1, Math.min(cpus, byMemory));
+  return { instances, intraOpThreads: Math.max(1, Math.floor(cpus / instances)) };
 }
 
 export class OnnxRunner implements Runner {

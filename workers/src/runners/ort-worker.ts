@@ -41,9 +41,15 @@ const meta = (m) => m.map((x) => ({ name: x.name, isTensor: x.isTensor, type: x.
 const errorOf = (e) => String((e && e.message) || e);
 const ARRAYS = { float32: Float32Array, float64: Float64Array, int32: Int32Array, int64: BigInt64Array, uint8: Uint8Array, int8: Int8Array, bool: Uint8Array };
 const shared = new Map(); // id → SharedArrayBuffer, sent once by the main thread
-const own = new Map(); // byte size → this thread's buffers, reused run after run
-const takeOwn = (n) => { const l = own.get(n); return (l && l.pop()) || new ArrayBuffer(n); };
-const giveOwn = (b) => { const l = own.get(b.byteLength); if (l === undefined) own.set(b.byteLength, [b]); else if (l.length < 4) l.push(b); };
+const own = new Map(); // byte size → this thread's buffers, reused run after run (at most 4 a size, 64 MB in all)
+let ownBytes = 0;
+const takeOwn = (n) => { const b = own.get(n)?.pop(); if (b === undefined) return new ArrayBuffer(n); ownBytes -= n; return b; };
+const giveOwn = (b) => {
+  const l = own.get(b.byteLength);
+  if (ownBytes + b.byteLength > 64 * 1024 * 1024 || (l !== undefined && l.length >= 4)) return;
+  if (l === undefined) own.set(b.byteLength, [b]); else l.push(b);
+  ownBytes += b.byteLength;
+};
 ort.InferenceSession.create(workerData.model, workerData.options).then(
   (session) => {
     parentPort.postMessage({
@@ -64,13 +70,17 @@ ort.InferenceSession.create(workerData.model, workerData.options).then(
         return;
       }
       const taken = [];
+      // Every buffer sent for the first time is kept before anything can fail: the main thread
+      // names it by id from now on, whatever becomes of this run.
+      for (const t of msg.inputs) if (t.sab !== undefined) shared.set(t.buf, t.sab);
       try {
         const feeds = {};
         for (const t of msg.inputs) {
-          if (t.sab !== undefined) shared.set(t.buf, t.sab);
+          const from = shared.get(t.buf);
+          if (from === undefined) throw new Error('input "' + t.name + '": shared buffer ' + t.buf + ' is unknown to the model thread');
           const mine = takeOwn(t.byteLength);
           taken.push(mine);
-          new Uint8Array(mine).set(new Uint8Array(shared.get(t.buf), 0, t.byteLength));
+          new Uint8Array(mine).set(new Uint8Array(from, 0, t.byteLength));
           feeds[t.name] = new ort.Tensor(t.type, new ARRAYS[t.type](mine), t.dims);
         }
         const results = await session.run(feeds);
