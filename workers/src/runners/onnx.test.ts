@@ -4,7 +4,7 @@ import type * as ort from 'onnxruntime-node';
 import { buildMlp } from '../../../examples/build/onnx-builder.js';
 import { captureLogger, smallMlp } from '../../../test/helpers/models.js';
 import { parseDevice } from './device.js';
-import { availableParallelism } from 'node:os';
+import { cpuBudget } from './budget.js';
 import { OnnxRunner, perCpuInstances, throughputThreads } from './onnx.js';
 import { inThreadSessionFactory } from './ort-session.js';
 import type { OrtSession, OrtSessionFactory } from './ort-session.js';
@@ -193,7 +193,7 @@ describe('model instances', () => {
     await Promise.all([r.load(), reference.load()]);
     try {
       expect(r.instanceCount).toBe(2);
-      expect(sessions.map((s) => s.options.intraOpNumThreads)).toEqual([1, 1].map(() => Math.max(1, Math.floor(availableParallelism() / 2))));
+      expect(sessions.map((s) => s.options.intraOpNumThreads)).toEqual([1, 1].map(() => Math.max(1, Math.floor(cpuBudget() / 2))));
       const inputs = Array.from({ length: 12 }, (_, k) => Float32Array.from({ length: 8 }, (_, i) => Math.cos(k + i)));
       const want = await Promise.all(inputs.map(async (x) => Array.from((await reference.run({ features: { dtype: 'float32', shape: [2, 4], data: x } }))['score']!.data as Float32Array)));
       const got = await Promise.all(inputs.map(async (x) => Array.from((await r.run({ features: { dtype: 'float32', shape: [2, 4], data: x } }))['score']!.data as Float32Array)));

@@ -5,7 +5,7 @@
  * `cuda:N` (the CUDA execution provider with that device id). When CUDA cannot be used
  * the runner falls back to CPU and says so in one warning line — never silently.
  */
-import { availableParallelism, totalmem } from 'node:os';
+import { cpuBudget, memoryBudget } from './budget.js';
 import * as ort from 'onnxruntime-node';
 import { ConfigError, DTYPE_BYTES, InferenceError, ModelLoadError, allocate, describe, isDType, viewOf } from '@inferq/shared';
 import type { DType, Tensor, TensorMap, TensorSpec, TypedArray } from '@inferq/shared';
@@ -36,7 +36,7 @@ export interface OnnxRunnerOptions {
    * 0.96–1.18 of raw onnxruntime, 1 × 2 threads 0.83–0.96).
    */
   readonly instances?: number;
-  /** Threads inside one operator, per instance. Default: the CPUs (os.availableParallelism()) shared out over the instances, at least 1. */
+  /** Threads inside one operator, per instance. Default: the CPUs the process may use ({@link cpuBudget}) shared out over the instances, at least 1. */
   readonly intraOpThreads?: number;
   /** Threads across independent operators. Default 1. */
   readonly interOpThreads?: number;
@@ -60,7 +60,7 @@ interface Instance {
 
 /**
  * Instances and threads for offline throughput work (`inferq predict`, `inferq precompute`):
- * on the CPU one single-threaded instance per CPU, unless the flags say otherwise
+ * on the CPU one single-threaded instance per CPU (the CPUs a container's limits allow), unless the flags say otherwise
  * (`--instances`, `--threads`). A serving worker keeps one instance over all CPUs (a lone
  * batch finishes sooner), and so does a GPU (it parallelises inside each run; more
  * instances would hold more copies of the model in its memory).
@@ -76,10 +76,11 @@ export function throughputThreads(
 /**
  * `instances: 'per-cpu'` for a model file of `modelBytes`: one single-threaded instance per
  * CPU, as long as their copies of the model (~3× the file each: weights, prepacked weights,
- * working memory) fit in a quarter of the machine's memory; fewer, with the CPUs shared out
- * over them, when they do not.
+ * working memory) fit in a quarter of the memory; fewer, with the CPUs shared out over them,
+ * when they do not. CPUs and memory are what the process may use ({@link cpuBudget},
+ * {@link memoryBudget}: a container's limits, else the machine's).
  */
-export function perCpuInstances(modelBytes: number, memoryBytes = totalmem(), cpus = availableParallelism()): { instances: number; intraOpThreads: number } {
+export function perCpuInstances(modelBytes: number, memoryBytes = memoryBudget(), cpus = cpuBudget()): { instances: number; intraOpThreads: number } {
   const byMemory = Math.max(1, Math.floor(memoryBytes / 4 / (3 * Math.max(1, modelBytes))));
   const instances = Math.max(1, Math.min(cpus, byMemory));
   return { instances, intraOpThreads: Math.max(1, Math.floor(cpus / instances)) };
@@ -116,7 +117,7 @@ export class OnnxRunner implements Runner {
       device.kind === 'cuda' ? [{ name: 'cuda', deviceId: device.id }] : ['cpu'];
     return {
       executionProviders,
-      intraOpNumThreads: this.opts.intraOpThreads ?? Math.max(1, Math.floor(availableParallelism() / (this.opts.instances ?? 1))),
+      intraOpNumThreads: this.opts.intraOpThreads ?? Math.max(1, Math.floor(cpuBudget() / (this.opts.instances ?? 1))),
       interOpNumThreads: this.opts.interOpThreads ?? 1,
       graphOptimizationLevel: 'all',
       executionMode: 'sequential',
