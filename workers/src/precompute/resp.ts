@@ -135,7 +135,7 @@ export class RespConnection {
 
   private constructor(
     private readonly socket: Socket,
-    /** host:port, for messages. */
+    /** host:port, or the unix socket path, for messages. */
     readonly where: string,
   ) {
     socket.setNoDelay(true);
