@@ -60,10 +60,10 @@ interface Instance {
 
 /**
  * Instances and threads for offline throughput work (`inferq predict`, `inferq precompute`):
- * on the CPU one single-threaded instance per CPU (the CPUs a container's limits allow), unless the flags say otherwise
- * (`--instances`, `--threads`). A serving worker keeps one instance over all CPUs (a lone
- * batch finishes sooner), and so does a GPU (it parallelises inside each run; more
- * instances would hold more copies of the model in its memory).
+ * on the CPU one single-threaded instance per CPU (the CPUs a container's limits allow),
+ * unless the flags say otherwise (`--instances`, `--threads`). A serving worker keeps one
+ * instance over all CPUs (a lone batch finishes sooner), and so does a GPU (it parallelises
+ * inside each run; more instances would hold more copies of the model in its memory).
  */
 export function throughputThreads(
   flags: { readonly instances?: number | undefined; readonly threads?: number | undefined },
