@@ -28,6 +28,23 @@ function runner(device: string, createSession?: OrtSessionFactory, threads?: num
   return { r, lines: cap.lines };
 }
 
+/** Loads `r` and an in-thread reference runner of the same model, runs `body`, disposes both. */
+async function withReference(r: OnnxRunner, body: (reference: OnnxRunner) => Promise<void>): Promise<void> {
+  const reference = runner('cpu', inThreadSessionFactory).r;
+  try {
+    await Promise.all([r.load(), reference.load()]);
+    await body(reference);
+  } finally {
+    await r.dispose();
+    await reference.dispose();
+  }
+}
+
+/** The scores of 4-feature rows. */
+async function scores(r: OnnxRunner, data: Float32Array): Promise<number[]> {
+  return Array.from((await r.run({ features: { dtype: 'float32', shape: [data.length / 4, 4], data } }))['score']!.data as Float32Array);
+}
+
 describe('device selection', () => {
   it('parses cpu, cuda and cuda:N and names a bad device', () => {
     expect(parseDevice('cpu')).toEqual({ kind: 'cpu' });
@@ -96,25 +113,20 @@ describe('ONNX Runtime in a worker thread: input memory', () => {
 
   it('shares memory from allocate() without a copy here, copies other inputs and leaves them intact; both give the in-thread results', async () => {
     const { r } = runner('cpu');
-    await r.load();
-    const reference = runner('cpu', inThreadSessionFactory).r;
-    await reference.load();
-    try {
-      const want = Array.from((await reference.run({ features: { dtype: 'float32', shape: [2, 4], data: Float32Array.from(x) } }))['score']!.data as Float32Array);
+    await withReference(r, async (reference) => {
+      const want = await scores(reference, Float32Array.from(x));
 
       const own = r.allocate('float32', 8) as Float32Array;
       expect(own.buffer).toBeInstanceOf(SharedArrayBuffer); // nothing is transferred per run
       own.set(x);
-      const a = await r.run({ features: { dtype: 'float32', shape: [2, 4], data: own } });
-      expect(Array.from(a['score']!.data as Float32Array)).toEqual(want);
+      expect(await scores(r, own)).toEqual(want);
       // The same memory came back to the pool with the result: the next allocate() of that size is it.
       expect(r.allocate('float32', 8).buffer).toBe(own.buffer);
 
       const shared = new Float32Array(16);
       shared.set(x, 4); // a view into a larger buffer (an envelope, a Parquet chunk)
       const view = shared.subarray(4, 12);
-      const b = await r.run({ features: { dtype: 'float32', shape: [2, 4], data: view } });
-      expect(Array.from(b['score']!.data as Float32Array)).toEqual(want);
+      expect(await scores(r, view)).toEqual(want);
       expect(Array.from(view)).toEqual(x); // the caller's memory is untouched
 
       // The copy went into a pooled shared buffer, which came back too: the next allocate() of
@@ -122,20 +134,14 @@ describe('ONNX Runtime in a worker thread: input memory', () => {
       const again = r.allocate('float32', 8);
       expect(again.buffer).not.toBe(own.buffer);
       expect(Array.from(again as Float32Array)).toEqual(x);
-    } finally {
-      await r.dispose();
-      await reference.dispose();
-    }
+    });
   });
 
   it('many runs in flight, over allocate() memory and views of several sizes, each get their own results; reused buffers carry no stale rows', async () => {
     const { r } = runner('cpu');
-    await r.load();
-    const reference = runner('cpu', inThreadSessionFactory).r;
-    await reference.load();
-    try {
+    await withReference(r, async (reference) => {
       const inputs = Array.from({ length: 40 }, (_, k) => Float32Array.from({ length: 4 * (1 + (k % 3)) }, (_, i) => Math.sin(k * 31 + i)));
-      const wants = await Promise.all(inputs.map(async (v) => Array.from((await reference.run({ features: { dtype: 'float32', shape: [v.length / 4, 4], data: v } }))['score']!.data as Float32Array)));
+      const wants = await Promise.all(inputs.map((v) => scores(reference, v)));
       // Three rounds: later rounds run on buffers the pool kept (and dropped, past 4 per size) from earlier ones.
       for (let round = 0; round < 3; round++) {
         const got = await Promise.all(
@@ -145,15 +151,12 @@ describe('ONNX Runtime in a worker thread: input memory', () => {
               data = r.allocate('float32', v.length) as Float32Array;
               data.set(v);
             }
-            return Array.from((await r.run({ features: { dtype: 'float32', shape: [v.length / 4, 4], data } }))['score']!.data as Float32Array);
+            return scores(r, data);
           }),
         );
         expect(got).toEqual(wants);
       }
-    } finally {
-      await r.dispose();
-      await reference.dispose();
-    }
+    });
   });
 });
 
@@ -189,20 +192,15 @@ describe('model instances', () => {
   it('loads N sessions, shares the CPUs out over them, and spreads concurrent runs, each with the in-thread result', async () => {
     const { factory, sessions } = recorded();
     const { r } = runner('cpu', factory, undefined, 2);
-    const reference = runner('cpu', inThreadSessionFactory).r;
-    await Promise.all([r.load(), reference.load()]);
-    try {
+    await withReference(r, async (reference) => {
       expect(r.instanceCount).toBe(2);
       expect(sessions.map((s) => s.options.intraOpNumThreads)).toEqual([1, 1].map(() => Math.max(1, Math.floor(cpuBudget() / 2))));
       const inputs = Array.from({ length: 12 }, (_, k) => Float32Array.from({ length: 8 }, (_, i) => Math.cos(k + i)));
-      const want = await Promise.all(inputs.map(async (x) => Array.from((await reference.run({ features: { dtype: 'float32', shape: [2, 4], data: x } }))['score']!.data as Float32Array)));
-      const got = await Promise.all(inputs.map(async (x) => Array.from((await r.run({ features: { dtype: 'float32', shape: [2, 4], data: x } }))['score']!.data as Float32Array)));
+      const want = await Promise.all(inputs.map((x) => scores(reference, x)));
+      const got = await Promise.all(inputs.map((x) => scores(r, x)));
       expect(got).toEqual(want);
       expect(sessions.map((s) => s.runs.length)).toEqual([6, 6]); // least busy first: they alternate
-    } finally {
-      await r.dispose();
-      await reference.dispose();
-    }
+    });
   });
 
   it('a batch gathered into allocate() memory runs on the instance that lent it, without a copy', async () => {
