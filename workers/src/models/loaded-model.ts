@@ -44,10 +44,11 @@ export async function loadModel(repo: ModelRepository, name: string, version: st
   const batching = resolveBatching({ ...mv.batchingConfig, ...stripUndefined(options.batching ?? {}) }, `${mv.name}:${mv.version} batching`);
   const logger = options.logger.child({ model: mv.name, version: mv.version });
   const modelBytes = await mv.readModel();
-  const threads =
-    options.instances === 'per-cpu'
-      ? perCpuInstances(modelBytes.byteLength)
-      : { ...(options.instances === undefined ? {} : { instances: options.instances }), ...(options.intraOpThreads === undefined ? {} : { intraOpThreads: options.intraOpThreads }) };
+  // An explicit intraOpThreads wins over the one 'per-cpu' would pick.
+  const threads = {
+    ...(options.instances === 'per-cpu' ? perCpuInstances(modelBytes.byteLength) : options.instances === undefined ? {} : { instances: options.instances }),
+    ...(options.intraOpThreads === undefined ? {} : { intraOpThreads: options.intraOpThreads }),
+  };
   const runner = new OnnxRunner({
     model: modelBytes,
     source: mv.source,

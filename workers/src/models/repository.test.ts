@@ -1,9 +1,12 @@
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, DEFAULT_BATCHING, ModelLoadError, UnknownModelError } from '@inferq/shared';
 import { forwardMlp } from '../../../examples/build/onnx-builder.js';
 import { captureLogger, smallMlp, tempDir, writeModel } from '../../../test/helpers/models.js';
+import { perCpuInstances } from '../runners/onnx.js';
+import { inThreadSessionFactory } from '../runners/ort-session.js';
+import type { OrtSessionFactory } from '../runners/ort-session.js';
 import { loadModel } from './loaded-model.js';
 import { ModelRepository } from './repository.js';
 
@@ -110,5 +113,29 @@ describe('ModelRepository', () => {
     } finally {
       await model.close();
     }
+  });
+
+  it("instances 'per-cpu' loads the instances perCpuInstances picks for the model's size; an explicit intraOpThreads still wins", async () => {
+    const root = await tempDir();
+    await writeModel(root, 'm', '1', smallMlp([4, 8, 1]));
+    const bytes = (await readFile(join(root, 'm', '1', 'model.onnx'))).byteLength;
+    const { logger } = captureLogger();
+    const threads: (number | undefined)[][] = [];
+    for (const extra of [{}, { intraOpThreads: 3 }]) {
+      const seen: (number | undefined)[] = [];
+      const recording: OrtSessionFactory = (model, options) => {
+        seen.push(options.intraOpNumThreads);
+        return inThreadSessionFactory(model, options);
+      };
+      const model = await loadModel(new ModelRepository(root), 'm', undefined, { logger, instances: 'per-cpu', createSession: recording, ...extra });
+      try {
+        expect(model.runner.instanceCount).toBe(perCpuInstances(bytes).instances);
+      } finally {
+        await model.close();
+      }
+      threads.push(seen);
+    }
+    const { instances, intraOpThreads } = perCpuInstances(bytes);
+    expect(threads).toEqual([Array<number>(instances).fill(intraOpThreads), Array<number>(instances).fill(3)]);
   });
 });
