@@ -1,0 +1,193 @@
+/** `inferq worker`: serve a queue (Redis or Kafka), or run scheduled precompute jobs. */
+import { Option } from 'commander';
+import type { Command } from 'commander';
+import { ConfigError } from '@inferq/shared';
+import type { NonFinitePolicy } from '@inferq/shared';
+import { createLogger } from '../../logging.js';
+import { ModelRepository } from '../../models/repository.js';
+import { ModelPool } from '../../models/model-pool.js';
+import { PrecomputeWorker } from '../../precompute/schedules.js';
+import { ParquetSink } from '../../sinks/parquet-sink.js';
+import { KafkaWorker } from '../../transports/kafka.js';
+import { RedisWorker } from '../../transports/redis.js';
+import { parseDevice } from '../../runners/device.js';
+import { throughputThreads } from '../../runners/onnx.js';
+import { formatDevice } from '../../runners/runner.js';
+import { collect, defaultRedisUrl, modelRepoDir, positiveInt } from '../flags.js';
+
+interface WorkerFlags {
+  role: 'serve' | 'precompute';
+  transport: 'redis' | 'kafka';
+  queue: string;
+  topic: string;
+  group: string;
+  brokers: string;
+  deadLetterTopic?: string;
+  sessionTimeoutMs?: number;
+  sink: string[];
+  allowJobSinks: string[];
+  sinkRollRows?: number;
+  sinkRollMs?: number;
+  redis: string;
+  prefix?: string;
+  modelRepo?: string;
+  models?: string;
+  device: string;
+  concurrency: number;
+  maxBatch?: number;
+  maxDelayMs?: number;
+  threads?: number;
+  instances?: number;
+  lockDurationMs?: number;
+  shutdownTimeoutMs: number;
+  nan: NonFinitePolicy;
+}
+
+async function workerCommand(flags: WorkerFlags): Promise<void> {
+  const device = parseDevice(flags.device);
+  const logger = createLogger({ base: { cmd: 'worker', device: formatDevice(device) } });
+  if (flags.role === 'precompute') return precomputeWorker(flags, device, logger);
+  if (flags.modelRepo === undefined) throw new ConfigError('worker: --model-repo is required to serve a queue');
+  const allow = flags.models?.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const pool = new ModelPool(new ModelRepository(await modelRepoDir(flags.modelRepo)), {
+    device,
+    logger,
+    allow,
+    batching: { maxBatchSize: flags.maxBatch, maxDelayMs: flags.maxDelayMs },
+    ...(flags.instances === undefined ? {} : { instances: flags.instances }),
+    ...(flags.threads === undefined ? {} : { intraOpThreads: flags.threads }),
+  });
+  try {
+    await pool.preload();
+  } catch (err) {
+    await pool.close(); // models that did load hold worker threads: release them so the process can exit
+    throw err;
+  }
+  const openSink = (location: string): ParquetSink =>
+    new ParquetSink({
+      location,
+      logger,
+      ...(flags.sinkRollRows === undefined ? {} : { rollRows: flags.sinkRollRows }),
+      ...(flags.sinkRollMs === undefined ? {} : { rollMs: flags.sinkRollMs }),
+    });
+  const sinks = flags.sink.map((spec) => {
+    const m = /^parquet:(.+)$/.exec(spec);
+    if (m === null) throw new ConfigError(`--sink "${spec}": expected parquet:<folder or URI> (a local path, file://, webhdfs:// or hdfs://)`);
+    return openSink(m[1]!);
+  });
+  if (flags.transport === 'kafka' && flags.allowJobSinks.length > 0) {
+    throw new ConfigError('--allow-job-sinks: job sinks are honoured by Redis workers only (a Kafka worker writes every result to its --sink folders)');
+  }
+  const worker =
+    flags.transport === 'kafka'
+      ? new KafkaWorker({
+          brokers: flags.brokers.split(',').map((b) => b.trim()).filter((b) => b !== ''),
+          topic: flags.topic,
+          group: flags.group,
+          ...(flags.deadLetterTopic === undefined ? {} : { deadLetterTopic: flags.deadLetterTopic }),
+          ...(flags.sessionTimeoutMs === undefined ? {} : { sessionTimeoutMs: flags.sessionTimeoutMs }),
+          models: pool,
+          logger,
+          maxInFlightMessages: flags.concurrency * 16,
+          onFatal: (err) => fatal(err),
+          sinks,
+          nonFinite: flags.nan,
+        })
+      : new RedisWorker({
+          redis: flags.redis,
+          queue: flags.queue,
+          ...(flags.prefix === undefined ? {} : { prefix: flags.prefix }),
+          models: pool,
+          logger,
+          concurrency: flags.concurrency,
+          ...(flags.lockDurationMs === undefined ? {} : { lockDurationMs: flags.lockDurationMs }),
+          nonFinite: flags.nan,
+          sinks,
+          allowJobSinksUnder: flags.allowJobSinks.map((spec) => spec.replace(/^parquet:/, '')),
+          openSink,
+        });
+  const source = flags.transport === 'kafka' ? `topic "${flags.topic}" (group "${flags.group}")` : `queue "${flags.queue}"`;
+  let stopping: Promise<void> | undefined;
+  const stop = (signal: NodeJS.Signals): Promise<void> => {
+    stopping ??= (async () => {
+      logger.info({ signal, timeoutMs: flags.shutdownTimeoutMs }, 'stopping: no new jobs; draining in-flight jobs');
+      const started = Date.now();
+      await worker.close(flags.shutdownTimeoutMs);
+      await pool.close(Math.max(1000, flags.shutdownTimeoutMs - (Date.now() - started)));
+      logger.info({ ...worker.stats, ms: Date.now() - started }, 'stopped');
+    })();
+    return stopping;
+  };
+  let fatal: (err: Error) => void = () => undefined;
+  await new Promise<void>((resolve, reject) => {
+    fatal = (err) => {
+      logger.error({ err }, 'the queue consumer stopped for good: exiting so that the process is restarted');
+      // Exit non-zero whatever the drain does: a worker whose consumer is gone must not linger half-alive.
+      const exit = (): never => {
+        process.stderr.write(`inferq: error: queue consumer stopped: ${err.message}\n`);
+        process.exit(1);
+      };
+      setTimeout(exit, flags.shutdownTimeoutMs + 5000).unref();
+      stop('SIGTERM').then(exit, (closeErr: unknown) => {
+        logger.error({ err: closeErr }, 'drain after the consumer stopped failed');
+        exit();
+      });
+    };
+    const onSignal = (signal: NodeJS.Signals): void => {
+      stop(signal).then(resolve, reject);
+    };
+    process.once('SIGTERM', onSignal);
+    process.once('SIGINT', onSignal);
+    worker.start().then(
+      () => process.stdout.write(`inferq worker: serving ${source} on ${formatDevice(device)} (pid ${process.pid})\n`),
+      reject,
+    );
+  });
+}
+
+/** `inferq worker --role precompute`: runs the precompute jobs of the schedules, one at a time. */
+async function precomputeWorker(flags: WorkerFlags, device: ReturnType<typeof parseDevice>, logger: ReturnType<typeof createLogger>): Promise<void> {
+  const worker = new PrecomputeWorker({
+    redis: flags.redis,
+    logger,
+    model: { device, ...throughputThreads(flags, device) },
+  });
+  await new Promise<void>((resolve, reject) => {
+    const onSignal = (): void => void worker.close(flags.shutdownTimeoutMs).then(resolve, reject);
+    process.once('SIGTERM', onSignal);
+    process.once('SIGINT', onSignal);
+    worker.start().then(() => process.stdout.write(`inferq worker: serving precompute schedules on ${formatDevice(device)} (pid ${process.pid})\n`), reject);
+  });
+}
+
+export function registerWorker(program: Command): void {
+  program
+    .command('worker')
+    .description('Serve a queue: pull feature batches, batch them dynamically, run the model, reply / write results.')
+    .addOption(new Option('--role <role>', 'serve a queue, or run scheduled precompute jobs').choices(['serve', 'precompute']).default('serve'))
+    .addOption(new Option('--transport <kind>', 'queue transport').choices(['redis', 'kafka']).default('redis'))
+    .option('--queue <name>', 'queue name (Redis)', 'inferq')
+    .option('--redis <url>', 'Redis URL', defaultRedisUrl())
+    .option('--prefix <prefix>', 'key prefix (Redis; default "inferq")')
+    .option('--topic <name>', 'request topic (Kafka)', 'inferq')
+    .option('--group <id>', 'consumer group (Kafka): workers of one group share the partitions', 'inferq-workers')
+    .option('--brokers <host:port,…>', 'Kafka bootstrap brokers', process.env['KAFKA_BROKERS'] ?? '127.0.0.1:9092')
+    .option('--dead-letter-topic <name>', 'dead-letter topic (Kafka; default <topic>.dead)')
+    .option('--sink <parquet:uri>', 'also write every result to Parquet files under this folder (local path, file://, webhdfs://, hdfs://); repeatable', collect, [] as string[])
+    .option('--allow-job-sinks <folder>', 'redis: let a job name sinks of its own (enqueue option `sinks`) under this folder; repeatable (default: jobs may name none)', collect, [] as string[])
+    .option('--sink-roll-rows <n>', 'roll a sink file at this many rows (default 100000)', positiveInt)
+    .option('--sink-roll-ms <n>', 'roll a sink file when its oldest row is this old (default 10000)', positiveInt)
+    .option('--session-timeout-ms <n>', 'Kafka: a worker silent this long leaves the group and its partitions move (default 30000)', positiveInt)
+    .option('--model-repo <dir>', 'model repository (a local folder, or webhdfs:// / hdfs://, copied locally at start); required to serve')
+    .option('--models <a,b>', 'serve only these models, loaded and warmed at start (default: any, loaded on first use)')
+    .option('--device <device>', 'cpu or cuda:N', 'cpu')
+    .option('--concurrency <n>', 'jobs in flight (enough to fill batches; Kafka: the topic is paused at 16× this many messages)', positiveInt, 256)
+    .option('--max-batch <n>', 'largest batch in rows (overrides config.yaml)', positiveInt)
+    .option('--max-delay-ms <n>', 'longest wait for a batch to fill', Number)
+    .option('--threads <n>', 'ONNX Runtime intra-op threads per instance (default: the CPUs shared out over the instances; --role precompute: 1)', positiveInt)
+    .option('--instances <n>', 'sessions of the model, each in its own thread, batches spread over them (default 1; --role precompute: one per CPU)', positiveInt)
+    .option('--lock-duration-ms <n>', 'a stalled job is given to another worker after this long', positiveInt)
+    .option('--shutdown-timeout-ms <n>', 'on SIGTERM, longest wait for in-flight jobs', positiveInt, 30_000)
+    .addOption(new Option('--nan <policy>', 'NaN/Inf in float features').choices(['reject', 'pass']).default('reject'))
+    .action(workerCommand);
+}
