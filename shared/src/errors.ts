@@ -75,9 +75,41 @@ export class InferenceError extends InferqError {}
 /** Reading or writing data (Parquet, files, HDFS) failed. */
 export class DataIOError extends InferqError {}
 
+/**
+ * A server (Redis, Kafka, HDFS) could not be reached or refused us: `address` names it
+ * ("127.0.0.1:6379"), `code` the cause (ECONNREFUSED, ETIMEDOUT, WRONGPASS, SASL…).
+ * Retriable: the same call may succeed once the server is back.
+ */
+export class ConnectionError extends InferqError {
+  readonly address: string;
+  readonly code: string | undefined;
+
+  constructor(message: string, options: Omit<InferqErrorOptions, 'retriable'> & { address: string; code?: string | undefined }) {
+    super(message, { ...options, retriable: true });
+    this.address = options.address;
+    this.code = options.code;
+  }
+}
+
+/**
+ * Text from a queue made safe for logs and messages: control and bidi-override characters
+ * (U+0000–U+001F, U+007F–U+009F, U+200E/F, U+202A–U+202E, U+2066–U+2069) become \uXXXX escapes,
+ * and very long values are cut, so a job cannot forge log lines or reorder what an operator reads.
+ */
+export function printable(value: string, max = 200): string {
+  const cut = value.length > max ? `${value.slice(0, max)}…` : value;
+  let out = '';
+  for (const ch of cut) {
+    const c = ch.charCodeAt(0);
+    const unsafe = c < 0x20 || (c >= 0x7f && c <= 0x9f) || c === 0x200e || c === 0x200f || (c >= 0x202a && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069);
+    out += unsafe ? `\\u${c.toString(16).padStart(4, '0')}` : ch;
+  }
+  return out;
+}
+
 /** Short, printable job id for messages: the first 8 characters. */
 export function shortId(jobId: string): string {
-  return jobId.length > 12 ? `${jobId.slice(0, 8)}…` : jobId;
+  return printable(jobId.length > 12 ? `${jobId.slice(0, 8)}…` : jobId);
 }
 
 /** `(job 7f3a…)` suffix for messages, or '' when there is no job. */

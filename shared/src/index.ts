@@ -6,6 +6,7 @@ export type { Envelope, EnvelopeMeta, PackedJob } from './envelope.js';
 export {
   ClosedError,
   ConfigError,
+  ConnectionError,
   DataIOError,
   DeadlineExceededError,
   EnvelopeError,
@@ -15,6 +16,7 @@ export {
   ModelLoadError,
   UnknownModelError,
   jobSuffix,
+  printable,
   shortId,
 } from './errors.js';
 export type { ErrorContext, InferqErrorOptions } from './errors.js';
