@@ -6,16 +6,15 @@ import type { NonFinitePolicy } from '@inferq/shared';
 import { createLogger } from '../../logging.js';
 import { ModelRepository } from '../../models/repository.js';
 import { ModelPool } from '../../models/model-pool.js';
-import { PrecomputeWorker } from '../../precompute/schedules.js';
 import { ParquetSink } from '../../sinks/parquet-sink.js';
 import { KafkaWorker } from '../../transports/kafka.js';
 import { RedisWorker } from '../../transports/redis.js';
 import { parseDevice } from '../../runners/device.js';
-import { throughputThreads } from '../../runners/onnx.js';
 import { formatDevice } from '../../runners/runner.js';
 import { collect, defaultRedisUrl, modelRepoDir, positiveInt } from '../flags.js';
+import { precomputeWorker } from './precompute-worker.js';
 
-interface WorkerFlags {
+export interface WorkerFlags {
   role: 'serve' | 'precompute';
   transport: 'redis' | 'kafka';
   queue: string;
@@ -142,21 +141,6 @@ async function workerCommand(flags: WorkerFlags): Promise<void> {
       () => process.stdout.write(`inferq worker: serving ${source} on ${formatDevice(device)} (pid ${process.pid})\n`),
       reject,
     );
-  });
-}
-
-/** `inferq worker --role precompute`: runs the precompute jobs of the schedules, one at a time. */
-async function precomputeWorker(flags: WorkerFlags, device: ReturnType<typeof parseDevice>, logger: ReturnType<typeof createLogger>): Promise<void> {
-  const worker = new PrecomputeWorker({
-    redis: flags.redis,
-    logger,
-    model: { device, ...throughputThreads(flags, device) },
-  });
-  await new Promise<void>((resolve, reject) => {
-    const onSignal = (): void => void worker.close(flags.shutdownTimeoutMs).then(resolve, reject);
-    process.once('SIGTERM', onSignal);
-    process.once('SIGINT', onSignal);
-    worker.start().then(() => process.stdout.write(`inferq worker: serving precompute schedules on ${formatDevice(device)} (pid ${process.pid})\n`), reject);
   });
 }
 
