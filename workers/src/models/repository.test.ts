@@ -11,6 +11,23 @@ import { loadModel } from './loaded-model.js';
 import { ModelRepository } from './repository.js';
 
 describe('ModelRepository', () => {
+  it('refuses model names and versions that are not one plain folder ("..", ".", hidden, separators, control characters)', async () => {
+    // A model the exploit would reach: <repo>/../1/model.onnx, i.e. an integer folder beside the repository.
+    const outer = await tempDir();
+    await writeModel(outer, '.', '1', smallMlp());
+    const root = join(outer, 'repo');
+    await writeModel(root, 'm', '1', smallMlp());
+    const repo = new ModelRepository(root);
+    for (const name of ['..', '.', '.hidden', 'a/b', '../m', 'm\u202e', '']) {
+      await expect(repo.resolve(name), name).rejects.toBeInstanceOf(UnknownModelError);
+      await expect(repo.versions(name), name).rejects.toBeInstanceOf(UnknownModelError);
+    }
+    await expect(repo.resolve('..')).rejects.toThrow('model name ".." is not valid');
+    await expect(repo.resolve('m\u202e')).rejects.toThrow('model name "m\\u202e" is not valid');
+    for (const version of ['..', '../1', '1/', 'x']) await expect(repo.resolve('m', version), version).rejects.toBeInstanceOf(UnknownModelError);
+    expect((await repo.resolve('m', '1')).version).toBe('1');
+  });
+
   it('serves a bare model.onnx: inputs and outputs read from the model, default batching', async () => {
     const root = await tempDir();
     await writeModel(root, 'bare', '1', smallMlp([4, 8, 1]));

@@ -12,7 +12,7 @@
  */
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ConfigError, ModelLoadError, UnknownModelError, parseModelConfig, resolveBatching } from '@inferq/shared';
+import { ConfigError, ModelLoadError, UnknownModelError, parseModelConfig, printable, resolveBatching } from '@inferq/shared';
 import type { BatchingConfig, ModelConfig, TensorSpec, VersionPolicy } from '@inferq/shared';
 
 /** One servable model version, as found in the repository (not loaded yet). */
@@ -34,6 +34,22 @@ export interface ModelVersion {
 const MODEL_FILE = 'model.onnx';
 const CONFIG_FILE = 'config.yaml';
 const VERSION_DIR = /^\d{1,18}$/;
+/** Model names: one path segment of letters, digits, `_`, `.` and `-` that does not start with `.` (so never `.`, `..` or a hidden folder). */
+export const MODEL_NAME = /^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,255}$/;
+
+/** Refuses a model name that is not one plain folder of the repository (names come from queues: untrusted). */
+export function checkModelName(name: string): void {
+  if (!MODEL_NAME.test(name)) {
+    throw new UnknownModelError(`model name "${printable(name)}" is not valid: use letters, digits, _, . and - (1-256, not starting with .)`, { model: name });
+  }
+}
+
+/** Refuses a version that is not a version folder name (an integer). */
+export function checkVersion(name: string, version: string): void {
+  if (!VERSION_DIR.test(version)) {
+    throw new UnknownModelError(`model "${name}" version "${printable(version)}" is not valid: versions are integers`, { model: name, version });
+  }
+}
 
 export class ModelRepository {
   readonly root: string;
@@ -54,6 +70,7 @@ export class ModelRepository {
 
   /** Versions the model's policy serves, ascending. */
   async versions(name: string): Promise<string[]> {
+    checkModelName(name);
     const all = await this.versionDirs(name);
     if (all.length === 0) {
       const known = await this.models();
@@ -65,7 +82,8 @@ export class ModelRepository {
 
   /** Finds a version; without `version`, the newest the policy serves. */
   async resolve(name: string, version?: string): Promise<ModelVersion> {
-    if (!/^[A-Za-z0-9_.-]{1,256}$/.test(name)) throw new UnknownModelError(`model name ${JSON.stringify(name)} is not valid`, { model: name });
+    checkModelName(name);
+    if (version !== undefined) checkVersion(name, version);
     const served = await this.versions(name);
     const v = version ?? served[served.length - 1]!;
     if (!served.includes(v)) {
