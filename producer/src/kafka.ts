@@ -15,7 +15,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Kafka, logLevel } from 'kafkajs';
-import type { Consumer, EachMessagePayload, IHeaders, KafkaMessage, Message, Producer as KafkaJsProducer } from 'kafkajs';
+import type { Consumer, EachMessagePayload, IHeaders, KafkaConfig, KafkaMessage, Message, Producer as KafkaJsProducer } from 'kafkajs';
 import { ClosedError, ConsumerRestarter, DEFAULT_QUEUE, ENVELOPE_CONTENT_TYPE, InferqError, KAFKA_HEADERS, decodeEnvelope, encodeEnvelope, kafkaReplyTopic } from '@inferq/shared';
 import { toTensors } from './features.js';
 import type { FeatureBatch } from './features.js';
@@ -37,6 +37,17 @@ export interface KafkaProducerOptions {
    * Default 0: calls made in the same event-loop turn are sent together.
    */
   readonly linger?: { readonly ms: number; readonly maxJobs?: number; readonly maxBytes?: number };
+  /**
+   * TLS to the brokers, handed to kafkajs as it is: `true`, or `tls.connect()` options
+   * (`ca`, `cert`, `key`, `servername`…). Ignored when `brokers` is a kafkajs client. Default: plaintext.
+   */
+  readonly ssl?: KafkaConfig['ssl'];
+  /**
+   * SASL authentication, handed to kafkajs as it is, e.g. `{ mechanism: 'scram-sha-512', username,
+   * password }` (read the password from the environment or a file). Ignored when `brokers` is a
+   * kafkajs client. Default: none.
+   */
+  readonly sasl?: KafkaConfig['sasl'];
 }
 
 /** Kafka has no per-message priority, delay or broker-side retry: those Redis options do not exist here. */
@@ -97,7 +108,14 @@ export class KafkaProducer {
     this.kafka =
       options.brokers instanceof Kafka
         ? options.brokers
-        : new Kafka({ clientId: options.clientId ?? 'inferq-producer', brokers: [...options.brokers], logLevel: logLevel.ERROR, retry: { initialRetryTime: 200, retries: 10 } });
+        : new Kafka({
+            clientId: options.clientId ?? 'inferq-producer',
+            brokers: [...options.brokers],
+            logLevel: logLevel.ERROR,
+            retry: { initialRetryTime: 200, retries: 10 },
+            ...(options.ssl === undefined ? {} : { ssl: options.ssl }),
+            ...(options.sasl === undefined ? {} : { sasl: options.sasl }),
+          });
     // Idempotent: a send retried after a lost ack is written once.
     this.producer = this.kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: true });
   }
