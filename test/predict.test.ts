@@ -2,7 +2,7 @@
  * `inferq predict` end to end: the CLI as a user runs it, checked by an
  * independent reader (pyarrow) and an independent runtime (Python onnxruntime).
  */
-import { copyFile, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, readdir, symlink, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -213,6 +213,35 @@ pq.write_table(pa.table({'features': lst(x), 'score': pa.array(np.zeros(10))}), 
       expect(res.stderr).toMatch(message);
       expect(existsSync(out)).toBe(false);
       expect((await readdir(join(dir, 'out'))).filter((f) => f.includes(_what.replace(/\W+/g, '-')))).toEqual([]); // no temp file either
+    });
+
+    it('never destroys its input: an output that is the input (by any spelling or a symlink) is refused, and an existing output needs --overwrite', async () => {
+      const input = join(dir, 'keep.parquet');
+      await copyFile(files['good']!, input);
+      const before = await readFile(input);
+      await symlink(input, join(dir, 'link.parquet'));
+      const run = (output: string, ...extra: string[]) => runCli(['predict', '--model-repo', repo, '--model', 'mlp', '--input', input, '--output', output, '--no-progress', ...extra]);
+      for (const output of [input, join(dir, 'out', '..', 'keep.parquet'), `file://${input}`, join(dir, 'link.parquet')]) {
+        const res = await run(output, '--overwrite');
+        expect(res.code, output).toBe(1);
+        expect(res.stderr).toMatch(/^inferq: error: --output ".*" is the input file ".*keep\.parquet": refusing to overwrite the input/);
+        expect(res.stderr.trim().split('\n')).toHaveLength(1);
+      }
+      expect(await readFile(input)).toEqual(before);
+      const out = join(dir, 'exists.parquet');
+      await writeFile(out, 'a file that was here before');
+      const refused = await run(out);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toMatch(/exists\.parquet already exists; pass --overwrite to replace it/);
+      expect(await readFile(out, 'utf8')).toBe('a file that was here before');
+      const replaced = await run(out, '--overwrite');
+      expect(replaced.code, replaced.stderr).toBe(0);
+      expect((await readFile(out)).subarray(0, 4).toString()).toBe('PAR1');
+      // A folder output counts as existing when its _SUCCESS marker is there.
+      const folder = join(dir, 'folder-out');
+      await mkdir(folder);
+      await writeFile(join(folder, '_SUCCESS'), '');
+      expect((await run(`${folder}/`)).stderr).toMatch(/_SUCCESS already exists; pass --overwrite/);
     });
 
     it('passes NaN through when asked (--nan pass)', async () => {

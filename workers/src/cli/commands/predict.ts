@@ -15,6 +15,7 @@ import { parseDevice } from '../../runners/device.js';
 import { throughputThreads } from '../../runners/onnx.js';
 import { formatDevice } from '../../runners/runner.js';
 import { modelRepoDir, positiveInt } from '../flags.js';
+import { guardOutput } from '../output-guard.js';
 import { ProgressBar, fmt } from '../progress.js';
 
 interface PredictFlags {
@@ -30,12 +31,19 @@ interface PredictFlags {
   instances?: number;
   nan: NonFinitePolicy;
   progress: boolean;
+  overwrite: boolean;
 }
 
 async function predictCommand(flags: PredictFlags): Promise<void> {
   // predict prints its own summary; its logs are warnings and errors unless INFERQ_LOG_LEVEL says otherwise.
   const logger = createLogger({ level: process.env['INFERQ_LOG_LEVEL'] ?? 'warn', base: { cmd: 'predict' } });
   const device = parseDevice(flags.device);
+  // A folder (trailing "/") gets part-00000.parquet and a _SUCCESS marker, as Spark and Hive
+  // jobs write; HDFS outputs are written to a local temporary file first, then published.
+  const dirMode = flags.output.endsWith('/');
+  const target = parseLocation(dirMode ? `${flags.output}part-00000.parquet` : flags.output);
+  const successPath = posix.join(posix.dirname(target.path), '_SUCCESS');
+  await guardOutput({ input: flags.input, target, markers: dirMode ? [successPath] : [], overwrite: flags.overwrite });
   const repo = new ModelRepository(await modelRepoDir(flags.modelRepo));
   const model = await loadModel(repo, flags.model, flags.version, {
     device,
@@ -51,12 +59,7 @@ async function predictCommand(flags: PredictFlags): Promise<void> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   const bar = new ProgressBar();
-  // A folder (trailing "/") gets part-00000.parquet and a _SUCCESS marker, as Spark and Hive
-  // jobs write; HDFS outputs are written to a local temporary file first, then published.
-  const dirMode = flags.output.endsWith('/');
-  const target = parseLocation(dirMode ? `${flags.output}part-00000.parquet` : flags.output);
   const remote = !(target.store instanceof LocalStore);
-  const successPath = posix.join(posix.dirname(target.path), '_SUCCESS');
   if (dirMode) await target.store.delete(successPath);
   const staging = remote ? await mkdtemp(join(tmpdir(), 'inferq-predict-')) : undefined;
   try {
@@ -99,6 +102,7 @@ export function registerPredict(program: Command): void {
     .option('--threads <n>', 'ONNX Runtime intra-op threads per instance (default 1, with one instance per CPU)', positiveInt)
     .option('--instances <n>', 'sessions of the model, each in its own thread, batches spread over them (default: one per CPU)', positiveInt)
     .addOption(new Option('--nan <policy>', 'NaN/Inf in float features').choices(['reject', 'pass']).default('reject'))
+    .option('--overwrite', 'replace an existing output (default: an existing output is refused)', false)
     .option('--no-progress', 'no progress bar')
     .action(predictCommand);
 }
