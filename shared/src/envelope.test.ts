@@ -43,6 +43,24 @@ function sample(dtype: DType, shape: number[]): Tensor {
 }
 
 describe('tensor envelope', () => {
+  it('a zero-row job is valid, with zero-row tensors or with no tensors at all; tensors are required as soon as there are rows', () => {
+    const empty = decodeEnvelope(encodeEnvelope({ id: 'empty', model: 'm' }, {}));
+    expect(empty.rows).toBe(0);
+    expect(empty.tensors).toEqual({});
+    const shaped = decodeEnvelope(encodeEnvelope({ id: 'shaped', model: 'm', rowIds: [] }, { x: { dtype: 'float32', shape: [0, 4], data: new Float32Array(0) } }));
+    expect(shaped.rows).toBe(0);
+    expect(shaped.tensors['x']!.shape).toEqual([0, 4]);
+    // A header that claims rows but carries no tensor is refused.
+    const bytes = encodeEnvelope({ id: 'liar', model: 'm' }, {});
+    const text = new TextDecoder().decode(bytes.subarray(20));
+    const forged = text.replace('"rows":0', '"rows":3'); // same length: the prefix stays right
+    const out = new Uint8Array(bytes.length);
+    out.set(bytes.subarray(0, 20));
+    out.set(new TextEncoder().encode(forged), 20);
+    new DataView(out.buffer).setUint32(16, crc32(out.subarray(20)), true);
+    expect(() => decodeEnvelope(out)).toThrow(/"tensors": expected 1\.\.256 tensors \(none only for zero rows\)/);
+  });
+
   it.each(DTYPES)('round-trips %s tensors exactly, as typed-array views', (dtype) => {
     const t = sample(dtype, [5, 3]);
     const bytes = encodeEnvelope({ id: `job-${dtype}`, model: 'm', version: '2', rowIds: ['a', 'b', 'c', 'd', 'e'] }, { x: t });

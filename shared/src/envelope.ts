@@ -168,8 +168,8 @@ export function encodeEnvelope(meta: EnvelopeMeta, tensors: TensorMap): Uint8Arr
 }
 
 /**
- * The rows of a job's tensors, after checking what encodeEnvelope() needs: at least one
- * tensor, every tensor's data as long as its shape says, and one shared first dimension.
+ * The rows of a job's tensors, after checking what encodeEnvelope() needs: every tensor's
+ * data as long as its shape says, and one shared first dimension (no tensors: zero rows).
  */
 export function checkTensors(meta: Pick<EnvelopeMeta, 'id' | 'model'>, tensors: TensorMap): number {
   let rows: number | undefined;
@@ -193,8 +193,8 @@ export function checkTensors(meta: Pick<EnvelopeMeta, 'id' | 'model'>, tensors: 
     }
     rows = r;
   }
-  if (rows === undefined) throw new EnvelopeError(`envelope has no tensors${jobSuffix(meta.id)}`, { jobId: meta.id });
-  return rows;
+  // A job with no tensors is a zero-row job (an empty batch whose width the caller could not know).
+  return rows ?? 0;
 }
 
 /**
@@ -326,8 +326,8 @@ function validateHeader(value: unknown, dataLength: number): Header {
   const rows = h['rows'];
   if (!isCount(rows)) fail(`envelope header "rows": expected a non-negative integer, got ${show(rows)}`);
   const tensors = h['tensors'];
-  if (!Array.isArray(tensors) || tensors.length === 0 || tensors.length > MAX_TENSORS) {
-    fail(`envelope header "tensors": expected 1..${MAX_TENSORS} tensors, got ${show(tensors)}`);
+  if (!Array.isArray(tensors) || tensors.length > MAX_TENSORS || (tensors.length === 0 && rows !== 0)) {
+    fail(`envelope header "tensors": expected 1..${MAX_TENSORS} tensors (none only for zero rows), got ${show(tensors)}`);
   }
   const seen = new Set<string>();
   let end = 0;
