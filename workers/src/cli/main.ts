@@ -3,18 +3,42 @@
  * The `inferq` command. Entry file: the only place that parses argv, installs
  * signal handlers and sets the exit code; each command lives in commands/.
  */
-import { Command } from 'commander';
-import { InferqError } from '@inferq/shared';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Command, Option } from 'commander';
+import { ConfigError, InferqError } from '@inferq/shared';
 import { registerPrecompute } from './commands/precompute.js';
 import { registerPredict } from './commands/predict.js';
 import { registerSchedule } from './commands/schedule.js';
 import { registerWorker } from './commands/worker.js';
 
+/** The levels `--log-level` and `$INFERQ_LOG_LEVEL` accept (pino's). */
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+/** The version of the package this CLI ships in: its package.json is two folders up from both src/cli and dist/cli. */
+function cliVersion(): string {
+  const url = new URL('../../package.json', import.meta.url);
+  const version: unknown = (JSON.parse(readFileSync(url, 'utf8')) as { version?: unknown }).version;
+  if (typeof version !== 'string') throw new ConfigError(`${fileURLToPath(url)}: no "version" string`);
+  return version;
+}
+
 export function buildProgram(): Command {
   const program = new Command('inferq')
     .description('Queue-driven, batched ML prediction: workers, offline predict and precompute.')
+    .version(cliVersion(), '-V, --version', 'print the version of inferq')
+    .addOption(
+      new Option('--log-level <level>', 'log level on stderr; default warn for predict and precompute, info for worker')
+        .choices(LOG_LEVELS)
+        .env('INFERQ_LOG_LEVEL'),
+    )
     .showHelpAfterError()
     .configureOutput({ outputError: (s, write) => write(s) });
+  // Commands and the processes they start read the level from the environment, so the flag is applied there.
+  program.hook('preAction', (root) => {
+    const { logLevel } = root.opts<{ logLevel?: string }>();
+    if (logLevel !== undefined) process.env['INFERQ_LOG_LEVEL'] = logLevel;
+  });
   registerPredict(program);
   registerPrecompute(program);
   registerSchedule(program);
