@@ -137,7 +137,7 @@ describe('installed from npm pack tarballs into an app outside the repository', 
     try {
       await waitFor(() => out.includes('inferq worker: serving') || worker.exitCode !== null, 'the installed worker to serve', 60_000);
       expect(out, err).toContain('inferq worker: serving');
-      expect(err).toMatch(/"level":30[^\n]*"msg":"model loaded"/);
+      await waitFor(() => /"level":30[^\n]*"msg":"model loaded"/.test(err), 'the worker to log its model load at info', 10_000);
 
       const x = [
         [0.1, 0.2, 0.3, 0.4],
@@ -161,9 +161,11 @@ describe('installed from npm pack tarballs into an app outside the repository', 
         expect(reply.score.data).toHaveLength(want.length);
         reply.score.data.forEach((v, i) => expect(Math.abs(v - want[i]!)).toBeLessThan(1e-5));
       }
-    } finally {
       worker.kill('SIGTERM');
-      expect(await exited).toBe(0);
+      expect(await exited, err).toBe(0);
+    } finally {
+      if (worker.exitCode === null && worker.signalCode === null) worker.kill('SIGKILL');
+      await exited;
       await dropQueue(url, queue);
     }
   });
