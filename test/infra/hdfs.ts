@@ -4,15 +4,21 @@
  * a classpath of its own) started by the single-file launcher test/infra/hdfs/MiniHdfs.java
  * with WebHDFS on fixed loopback ports. `WEBHDFS_URL` set in the environment points the
  * suites at an external cluster instead.
+ *
+ * `startHdfs({ https })` starts a cluster whose NameNode and DataNode serve WebHDFS over HTTPS
+ * only (dfs.http.policy=HTTPS_ONLY; ssl-server.xml is a classpath resource, so it goes in a
+ * folder added to the classpath), and whose NameNode issues delegation tokens
+ * (dfs.namenode.delegation.token.always-use: the secret manager runs without Kerberos).
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { mavenLibs, stopChild } from './process.js';
 import { freePort } from './redis.js';
+import type { TestCerts } from './tls.js';
 
 export const HADOOP_VERSION = '3.4.1';
 
@@ -22,7 +28,7 @@ const ADD_OPENS = ['java.io', 'java.lang', 'java.lang.reflect', 'java.math', 'ja
 );
 
 export interface HdfsServer {
-  /** WebHDFS base URL of the NameNode ("http://127.0.0.1:port"). */
+  /** WebHDFS base URL of the NameNode ("http://127.0.0.1:port", or https:// with `https`). */
   readonly url: string;
   /** Stops the cluster (SIGTERM, then SIGKILL after 20 s). Its data stays. */
   stop(): Promise<void>;
@@ -44,24 +50,58 @@ export function hadoopLibs(version = HADOOP_VERSION): string {
   });
 }
 
-export async function startHdfs(): Promise<HdfsServer> {
+export interface StartHdfsOptions {
+  /** WebHDFS over HTTPS only, with the server keystore of `certs`; the NameNode issues delegation tokens. */
+  readonly https?: { readonly certs: TestCerts };
+}
+
+/** ssl-server.xml: the NameNode's and DataNode's HTTPS keystore. */
+function sslServerXml(certs: TestCerts): string {
+  const props: Record<string, string> = {
+    'ssl.server.keystore.location': certs.serverKeystore,
+    'ssl.server.keystore.type': 'pkcs12',
+    'ssl.server.keystore.password': certs.storePassword,
+    'ssl.server.keystore.keypassword': certs.storePassword,
+    'ssl.server.truststore.location': certs.truststore,
+    'ssl.server.truststore.type': 'pkcs12',
+    'ssl.server.truststore.password': certs.storePassword,
+  };
+  const body = Object.entries(props).map(([k, v]) => `  <property><name>${k}</name><value>${v}</value></property>`).join('\n');
+  return `<?xml version="1.0"?>\n<configuration>\n${body}\n</configuration>\n`;
+}
+
+export async function startHdfs(options: StartHdfsOptions = {}): Promise<HdfsServer> {
   const libs = hadoopLibs();
   const launcher = join(dirname(fileURLToPath(import.meta.url)), 'hdfs', 'MiniHdfs.java');
   const dir = await mkdtemp(join(tmpdir(), 'inferq-hdfs-'));
   const ports: number[] = [];
-  while (ports.length < 5) {
+  while (ports.length < 7) {
     const p = await freePort();
     if (!ports.includes(p)) ports.push(p);
   }
-  const [nnRpc, nnHttp, dn, dnHttp, dnIpc] = ports as [number, number, number, number, number];
-  const url = `http://127.0.0.1:${nnHttp}`;
+  const [nnRpc, nnHttp, dn, dnHttp, dnIpc, nnHttps, dnHttps] = ports as [number, number, number, number, number, number, number];
+  let classpath = `${libs}/*`;
+  const extra: string[] = [];
+  if (options.https !== undefined) {
+    const confDir = join(dir, 'conf');
+    await mkdir(confDir);
+    await writeFile(join(confDir, 'ssl-server.xml'), sslServerXml(options.https.certs));
+    classpath += `:${confDir}`;
+    extra.push(
+      'dfs.http.policy=HTTPS_ONLY',
+      `dfs.namenode.https-address=127.0.0.1:${nnHttps}`,
+      `dfs.datanode.https.address=127.0.0.1:${dnHttps}`,
+      'dfs.namenode.delegation.token.always-use=true',
+    );
+  }
+  const url = options.https === undefined ? `http://127.0.0.1:${nnHttp}` : `https://127.0.0.1:${nnHttps}`;
   let child: ChildProcess | undefined;
   let formatted = false;
   const start = async (): Promise<void> => {
     let log = '';
     const proc = spawn(
       'java',
-      ['-Xmx1g', '-XX:+IgnoreUnrecognizedVMOptions', ...ADD_OPENS, '-Dlog4j.configuration=none', '-Dhadoop.log.dir=' + join(dir, 'logs'), '-cp', `${libs}/*`, launcher, join(dir, 'data'), ...[nnRpc, nnHttp, dn, dnHttp, dnIpc].map(String), String(!formatted)],
+      ['-Xmx1g', '-XX:+IgnoreUnrecognizedVMOptions', ...ADD_OPENS, '-Dlog4j.configuration=none', '-Dhadoop.log.dir=' + join(dir, 'logs'), '-cp', classpath, launcher, join(dir, 'data'), ...[nnRpc, nnHttp, dn, dnHttp, dnIpc].map(String), String(!formatted), ...extra],
       // stdin stays open: the launcher exits when it closes (this process died).
       { stdio: ['pipe', 'pipe', 'pipe'] },
     );

@@ -15,6 +15,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Kafka, logLevel } from 'kafkajs';
+import { securityConfig } from './kafka-security.js';
+import type { KafkaSecurityOptions, SecuredListeners } from './kafka-security.js';
 import { mavenLibs, stopChild } from './process.js';
 import { freePort } from './redis.js';
 
@@ -33,6 +35,8 @@ export interface KafkaServer {
   destroy(): Promise<void>;
   /** The broker JVM's pid while it runs (for CPU accounting in the bench). */
   pid(): number | undefined;
+  /** With `security`: the SASL_SSL and SSL listeners' addresses (`brokers` stays PLAINTEXT). */
+  readonly secured?: SecuredListeners;
 }
 
 /** Fetches the broker jars for `version` once (Maven Central through the throw-away pom); returns the libs folder. */
@@ -72,6 +76,8 @@ export interface StartKafkaOptions {
   readonly version?: string;
   /** Extra server.properties lines. */
   readonly properties?: Record<string, string>;
+  /** Also a SASL_SSL and an SSL (client certificate) listener, with these users (kafka-security.ts). */
+  readonly security?: KafkaSecurityOptions;
 }
 
 export async function startKafka(options: StartKafkaOptions = {}): Promise<KafkaServer> {
@@ -79,15 +85,16 @@ export async function startKafka(options: StartKafkaOptions = {}): Promise<Kafka
   const libs = kafkaLibs(version);
   const [port, controllerPort] = [await freePort(), await freePort()];
   const dir = await mkdtemp(join(tmpdir(), 'inferq-kafka-'));
+  const sec = options.security === undefined ? undefined : securityConfig(options.security, await freePort(), await freePort());
   const props: Record<string, string> = {
     'process.roles': 'broker,controller',
     'node.id': '1',
     'controller.quorum.voters': `1@127.0.0.1:${controllerPort}`,
-    listeners: `PLAINTEXT://127.0.0.1:${port},CONTROLLER://127.0.0.1:${controllerPort}`,
-    'advertised.listeners': `PLAINTEXT://127.0.0.1:${port}`,
+    listeners: [`PLAINTEXT://127.0.0.1:${port}`, `CONTROLLER://127.0.0.1:${controllerPort}`, ...(sec?.listeners ?? [])].join(','),
+    'advertised.listeners': [`PLAINTEXT://127.0.0.1:${port}`, ...(sec?.listeners ?? [])].join(','),
     'controller.listener.names': 'CONTROLLER',
     'inter.broker.listener.name': 'PLAINTEXT',
-    'listener.security.protocol.map': 'CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT',
+    'listener.security.protocol.map': ['CONTROLLER:PLAINTEXT', 'PLAINTEXT:PLAINTEXT', ...(sec?.protocolMap ?? [])].join(','),
     'log.dirs': join(dir, 'data'),
     'offsets.topic.replication.factor': '1',
     // One partition for the internal topics: start-up and the first group join are seconds faster.
@@ -101,13 +108,14 @@ export async function startKafka(options: StartKafkaOptions = {}): Promise<Kafka
     'message.max.bytes': String(64 * 1024 * 1024),
     'replica.fetch.max.bytes': String(64 * 1024 * 1024),
     'auto.create.topics.enable': 'true',
+    ...sec?.properties,
     ...options.properties,
   };
   const propsFile = join(dir, 'server.properties');
   writeFileSync(propsFile, Object.entries(props).map(([k, v]) => `${k}=${v}`).join('\n') + '\n');
   const cp = `${libs}/*`;
   const clusterId = randomBytes(16).toString('base64url');
-  const fmt = spawnSync('java', ['-cp', cp, 'kafka.tools.StorageTool', 'format', `--cluster-id=${clusterId}`, '-c', propsFile, '--ignore-formatted'], { encoding: 'utf8', timeout: 120_000 });
+  const fmt = spawnSync('java', ['-cp', cp, 'kafka.tools.StorageTool', 'format', `--cluster-id=${clusterId}`, '-c', propsFile, '--ignore-formatted', ...(sec?.formatArgs ?? [])], { encoding: 'utf8', timeout: 120_000 });
   if (fmt.status !== 0) throw new Error(`kafka StorageTool format failed (exit ${fmt.status}): ${fmt.stderr}${fmt.stdout}`);
 
   const brokers = [`127.0.0.1:${port}`];
@@ -143,5 +151,5 @@ export async function startKafka(options: StartKafkaOptions = {}): Promise<Kafka
     await rm(dir, { recursive: true, force: true });
   };
   await start();
-  return { brokers, version, stop, start, destroy, pid: () => child?.pid };
+  return { brokers, version, stop, start, destroy, pid: () => child?.pid, ...(sec === undefined ? {} : { secured: sec.addresses }) };
 }

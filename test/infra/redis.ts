@@ -8,9 +8,13 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import { createConnection, createServer } from 'node:net';
+import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
+import type { ConnectionOptions } from 'node:tls';
 import { stopChild } from './process.js';
+import type { TestCerts } from './tls.js';
 
 export interface RedisServer {
   readonly url: string;
@@ -50,15 +54,15 @@ function redisBinary(): string {
   return '/usr/bin/redis-server';
 }
 
-/** Sends PING until PONG comes back, or fails after `timeoutMs`. */
-export async function waitForRedis(port: number, timeoutMs = 15_000): Promise<void> {
+/** Sends PING until PONG comes back (over TLS with `tls`), or fails after `timeoutMs`. */
+export async function waitForRedis(port: number, timeoutMs = 15_000, tls?: ConnectionOptions): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const ok = await new Promise<boolean>((resolve) => {
-      const sock = createConnection({ host: '127.0.0.1', port });
+      const sock: Socket = tls === undefined ? createConnection({ host: '127.0.0.1', port }) : tlsConnect({ ...tls, host: '127.0.0.1', port });
       let buf = '';
       sock.setTimeout(1000);
-      sock.on('connect', () => sock.write('PING\r\n'));
+      sock.on(tls === undefined ? 'connect' : 'secureConnect', () => sock.write('PING\r\n'));
       sock.on('data', (d) => {
         buf += d.toString();
         if (buf.includes('\r\n')) {
@@ -78,15 +82,29 @@ export async function waitForRedis(port: number, timeoutMs = 15_000): Promise<vo
   }
 }
 
-export async function startRedis(): Promise<RedisServer> {
+export interface StartRedisOptions {
+  /**
+   * TLS only (`--port 0 --tls-port P`, URL `rediss://`), with the server certificate of
+   * `certs`; `requireClientCert` makes it refuse clients without one signed by the CA.
+   */
+  readonly tls?: { readonly certs: TestCerts; readonly requireClientCert?: boolean };
+}
+
+export async function startRedis(options: StartRedisOptions = {}): Promise<RedisServer> {
   const bin = redisBinary();
   const port = await freePort();
   const dir = await mkdtemp(join(tmpdir(), 'inferq-redis-'));
+  const tls = options.tls;
+  const listen =
+    tls === undefined
+      ? ['--port', String(port)]
+      : ['--port', '0', '--tls-port', String(port), '--tls-cert-file', tls.certs.serverCertFile, '--tls-key-file', tls.certs.serverKeyFile, '--tls-ca-cert-file', tls.certs.caFile, '--tls-auth-clients', tls.requireClientCert === true ? 'yes' : 'no'];
+  const probe: ConnectionOptions | undefined = tls === undefined ? undefined : { ca: tls.certs.ca, cert: tls.certs.clientCert, key: tls.certs.clientKey };
   let child: ChildProcess | undefined;
   let log = '';
   const start = async (): Promise<void> => {
     log = '';
-    const proc = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--dir', dir, '--protected-mode', 'no'], {
+    const proc = spawn(bin, [...listen, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--dir', dir, '--protected-mode', 'no'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     proc.stdout?.on('data', (d: Buffer) => (log += d.toString()).slice(-4000));
@@ -94,7 +112,7 @@ export async function startRedis(): Promise<RedisServer> {
     child = proc;
     const exited = new Promise<never>((_, reject) => proc.once('exit', (code) => reject(new Error(`redis-server exited with ${code}: ${log}`))));
     exited.catch(() => undefined);
-    await Promise.race([waitForRedis(port), exited]);
+    await Promise.race([waitForRedis(port, 15_000, probe), exited]);
   };
   const stop = async (): Promise<void> => {
     const proc = child;
@@ -102,5 +120,5 @@ export async function startRedis(): Promise<RedisServer> {
     await stopChild(proc, 5000);
   };
   await start();
-  return { url: `redis://127.0.0.1:${port}`, port, stop, start };
+  return { url: `${tls === undefined ? 'redis' : 'rediss'}://127.0.0.1:${port}`, port, stop, start };
 }

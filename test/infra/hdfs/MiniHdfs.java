@@ -1,6 +1,7 @@
 // A real HDFS for tests: one NameNode and one DataNode (MiniDFSCluster) with WebHDFS on
 // fixed loopback ports. Run as a single source file (no build step):
-//   java <add-opens flags> -cp '<hadoop libs>/*' MiniHdfs.java <baseDir> <nnRpcPort> <nnHttpPort> <dnPort> <dnHttpPort> <dnIpcPort> <format:true|false>
+//   java <add-opens flags> -cp '<hadoop libs>/*' MiniHdfs.java <baseDir> <nnRpcPort> <nnHttpPort> <dnPort> <dnHttpPort> <dnIpcPort> <format:true|false> [key=value…]
+// Trailing key=value arguments are set on the Configuration last (HTTPS, delegation tokens: see hdfs.ts).
 // Prints "READY <webhdfs url>" once the cluster is active; shuts down on SIGTERM (or stdin EOF).
 import java.io.File;
 import org.apache.hadoop.conf.Configuration;
@@ -34,6 +35,11 @@ public class MiniHdfs {
     conf.setLong("dfs.blocksize", 8L * 1024 * 1024);
     conf.setLong("dfs.namenode.fs-limits.min-block-size", 1024);
     conf.setInt("dfs.heartbeat.interval", 1);
+    for (int i = 7; i < args.length; i++) {
+      int eq = args[i].indexOf('=');
+      if (eq <= 0) throw new IllegalArgumentException("expected key=value, got " + args[i]);
+      conf.set(args[i].substring(0, eq), args[i].substring(eq + 1));
+    }
 
     MiniDFSCluster cluster = new MiniDFSCluster.Builder(conf)
         .nameNodePort(nnRpc)
@@ -46,7 +52,8 @@ public class MiniHdfs {
         .build();
     cluster.waitActive();
     Runtime.getRuntime().addShutdownHook(new Thread(cluster::shutdown));
-    System.out.println("READY http://127.0.0.1:" + nnHttp);
+    boolean https = "HTTPS_ONLY".equals(conf.get("dfs.http.policy"));
+    System.out.println("READY " + (https ? "https://" + conf.get("dfs.namenode.https-address") : "http://127.0.0.1:" + nnHttp));
     System.out.flush();
     // Until killed, or until the parent closes stdin.
     while (System.in.read() != -1) { }

@@ -54,11 +54,13 @@ export function parseLocation(uri: string, options: Omit<WebHdfsOptions, 'url'> 
   const path = m[3] ?? '/';
   if (scheme === 'file') return { store: new LocalStore(), path: fileURLToPath(uri), uri };
   if (scheme === 'webhdfs') return { store: new HdfsStore(new WebHdfs({ ...options, url: `http://${authority}` })), path, uri };
+  // Hadoop's name for WebHDFS over TLS; the CA and token come from `options` or the CLI's defaults.
+  if (scheme === 'swebhdfs') return { store: new HdfsStore(new WebHdfs({ ...options, url: `https://${authority}` })), path, uri };
   if (scheme === 'hdfs') {
     const url = process.env['WEBHDFS_URL'] ?? `http://${authority.replace(/:\d+$/, '')}:9870`;
     return { store: new HdfsStore(new WebHdfs({ ...options, url })), path, uri };
   }
-  throw new DataIOError(`"${uri}": unknown scheme "${scheme}" (use a local path, file://, webhdfs:// or hdfs://)`);
+  throw new DataIOError(`"${uri}": unknown scheme "${scheme}" (use a local path, file://, webhdfs://, swebhdfs:// or hdfs://)`);
 }
 
 const tmpName = (): string => `${process.pid}-${randomBytes(6).toString('hex')}`;

@@ -13,6 +13,9 @@
  * `100 Continue` whether or not it was asked to, and undici's fetch fails on it
  * ("bad response"); node:http handles it.
  *
+ * `https://` NameNodes (`swebhdfs://` in store.ts) are reached over TLS, checked against `ca`
+ * when the cluster has a private CA; the NameNode then redirects to the DataNodes' HTTPS ports.
+ *
  * Errors carry the RemoteException (`exception`, `javaClassName`, `message`). Requests time
  * out; network errors, 5xx, the NameNode's StandbyException/RetriableException/SafeMode
  * and "no DataNode yet" (a cluster that is starting) are retried with exponential backoff;
@@ -20,11 +23,14 @@
  */
 import { request as httpRequest } from 'node:http';
 import type { IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { InferqError } from '@inferq/shared';
 
 export interface WebHdfsOptions {
-  /** NameNode HTTP address, e.g. "http://namenode:9870". */
+  /** NameNode HTTP(S) address, e.g. "http://namenode:9870" or "https://namenode:9871". */
   readonly url: string;
+  /** PEM CA certificate(s) that signed the NameNode's and DataNodes' HTTPS certificates. Default: the system CAs. */
+  readonly ca?: string | Buffer;
   /** `user.name` for simple authentication. Default: $HADOOP_USER_NAME, $USER, or "inferq". */
   readonly user?: string;
   /** A delegation token (`delegation=`), instead of `user.name`, for secured clusters. */
@@ -33,6 +39,19 @@ export interface WebHdfsOptions {
   readonly timeoutMs?: number;
   /** Tries for a retriable failure. Default 5 (backoff 200 ms × 2ⁿ, at most 5 s). */
   readonly attempts?: number;
+}
+
+/** What the CLI sets once for every client that does not name its own (setWebHdfsDefaults). */
+export type WebHdfsDefaults = Pick<WebHdfsOptions, 'ca' | 'delegationToken'>;
+
+let defaults: WebHdfsDefaults = {};
+
+/**
+ * The CA and delegation token of clients made without them (files, sinks and model folders
+ * open clients deep inside the commands); the CLI calls it once from its flags.
+ */
+export function setWebHdfsDefaults(d: WebHdfsDefaults): void {
+  defaults = { ...d };
 }
 
 export interface FileStatus {
@@ -72,7 +91,9 @@ export class WebHdfs {
   private readonly opts: WebHdfsOptions;
 
   constructor(options: WebHdfsOptions) {
-    this.opts = options;
+    const ca = options.ca ?? defaults.ca;
+    const delegationToken = options.delegationToken ?? defaults.delegationToken;
+    this.opts = { ...options, ...(ca === undefined ? {} : { ca }), ...(delegationToken === undefined ? {} : { delegationToken }) };
     this.url = options.url.replace(/\/+$/, '');
   }
 
@@ -155,7 +176,7 @@ export class WebHdfs {
         if (res.status === expect) return res;
         err = remoteError(what, res);
       } catch (e) {
-        err = e instanceof WebHdfsError ? e : new WebHdfsError(`${what}: ${(e as Error).message} (WebHDFS at ${this.url})`, { retriable: true, cause: e });
+        err = e instanceof WebHdfsError ? e : networkError(what, this.url, e);
       }
       if (!err.retriable || i >= attempts) throw err;
       await new Promise((r) => setTimeout(r, Math.min(5000, 200 * 2 ** (i - 1))));
@@ -165,17 +186,41 @@ export class WebHdfs {
   private send(method: string, url: string, body?: Uint8Array): Promise<Response> {
     const timeoutMs = this.opts.timeoutMs ?? 30_000;
     return new Promise((resolve, reject) => {
-      const req = httpRequest(url, { method, timeout: timeoutMs, headers: body === undefined ? {} : { 'content-type': 'application/octet-stream', 'content-length': body.byteLength } }, (res) => {
+      const options = { method, timeout: timeoutMs, headers: body === undefined ? {} : { 'content-type': 'application/octet-stream', 'content-length': body.byteLength } };
+      const onResponse = (res: IncomingMessage): void => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
         res.on('error', reject);
-      });
+      };
+      // The redirect's Location decides for the second request: an HTTPS NameNode sends HTTPS DataNode addresses.
+      const req = /^https:/i.test(url) ? httpsRequest(url, { ...options, ...(this.opts.ca === undefined ? {} : { ca: this.opts.ca }) }, onResponse) : httpRequest(url, options, onResponse);
       req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
       req.on('error', reject);
       req.end(body === undefined ? undefined : Buffer.from(body.buffer, body.byteOffset, body.byteLength));
     });
   }
+}
+
+/** Certificate checks that fail the same way every time (node's tls error codes). */
+const TLS_REFUSALS = new Set([
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_UNTRUSTED',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+function networkError(what: string, url: string, e: unknown): WebHdfsError {
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code !== undefined && TLS_REFUSALS.has(code)) {
+    return new WebHdfsError(`${what}: the server's TLS certificate was refused: ${(e as Error).message} (WebHDFS at ${url}; a private CA is given with --hdfs-ca-file / WEBHDFS_CA_FILE)`, { retriable: false, cause: e });
+  }
+  return new WebHdfsError(`${what}: ${(e as Error).message} (WebHDFS at ${url})`, { retriable: true, cause: e });
 }
 
 function remoteError(what: string, res: Response): WebHdfsError {

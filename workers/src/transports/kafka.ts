@@ -27,7 +27,7 @@
  */
 import { hostname } from 'node:os';
 import { Kafka, logLevel as kafkaLogLevel } from 'kafkajs';
-import type { Consumer, EachBatchPayload, IHeaders, KafkaMessage, LogEntry, Message, Producer, logCreator } from 'kafkajs';
+import type { Consumer, EachBatchPayload, IHeaders, KafkaConfig, KafkaMessage, LogEntry, Message, Producer, logCreator } from 'kafkajs';
 import {
   ConsumerRestarter,
   ENVELOPE_CONTENT_TYPE,
@@ -51,6 +51,8 @@ import type { TopicPartitionOffset } from './offsets.js';
 export interface KafkaWorkerOptions {
   /** Bootstrap brokers, "host:port". */
   readonly brokers: readonly string[];
+  /** TLS and SASL, handed to kafkajs as they are (the CLI builds them in cli/connections.ts). Default: plaintext. */
+  readonly client?: Pick<KafkaConfig, 'ssl' | 'sasl'>;
   readonly topic: string;
   /** Consumer group: workers of one group share the topic's partitions. */
   readonly group: string;
@@ -157,6 +159,7 @@ export class KafkaWorker {
       logLevel: kafkaLogLevel.WARN,
       logCreator: pinoLogCreator(this.log),
       retry: { initialRetryTime: 200, maxRetryTime: 5000, retries: 10 },
+      ...options.client,
     });
     this.consumer = this.kafka.consumer({
       groupId: options.group,

@@ -20,7 +20,7 @@ import { hostname } from 'node:os';
 import { Worker, UnrecoverableError } from 'bullmq';
 import type { Job } from 'bullmq';
 import { Redis } from 'ioredis';
-import type { ChainableCommander } from 'ioredis';
+import type { ChainableCommander, RedisOptions } from 'ioredis';
 import {
   DEFAULT_PREFIX,
   InferqError,
@@ -45,6 +45,8 @@ import type { Inference } from './infer.js';
 export interface RedisWorkerOptions {
   /** Redis URL. */
   readonly redis: string;
+  /** ioredis options merged into the URL's: TLS files, user, password (cli/connections.ts). The URL's own credentials win. */
+  readonly client?: Pick<RedisOptions, 'tls' | 'username' | 'password'>;
   readonly queue: string;
   /** Key prefix. Default "inferq". */
   readonly prefix?: string;
@@ -112,7 +114,7 @@ export class RedisWorker {
   constructor(options: RedisWorkerOptions) {
     this.opts = options;
     this.keys = redisKeys(options.prefix ?? DEFAULT_PREFIX, options.queue);
-    this.redis = new Redis(options.redis, { maxRetriesPerRequest: null });
+    this.redis = new Redis(options.redis, { maxRetriesPerRequest: null, ...options.client });
     this.workerConnection = this.redis.duplicate({ maxRetriesPerRequest: null });
     this.log = options.logger.child({ transport: 'redis', queue: options.queue });
     this.sinks = new SinkSet({

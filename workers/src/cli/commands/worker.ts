@@ -11,10 +11,12 @@ import { KafkaWorker } from '../../transports/kafka.js';
 import { RedisWorker } from '../../transports/redis.js';
 import { parseDevice } from '../../runners/device.js';
 import { formatDevice } from '../../runners/runner.js';
+import { addConnectionOptions, kafkaClientConfig, kafkaStartFailure, redisClientOptions } from '../connections.js';
+import type { ConnectionFlags } from '../connections.js';
 import { collect, defaultRedisUrl, modelRepoDir, positiveInt } from '../flags.js';
 import { precomputeWorker } from './precompute-worker.js';
 
-export interface WorkerFlags {
+export interface WorkerFlags extends ConnectionFlags {
   role: 'serve' | 'precompute';
   transport: 'redis' | 'kafka';
   queue: string;
@@ -81,6 +83,7 @@ async function workerCommand(flags: WorkerFlags): Promise<void> {
     flags.transport === 'kafka'
       ? new KafkaWorker({
           brokers: flags.brokers.split(',').map((b) => b.trim()).filter((b) => b !== ''),
+          client: kafkaClientConfig(flags),
           topic: flags.topic,
           group: flags.group,
           ...(flags.deadLetterTopic === undefined ? {} : { deadLetterTopic: flags.deadLetterTopic }),
@@ -94,6 +97,7 @@ async function workerCommand(flags: WorkerFlags): Promise<void> {
         })
       : new RedisWorker({
           redis: flags.redis,
+          client: redisClientOptions(flags, flags.redis),
           queue: flags.queue,
           ...(flags.prefix === undefined ? {} : { prefix: flags.prefix }),
           models: pool,
@@ -139,13 +143,13 @@ async function workerCommand(flags: WorkerFlags): Promise<void> {
     process.once('SIGINT', onSignal);
     worker.start().then(
       () => process.stdout.write(`inferq worker: serving ${source} on ${formatDevice(device)} (pid ${process.pid})\n`),
-      reject,
+      (err: unknown) => reject(flags.transport === 'kafka' ? kafkaStartFailure(err, flags.brokers) : err),
     );
   });
 }
 
 export function registerWorker(program: Command): void {
-  program
+  const command = program
     .command('worker')
     .description('Serve a queue: pull feature batches, batch them dynamically, run the model, reply / write results.')
     .addOption(new Option('--role <role>', 'serve a queue, or run scheduled precompute jobs').choices(['serve', 'precompute']).default('serve'))
@@ -174,4 +178,5 @@ export function registerWorker(program: Command): void {
     .option('--shutdown-timeout-ms <n>', 'on SIGTERM, longest wait for in-flight jobs', positiveInt, 30_000)
     .addOption(new Option('--nan <policy>', 'NaN/Inf in float features').choices(['reject', 'pass']).default('reject'))
     .action(workerCommand);
+  addConnectionOptions(command, ['kafka', 'redis', 'hdfs']);
 }
