@@ -8,13 +8,14 @@
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { isAbsolute, join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { RecordBatch } from 'apache-arrow';
 import { ConfigError, DataIOError } from '@inferq/shared';
 import type { TensorMap, TensorSpec } from '@inferq/shared';
 import { openParquet } from '../io/parquet.js';
-import { LocalStore, parseLocation } from '../io/store.js';
+import { parseLocation } from '../io/store.js';
+import { MAX_AXIS_VALUES, resolveFeaturizer, resolveInput } from './spec.js';
 import type { AxisSpec, LoadedSpec } from './spec.js';
 
 export type Value = string | number;
@@ -37,23 +38,22 @@ export interface Space {
   chunks(skip: (index: number) => boolean): AsyncIterable<Chunk>;
 }
 
-/** Resolves a spec path: relative to the spec's folder; URIs (webhdfs://, hdfs://) are fetched to a temp file. */
-async function localFile(spec: LoadedSpec, path: string, cleanup: string[]): Promise<string> {
-  if (/^[a-z]+:\/\//i.test(path) && !path.startsWith('file://')) {
-    const loc = parseLocation(path);
-    if (!(loc.store instanceof LocalStore)) {
-      const dir = await mkdtemp(join(tmpdir(), 'inferq-space-'));
-      cleanup.push(dir);
-      const file = join(dir, 'data.parquet');
-      await writeFile(file, await loc.store.readFile(loc.path));
-      return file;
-    }
-  }
-  const p = path.startsWith('file://') ? parseLocation(path).path : path;
-  return isAbsolute(p) ? p : resolve(spec.baseDir, p);
+/**
+ * A Parquet input of the spec as a local file: relative to the spec's folder; URIs (webhdfs://,
+ * hdfs://) are fetched to a temp file. A spec from a queue is held to its trust (resolveInput).
+ */
+async function localFile(spec: LoadedSpec, path: string, field: string, cleanup: string[]): Promise<string> {
+  const where = await resolveInput(spec, path, field);
+  if ('local' in where) return where.local;
+  const loc = parseLocation(where.remote);
+  const dir = await mkdtemp(join(tmpdir(), 'inferq-space-'));
+  cleanup.push(dir);
+  const file = join(dir, 'data.parquet');
+  await writeFile(file, await loc.store.readFile(loc.path));
+  return file;
 }
 
-async function axisValues(spec: LoadedSpec, axis: AxisSpec, cleanup: string[]): Promise<Value[]> {
+async function axisValues(spec: LoadedSpec, axis: AxisSpec, field: string, cleanup: string[]): Promise<Value[]> {
   if (axis.values !== undefined) return [...new Set(axis.values)];
   if (axis.range !== undefined) {
     const { from, to, step } = axis.range;
@@ -61,7 +61,7 @@ async function axisValues(spec: LoadedSpec, axis: AxisSpec, cleanup: string[]): 
     return Array.from({ length: Math.floor((to - from) / step) + 1 }, (_, i) => from + i * step);
   }
   const { path, column } = axis.parquet!;
-  const file = await localFile(spec, path, cleanup);
+  const file = await localFile(spec, path, `${field}.parquet.path`, cleanup);
   const reader = await openParquet(file);
   try {
     if (reader.schema.fields.find((f) => f.name === column) === undefined) {
@@ -70,6 +70,7 @@ async function axisValues(spec: LoadedSpec, axis: AxisSpec, cleanup: string[]): 
     const seen = new Set<Value>();
     for await (const batch of reader.batches({ columns: [column] })) {
       for (const v of batch.getChild(column)!) if (v !== null && v !== undefined) seen.add(typeof v === 'bigint' ? Number(v) : (v as Value));
+      if (seen.size > MAX_AXIS_VALUES) throw new ConfigError(`axis "${axis.name}": column "${column}" of ${path} has more than the ${MAX_AXIS_VALUES} values an axis may have`);
     }
     if (seen.size === 0) throw new ConfigError(`axis "${axis.name}": column "${column}" of ${path} has no values`);
     return [...seen];
@@ -88,10 +89,11 @@ export async function openSpace(spec: LoadedSpec): Promise<{ space: Space; close
     if ('axes' in spec.spec.space) {
       const axes = spec.spec.space.axes;
       const values = new Map<string, Value[]>();
-      for (const a of axes) values.set(a.name, await axisValues(spec, a, cleanup));
+      for (const [i, a] of axes.entries()) values.set(a.name, await axisValues(spec, a, `space.axes.${i}`, cleanup));
       const sizes = axes.map((a) => values.get(a.name)!.length);
       const total = sizes.reduce((a, b) => a * b, 1);
       if (!Number.isSafeInteger(total)) throw new ConfigError(`the space has more than 2^53 rows (${sizes.join(' × ')})`);
+      checkRows(spec, total, sizes.join(' × '));
       const chunkCount = Math.ceil(total / chunkRows);
       const space: Space = {
         total,
@@ -119,9 +121,15 @@ export async function openSpace(spec: LoadedSpec): Promise<{ space: Space; close
       };
       return { space, close };
     }
-    const file = await localFile(spec, spec.spec.space.rows.parquet, cleanup);
+    const file = await localFile(spec, spec.spec.space.rows.parquet, 'space.rows.parquet', cleanup);
     const reader = await openParquet(file);
     const total = reader.numRows;
+    try {
+      checkRows(spec, total, `the rows of ${spec.spec.space.rows.parquet}`);
+    } catch (err) {
+      await reader.close();
+      throw err;
+    }
     const chunkCount = Math.ceil(total / chunkRows);
     const names = reader.schema.fields.map((f) => f.name);
     const space: Space = {
@@ -168,6 +176,12 @@ export async function openSpace(spec: LoadedSpec): Promise<{ space: Space; close
   }
 }
 
+/** A spec from a queue may not ask for more rows than its trust allows. */
+function checkRows(spec: LoadedSpec, total: number, what: string): void {
+  const max = spec.trust?.maxRows;
+  if (max !== undefined && total > max) throw new ConfigError(`the space has ${total} rows (${what}), more than the ${max} this worker runs`);
+}
+
 function cell(batch: RecordBatch, column: string, row: number): Value {
   const v: unknown = batch.getChild(column)!.get(row);
   return typeof v === 'bigint' ? Number(v) : typeof v === 'number' || typeof v === 'string' ? v : String(v);
@@ -201,7 +215,7 @@ export type Encoder = (chunk: Chunk, recycled?: TensorMap) => Promise<TensorMap>
 export async function makeEncoder(spec: LoadedSpec, space: Space, inputs: readonly TensorSpec[]): Promise<Encoder> {
   const enc = spec.spec.encode;
   if (enc.featurizer !== undefined) {
-    const path = isAbsolute(enc.featurizer) ? enc.featurizer : resolve(spec.baseDir, enc.featurizer);
+    const path = await resolveFeaturizer(spec, enc.featurizer);
     let mod: { default?: unknown };
     try {
       mod = (await import(pathToFileURL(path).href)) as { default?: unknown };

@@ -7,7 +7,7 @@ import { loadModel } from '../../models/loaded-model.js';
 import { ModelRepository } from '../../models/repository.js';
 import { precompute } from '../../precompute/precompute.js';
 import type { PrecomputeTarget } from '../../precompute/precompute.js';
-import { loadSpec } from '../../precompute/spec.js';
+import { checkSpecFiles, loadSpec } from '../../precompute/spec.js';
 import { parseDevice } from '../../runners/device.js';
 import { throughputThreads } from '../../runners/onnx.js';
 import { defaultRedisUrl, modelRepoDir, positiveInt } from '../flags.js';
@@ -28,6 +28,8 @@ interface PrecomputeFlags {
 async function precomputeCommand(flags: PrecomputeFlags): Promise<void> {
   const logger = createLogger({ level: process.env['INFERQ_LOG_LEVEL'] ?? 'warn', base: { cmd: 'precompute' } });
   const spec = await loadSpec(flags.spec);
+  // Files the spec names (and the featurizer's place beside it) are checked before the model loads.
+  await checkSpecFiles(spec);
   const device = parseDevice(flags.device);
   const model = await loadModel(new ModelRepository(await modelRepoDir(flags.modelRepo)), spec.spec.model, spec.spec.version, {
     device,
