@@ -22,8 +22,9 @@ import { hostname, tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
 import { Field, RecordBatch, Schema, Struct, Utf8, makeData } from 'apache-arrow';
 import type { Data } from 'apache-arrow';
-import { Redis } from 'ioredis';
-import { ConfigError, DataIOError, InferqError, allocate, parseTablePointer, tableBucketOfBytes, tableKeys } from '@inferq/shared';
+import { Redis, ReplyError } from 'ioredis';
+import type { RedisOptions } from 'ioredis';
+import { ConfigError, ConnectionError, DataIOError, InferqError, allocate, parseTablePointer, tableBucketOfBytes, tableKeys } from '@inferq/shared';
 import type { TableKeys, Tensor, TensorMap } from '@inferq/shared';
 import { DynamicBatcher } from '../batching/batcher.js';
 import { createParquetWriter } from '../io/parquet.js';
@@ -82,13 +83,19 @@ export async function precompute(options: PrecomputeOptions): Promise<Precompute
   if (useParquet && spec.spec.parquet === undefined) throw new ConfigError(`--to ${options.to}: the spec has no parquet.path`);
   if (useRedis && options.redis === undefined) throw new ConfigError(`--to ${options.to}: no Redis URL (--redis or REDIS_URL)`);
   const log = options.logger.child({ table });
-  const redis = useRedis ? new Redis(options.redis!, { maxRetriesPerRequest: 3 }) : undefined;
   const keys = tableKeys(spec.spec.redis.prefix, table);
   const parquetBase = useParquet ? parseLocation(spec.spec.parquet!.path) : undefined;
   const owner = `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
   let renew: NodeJS.Timeout | undefined;
   let bulk: RespConnection | undefined;
+  // Everything that can fail before the try below opens nothing: a client left open kept the process alive.
   const { space, close: closeSpace } = await openSpace(spec);
+  const redis = useRedis
+    ? await connectRedis(options.redis!).catch(async (err: unknown) => {
+        await closeSpace();
+        throw err;
+      })
+    : undefined;
   try {
     if (redis !== undefined) {
       const ttl = options.lockTtlMs ?? 30_000;
@@ -185,6 +192,35 @@ export async function precompute(options: PrecomputeOptions): Promise<Precompute
       await unlock(redis, keys, owner).catch(() => undefined);
       redis.disconnect();
     }
+  }
+}
+
+/**
+ * An ioredis client whose first answer came within `timeoutMs`: an unreachable server is a
+ * ConnectionError naming it and the cause, not endless reconnects. The client's error events are
+ * kept for that message (unheard, ioredis prints each one as an "Unhandled error event").
+ */
+export async function connectRedis(url: string, options: RedisOptions = {}, timeoutMs = 10_000): Promise<Redis> {
+  const redis = new Redis(url, { maxRetriesPerRequest: 3, connectTimeout: 5000, ...options, lazyConnect: true });
+  let last: Error | undefined;
+  redis.on('error', (err: Error) => (last = err));
+  const { host, port, path } = redis.options;
+  const where = path ?? `${host ?? '127.0.0.1'}:${port ?? 6379}`;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      redis.ping(),
+      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs))),
+    ]);
+    return redis;
+  } catch (err) {
+    redis.disconnect();
+    // A server's own refusal (WRONGPASS, NOAUTH) says more than the socket's last error.
+    const cause: Error = err instanceof ReplyError ? (err as Error) : (last ?? (err as Error));
+    const code = (cause as NodeJS.ErrnoException).code ?? /^[A-Z]{3,}/.exec(cause.message)?.[0];
+    throw new ConnectionError(`redis ${where}: cannot connect: ${cause.message}`, { address: where, code, cause });
+  } finally {
+    clearTimeout(timer);
   }
 }
 
