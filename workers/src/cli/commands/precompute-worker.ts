@@ -1,15 +1,27 @@
 /** `inferq worker --role precompute`: the process that runs scheduled precompute jobs. */
+import { ConfigError } from '@inferq/shared';
 import type { Logger } from '../../logging.js';
 import { PrecomputeWorker } from '../../precompute/schedules.js';
 import type { parseDevice } from '../../runners/device.js';
 import { throughputThreads } from '../../runners/onnx.js';
 import { formatDevice } from '../../runners/runner.js';
+import { modelRepoDir } from '../flags.js';
 import type { WorkerFlags } from './worker.js';
 
-/** `inferq worker --role precompute`: runs the precompute jobs of the schedules, one at a time. */
+/**
+ * `inferq worker --role precompute`: runs the precompute jobs of the schedules, one at a time,
+ * loading models only from its --model-repo and reading, writing and importing only what its
+ * --allow-specs / --allow-inputs / --allow-outputs allow (the jobs come from Redis: untrusted).
+ */
 export async function precomputeWorker(flags: WorkerFlags, device: ReturnType<typeof parseDevice>, logger: Logger): Promise<void> {
+  if (flags.modelRepo === undefined) throw new ConfigError('worker --role precompute: --model-repo is required (scheduled runs load models only from it)');
   const worker = new PrecomputeWorker({
     redis: flags.redis,
+    prefix: flags.prefix,
+    modelRepo: await modelRepoDir(flags.modelRepo),
+    allowSpecs: flags.allowSpecs,
+    allowInputs: flags.allowInputs,
+    allowOutputs: flags.allowOutputs,
     logger,
     model: { device, ...throughputThreads(flags, device) },
   });
@@ -17,7 +29,14 @@ export async function precomputeWorker(flags: WorkerFlags, device: ReturnType<ty
     const onSignal = (): void => void worker.close(flags.shutdownTimeoutMs).then(resolve, reject);
     process.once('SIGTERM', onSignal);
     process.once('SIGINT', onSignal);
-    worker.start().then(() => process.stdout.write(`inferq worker: serving precompute schedules on ${formatDevice(device)} (pid ${process.pid})\n`), reject);
+    worker.start().then(
+      () => process.stdout.write(`inferq worker: serving precompute schedules on ${formatDevice(device)} (pid ${process.pid})\n`),
+      (err: unknown) => {
+        process.off('SIGTERM', onSignal);
+        process.off('SIGINT', onSignal);
+        // What start opened before it failed is closed, so the process can exit with the error.
+        void worker.close(1000).then(() => reject(err), () => reject(err));
+      },
+    );
   });
 }
-

@@ -42,6 +42,9 @@ export interface WorkerFlags extends ConnectionFlags {
   lockDurationMs?: number;
   shutdownTimeoutMs: number;
   nan: NonFinitePolicy;
+  allowSpecs?: string;
+  allowInputs: string[];
+  allowOutputs: string[];
 }
 
 async function workerCommand(flags: WorkerFlags): Promise<void> {
@@ -166,7 +169,7 @@ export function registerWorker(program: Command): void {
     .option('--sink-roll-rows <n>', 'roll a sink file at this many rows (default 100000)', positiveInt)
     .option('--sink-roll-ms <n>', 'roll a sink file when its oldest row is this old (default 10000)', positiveInt)
     .option('--session-timeout-ms <n>', 'Kafka: a worker silent this long leaves the group and its partitions move (default 30000)', positiveInt)
-    .option('--model-repo <dir>', 'model repository (a local folder, or webhdfs:// / hdfs://, copied locally at start); required to serve')
+    .option('--model-repo <dir>', 'model repository (a local folder, or webhdfs:// / hdfs://, copied locally at start); required')
     .option('--models <a,b>', 'serve only these models, loaded and warmed at start (default: any, loaded on first use)')
     .option('--device <device>', 'cpu or cuda:N', 'cpu')
     .option('--concurrency <n>', 'jobs in flight (enough to fill batches; Kafka: the topic is paused at 16× this many messages)', positiveInt, 256)
@@ -177,6 +180,9 @@ export function registerWorker(program: Command): void {
     .option('--lock-duration-ms <n>', 'a stalled job is given to another worker after this long', positiveInt)
     .option('--shutdown-timeout-ms <n>', 'on SIGTERM, longest wait for in-flight jobs', positiveInt, 30_000)
     .addOption(new Option('--nan <policy>', 'NaN/Inf in float features').choices(['reject', 'pass']).default('reject'))
+    .option('--allow-specs <dir>', "--role precompute: the folder of specs' files (Parquet inputs, featurizers); scheduled specs read nothing outside it (default: they may name no file)")
+    .option('--allow-inputs <folder>', '--role precompute: remote Parquet inputs (webhdfs://, hdfs://) scheduled specs may read under this folder; repeatable (default: none)', collect, [] as string[])
+    .option('--allow-outputs <folder>', '--role precompute: scheduled specs may write Parquet under this folder; repeatable (default: none)', collect, [] as string[])
     .action(workerCommand);
   addConnectionOptions(command, ['kafka', 'redis', 'hdfs']);
 }
