@@ -4,7 +4,7 @@
  * and resume, lookups from the SDK, cron schedules.
  */
 import { spawn } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -16,6 +16,7 @@ import { WebHdfs } from '../workers/src/io/webhdfs.js';
 import { silentLogger } from '../workers/src/logging.js';
 import { ModelPool } from '../workers/src/models/model-pool.js';
 import { ModelRepository } from '../workers/src/models/repository.js';
+import { SCHEDULE_QUEUE } from '../workers/src/precompute/schedules.js';
 import { parseSpec } from '../workers/src/precompute/spec.js';
 import { RedisWorker } from '../workers/src/transports/redis.js';
 import { runCli, cliArgv, REPO_ROOT } from './helpers/cli.js';
@@ -380,15 +381,19 @@ export default function featurize(columns, rows) {
 });
 
 describe('precompute schedules', () => {
-  it('schedule add / list / remove; a short cron pattern fires and the precompute worker publishes new versions', async () => {
+  it('schedule add / list / remove; a short cron pattern fires and the precompute worker publishes new versions (the spec only in the job)', async () => {
     const table = `t-${queueName()}`;
+    const prefix = queueName('p'); // a schedules queue of this test's own
     const path = await writeSpec(table, specText(table));
     const name = `every-second-${table}`;
-    const add = await runCli(['schedule', 'add', name, '--cron', '*/1 * * * * *', '--spec', path, '--model-repo', repo, '--redis', url]);
+    const add = await runCli(['schedule', 'add', name, '--cron', '*/1 * * * * *', '--spec', path, '--model-repo', repo, '--redis', url, '--prefix', prefix]);
     expect(add.code, add.stderr).toBe(0);
-    const list = await runCli(['schedule', 'list', '--redis', url]);
+    await rm(path); // the job carries the spec's text: the worker reads no file of it
+    const list = await runCli(['schedule', 'list', '--redis', url, '--prefix', prefix]);
     expect(list.stdout).toContain(`${name}\t*/1 * * * * *\tnext 20`);
-    const w = startWorker(['--role', 'precompute', '--redis', url]);
+    expect(list.stdout).toContain(`\t./${table}.yaml\tredis\n`);
+    // No --allow-specs: it runs only specs that name no file, like this one.
+    const w = startWorker(['--role', 'precompute', '--redis', url, '--prefix', prefix, '--model-repo', repo]);
     try {
       await w.ready;
       const current = tableKeys('inferq', table).current;
@@ -397,13 +402,14 @@ describe('precompute schedules', () => {
       await waitFor(async () => (await redis.get(current)) !== firstRun, 'a second scheduled run (a new version)', 60_000, 100);
       expect(await tableRows(table)).toBe(2000);
     } finally {
-      const rm = await runCli(['schedule', 'remove', name, '--redis', url]);
-      expect(rm.code, rm.stderr).toBe(0);
+      const removed = await runCli(['schedule', 'remove', name, '--redis', url, '--prefix', prefix]);
+      expect(removed.code, removed.stderr).toBe(0);
       w.child.kill('SIGTERM');
       await w.exited;
     }
-    expect((await runCli(['schedule', 'list', '--redis', url])).stdout).not.toContain(name);
-    const again = await runCli(['schedule', 'remove', name, '--redis', url]);
+    expect((await runCli(['schedule', 'list', '--redis', url, '--prefix', prefix])).stdout).not.toContain(name);
+    await dropQueue(url, SCHEDULE_QUEUE, prefix);
+    const again = await runCli(['schedule', 'remove', name, '--redis', url, '--prefix', prefix]);
     expect(again.code).toBe(1);
     expect(again.stderr).toContain(`no schedule named "${name}"`);
   }, 180_000);
