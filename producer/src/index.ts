@@ -1,14 +1,18 @@
 // @inferq/producer: the SDK applications import. Never depends on a model runtime.
 export { PredictTimeoutError, RemoteJobError } from './errors.js';
+export { DEFAULT_CONNECT_TIMEOUT_MS } from './connection.js';
+export type { SdkLogger } from './connection.js';
 export { toTensors } from './features.js';
 export type { FeatureBatch } from './features.js';
 export { Producer } from './producer.js';
 export type { EnqueueOptions, PredictOptions, ProducerOptions, TableRow } from './producer.js';
-export { parseReplies } from './replies.js';
+export type { LingerOptions } from './linger.js';
+export { parseKafkaReply, parseReplies } from './replies.js';
 export type { Reply } from './replies.js';
 export { Subscription } from './subscription.js';
 export type { SubscribeOptions } from './subscription.js';
-export { ClosedError, EnvelopeError, InferqError, InvalidInputError, decodeEnvelope, encodeEnvelope } from '@inferq/shared';
+export { ClosedError, ConfigError, ConnectionError, EnvelopeError, InferqError, InvalidInputError, decodeEnvelope, encodeEnvelope } from '@inferq/shared';
 export type { DType, Envelope, EnvelopeMeta, Tensor, TensorMap } from '@inferq/shared';
-export { KafkaProducer, parseKafkaReply } from './kafka.js';
-export type { KafkaEnqueueOptions, KafkaPredictOptions, KafkaProducerOptions, KafkaSubscribeOptions, ReplySubscription } from './kafka.js';
+export { KafkaProducer } from './kafka.js';
+export type { KafkaEnqueueOptions, KafkaPredictOptions, KafkaProducerOptions } from './kafka.js';
+export type { KafkaSubscribeOptions, ReplySubscription } from './kafka-subscription.js';

@@ -12,21 +12,41 @@
  *  subscribe(topic, handler, { group }) = a consumer group on a reply topic; offsets are committed
  *                  after the handler returns, so a restarted subscriber resumes where it stopped
  * ```
+ *
+ * Every call settles: reaching the brokers (connecting, creating a topic) and sending are bounded
+ * by `connectTimeoutMs` from the call, after which it rejects with ConnectionError (see
+ * kafka-connection.ts). kafkajs's own log goes to the SDK `logger`, never to stderr.
  */
 import { randomUUID } from 'node:crypto';
-import { Kafka, logLevel } from 'kafkajs';
+import { Kafka, Partitioners } from 'kafkajs';
 import type { Consumer, EachMessagePayload, IHeaders, KafkaConfig, KafkaMessage, Message, Producer as KafkaJsProducer } from 'kafkajs';
-import { ClosedError, ConsumerRestarter, DEFAULT_QUEUE, ENVELOPE_CONTENT_TYPE, InferqError, KAFKA_HEADERS, decodeEnvelope, encodeEnvelope, kafkaReplyTopic } from '@inferq/shared';
+import { ClosedError, ConsumerRestarter, DEFAULT_QUEUE, ENVELOPE_CONTENT_TYPE, InferqError, KAFKA_HEADERS, encodeEnvelope, kafkaReplyTopic } from '@inferq/shared';
+import { connectTimeout, handled, settlesWithin } from './connection.js';
+import type { SdkLogger } from './connection.js';
+import { CONSUMER_RETRY, KafkaLink, ensureTopic, kafkaConfig } from './kafka-connection.js';
+import { subscribeTopic } from './kafka-subscription.js';
+import type { KafkaSubscribeOptions, ReplySubscription } from './kafka-subscription.js';
 import { toTensors } from './features.js';
 import type { FeatureBatch } from './features.js';
 import { PredictTimeoutError } from './errors.js';
 import type { EnqueueOptions } from './producer.js';
-import { settleWaiter } from './replies.js';
+import { parseKafkaReply, settleWaiter } from './replies.js';
 import type { Reply, ReplyWaiter } from './replies.js';
 
 export interface KafkaProducerOptions {
-  /** Bootstrap brokers ("host:port"), or a kafkajs client to use. */
+  /**
+   * Bootstrap brokers ("host:port"), or a kafkajs client to use as it is (then its own
+   * logging, timeouts, ssl and sasl apply, and `clientId`, `ssl`, `sasl` here are ignored).
+   */
   readonly brokers: readonly string[] | Kafka;
+  /**
+   * How long a call may take to reach the brokers and have its messages accepted before it
+   * rejects with ConnectionError. kafkajs's connection timeout (half of it, at least 1 s), request
+   * timeout (all of it) and retries (delays adding up to about half of it) are set from it. Default 5000 ms.
+   */
+  readonly connectTimeoutMs?: number;
+  /** Where kafkajs's errors (warn, at most once a minute per message) and warnings (debug) go; pino or console fit. Default: nowhere. */
+  readonly logger?: SdkLogger;
   /** Request topic (the workers' `--topic`). Default "inferq". */
   readonly topic?: string;
   readonly clientId?: string;
@@ -62,22 +82,6 @@ export interface KafkaPredictOptions extends Omit<KafkaEnqueueOptions, 'replyTo'
   readonly timeoutMs?: number;
 }
 
-export interface KafkaSubscribeOptions {
-  /** Consumer group: instances in one group share the reply topic's partitions. */
-  readonly group: string;
-  /** A new group starts at the earliest reply (default true), so replies written before it are not skipped. */
-  readonly fromBeginning?: boolean;
-  /** Called when the handler throws (kafkajs then retries the reply). */
-  readonly onError?: (err: unknown, reply: Reply) => void;
-}
-
-/** A running subscription (either transport). */
-export interface ReplySubscription {
-  /** Settles when the subscription has stopped. */
-  readonly done: Promise<void>;
-  close(): Promise<void>;
-}
-
 interface Pending {
   readonly message: Message;
   readonly bytes: number;
@@ -85,10 +89,18 @@ interface Pending {
   readonly reject: (err: Error) => void;
 }
 
+/** A predict() reply reader: `connected` once it reaches the brokers, `ready` once its position is fixed. */
+interface InboxReader {
+  readonly consumer: Consumer;
+  readonly connected: Promise<void>;
+  readonly ready: Promise<void>;
+}
+
 export class KafkaProducer {
   readonly topic: string;
   readonly replyTopic: string;
   private readonly kafka: Kafka;
+  private readonly link: KafkaLink;
   private readonly producer: KafkaJsProducer;
   private connected: Promise<void> | undefined;
   private readonly options: KafkaProducerOptions;
@@ -97,7 +109,7 @@ export class KafkaProducer {
   private flushTimer: NodeJS.Timeout | NodeJS.Immediate | undefined;
   private readonly sending = new Set<Promise<void>>();
   private readonly waiters = new Map<string, ReplyWaiter>();
-  private inbox: { consumer: Consumer; ready: Promise<void> } | undefined;
+  private inbox: InboxReader | undefined;
   private readonly subscriptions = new Set<ReplySubscription>();
   private closing: Promise<void> | undefined;
 
@@ -105,29 +117,41 @@ export class KafkaProducer {
     this.options = options;
     this.topic = options.topic ?? DEFAULT_QUEUE;
     this.replyTopic = options.replyTopic ?? kafkaReplyTopic(this.topic);
-    this.kafka =
-      options.brokers instanceof Kafka
-        ? options.brokers
-        : new Kafka({
-            clientId: options.clientId ?? 'inferq-producer',
-            brokers: [...options.brokers],
-            logLevel: logLevel.ERROR,
-            retry: { initialRetryTime: 200, retries: 10 },
-            ...(options.ssl === undefined ? {} : { ssl: options.ssl }),
-            ...(options.sasl === undefined ? {} : { sasl: options.sasl }),
-          });
-    // Idempotent: a send retried after a lost ack is written once.
-    this.producer = this.kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: true });
+    const ms = connectTimeout(options.connectTimeoutMs);
+    const brokers = options.brokers instanceof Kafka ? undefined : options.brokers;
+    this.link = new KafkaLink(brokers, ms, options.logger);
+    this.kafka = brokers === undefined ? (options.brokers as Kafka) : new Kafka(kafkaConfig({ ...options, brokers }, ms, this.link));
+    // Idempotent: a send retried after a lost ack is written once. The partitioner named, as kafkajs asks (its v2 default).
+    this.producer = this.kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: true, createPartitioner: Partitioners.DefaultPartitioner });
   }
 
+  /** The producer's connection: one attempt at a time; a failed one is forgotten, so the next call tries again. */
   private connect(): Promise<void> {
-    this.connected ??= this.producer.connect();
+    if (this.connected === undefined) {
+      const attempt = this.producer.connect();
+      this.connected = attempt;
+      attempt.catch(() => {
+        if (this.connected === attempt) this.connected = undefined;
+      });
+    }
     return this.connected;
   }
 
-  /** Enqueues a feature batch for `model`; resolves with the job id once the broker has it. */
-  async enqueue(model: string, batch: FeatureBatch, options: KafkaEnqueueOptions = {}): Promise<string> {
-    this.assertOpen();
+  /** Enqueues a feature batch for `model`; resolves with the job id once the broker has it, or rejects with ConnectionError within connectTimeoutMs. */
+  enqueue(model: string, batch: FeatureBatch, options: KafkaEnqueueOptions = {}): Promise<string> {
+    return handled(
+      (async () => {
+        this.assertOpen();
+        const deadline = Date.now() + this.link.connectTimeoutMs;
+        const { id, message, bytes } = this.prepare(model, batch, options);
+        await this.produce(message, bytes, deadline);
+        return id;
+      })(),
+    );
+  }
+
+  /** The message of a job: its input checked and encoded (throws on bad input). */
+  private prepare(model: string, batch: FeatureBatch, options: KafkaEnqueueOptions): { id: string; message: Message; bytes: number } {
     const id = options.jobId ?? randomUUID();
     const tensors = toTensors(batch, options.input);
     const envelope = encodeEnvelope(
@@ -144,9 +168,13 @@ export class KafkaProducer {
     if (options.version !== undefined) headers[KAFKA_HEADERS.version] = options.version;
     if (options.replyTo !== undefined) headers[KAFKA_HEADERS.replyTo] = options.replyTo;
     const message: Message = { key: options.partitionKey ?? id, value: Buffer.from(envelope.buffer, envelope.byteOffset, envelope.byteLength), headers };
-    await this.connect();
-    await new Promise<void>((resolve, reject) => this.add({ message, bytes: envelope.byteLength, resolve, reject }));
-    return id;
+    return { id, message, bytes: envelope.byteLength };
+  }
+
+  /** Connects (once) and sends `message` with the others of its linger window, all by `deadline`. */
+  private async produce(message: Message, bytes: number, deadline: number): Promise<void> {
+    await this.link.within(this.connect(), deadline, 'connecting');
+    await this.link.within(new Promise<void>((resolve, reject) => this.add({ message, bytes, resolve, reject })), deadline, `sending to topic "${this.topic}"`);
   }
 
   private add(item: Pending): void {
@@ -171,40 +199,57 @@ export class KafkaProducer {
     this.pending = [];
     this.pendingBytes = 0;
     if (items.length === 0) return;
-    const sent = this.producer.send({ topic: this.topic, acks: -1, messages: items.map((i) => i.message) }).then(
+    const what = `sending to topic "${this.topic}"`;
+    const sent = this.producer.send({ topic: this.topic, acks: -1, timeout: this.link.connectTimeoutMs, messages: items.map((i) => i.message) }).then(
       () => items.forEach((i) => i.resolve()),
       (err: Error) => {
-        const wrapped = new InferqError(`enqueue to topic "${this.topic}" failed: ${err.message}`, { retriable: true, cause: err });
+        const wrapped = this.link.classify(err, what) ?? new InferqError(`enqueue to topic "${this.topic}" failed: ${err.message}`, { retriable: true, cause: err });
         items.forEach((i) => i.reject(wrapped));
       },
     );
     this.sending.add(sent);
-    void sent.finally(() => this.sending.delete(sent));
+    void sent.then(() => this.sending.delete(sent)); // sent never rejects
   }
 
-  /** Enqueues and waits for the reply. Rejects with PredictTimeoutError, or RemoteJobError when the job failed. */
-  async predict(model: string, batch: FeatureBatch, options: KafkaPredictOptions = {}): Promise<Reply> {
+  /**
+   * Enqueues and waits for the reply; settles within `timeoutMs` (the first call also starts
+   * this producer's reply reader). Rejects with ConnectionError when the brokers cannot be
+   * reached (within connectTimeoutMs), PredictTimeoutError, or RemoteJobError when the job failed.
+   */
+  predict(model: string, batch: FeatureBatch, options: KafkaPredictOptions = {}): Promise<Reply> {
+    return handled(this.startPredict(model, batch, options));
+  }
+
+  private async startPredict(model: string, batch: FeatureBatch, options: KafkaPredictOptions): Promise<Reply> {
     this.assertOpen();
     const timeoutMs = options.timeoutMs ?? 30_000;
-    const id = options.jobId ?? randomUUID();
-    await this.ensureInbox();
+    const deadline = Date.now() + this.link.connectTimeoutMs;
+    const { id, message, bytes } = this.prepare(model, batch, { ...options, replyTo: this.replyTopic, deadline: options.deadline ?? Date.now() + timeoutMs });
+    let waiter: ReplyWaiter | undefined;
     const reply = new Promise<Reply>((resolve, reject) => {
       const timer = setTimeout(() => {
-        this.waiters.delete(id);
+        if (this.waiters.get(id) === waiter) this.waiters.delete(id);
         reject(new PredictTimeoutError(`no reply for job ${id} (model ${model}) within ${timeoutMs} ms`, { jobId: id, model }));
       }, timeoutMs);
-      this.waiters.set(id, { resolve, reject, timer });
+      waiter = { resolve, reject, timer };
+      this.waiters.set(id, waiter);
     });
-    try {
-      await this.enqueue(model, batch, { ...options, jobId: id, replyTo: this.replyTopic, deadline: options.deadline ?? Date.now() + timeoutMs });
-    } catch (err) {
-      const w = this.waiters.get(id);
-      if (w !== undefined) {
-        clearTimeout(w.timer);
-        this.waiters.delete(id);
-      }
-      throw err;
-    }
+    const w = waiter!;
+    const send = async (): Promise<void> => {
+      const inbox = this.ensureInbox();
+      await this.link.within(inbox.connected, deadline, 'connecting the reply reader');
+      await inbox.ready; // bounded by this call's timer: a job is sent only once its reply cannot be missed
+      if (this.waiters.get(id) !== w) return; // timed out (or closed) meanwhile: nobody waits for a reply
+      await this.produce(message, bytes, Math.max(deadline, Date.now() + this.link.connectTimeoutMs));
+    };
+    // A job that could not be sent fails this call now, with the reason (its timer and waiter go with it).
+    send().catch((err: unknown) => {
+      clearTimeout(w.timer);
+      if (this.waiters.get(id) !== w) return;
+      this.waiters.delete(id);
+      const reason = err as Error;
+      w.reject(err instanceof InferqError ? err : (this.link.classify(err, 'starting the reply reader') ?? new InferqError(`predict of job ${id}: ${reason.message}`, { jobId: id, model, retriable: true, cause: err })));
+    });
     return reply;
   }
 
@@ -213,36 +258,39 @@ export class KafkaProducer {
    * end of the topic, and ready only after its first fetch has fixed that position —
    * so no reply to a request sent after this resolves can be skipped.
    */
-  private ensureInbox(): Promise<void> {
-    if (this.inbox !== undefined) return this.inbox.ready;
-    const consumer = this.kafka.consumer({ groupId: `inferq-inbox-${randomUUID()}`, maxWaitTimeInMs: 50, allowAutoTopicCreation: true });
+  private ensureInbox(): InboxReader {
+    if (this.inbox !== undefined) return this.inbox;
+    const consumer = this.kafka.consumer({ groupId: `inferq-inbox-${randomUUID()}`, maxWaitTimeInMs: 50, allowAutoTopicCreation: true, retry: CONSUMER_RETRY });
     const run = async (): Promise<void> => {
       await consumer.subscribe({ topic: this.replyTopic, fromBeginning: false });
       await consumer.run({
         autoCommit: false,
-        eachMessage: async ({ message }: EachMessagePayload) => settleWaiter(this.waiters, parseKafkaReply(message)),
+        eachMessage: async ({ message }: EachMessagePayload) => this.settleReply(message),
       });
     };
-    const inbox = { consumer, ready: Promise.resolve() };
     // Through broker outages (see ConsumerRestarter); if it gives up, waiting calls fail now and the next predict() opens a new reader.
     const restarter = new ConsumerRestarter({
       run,
       stopped: () => this.closing !== undefined || this.inbox !== inbox,
       onGiveUp: (err) => {
         this.inbox = undefined;
+        const failure = this.link.classify(err, 'reading replies') ?? new InferqError(`the reply reader of topic "${this.replyTopic}" stopped: ${err.message}`, { retriable: true, cause: err });
         for (const [id, w] of this.waiters) {
           clearTimeout(w.timer);
-          w.reject(new InferqError(`the reply reader of topic "${this.replyTopic}" stopped while waiting for job ${id}: ${err.message}`, { jobId: id, retriable: true, cause: err }));
+          w.reject(failure);
+          this.waiters.delete(id);
         }
-        this.waiters.clear();
         void consumer.disconnect().catch(() => undefined);
       },
     });
     consumer.on(consumer.events.CRASH, (e) => restarter.crashed(e.payload.error, e.payload.restart));
     consumer.on(consumer.events.GROUP_JOIN, () => restarter.joined());
-    inbox.ready = (async () => {
+    const connected = (async () => {
       await ensureTopic(this.kafka, this.replyTopic);
       await consumer.connect();
+    })();
+    const ready = (async () => {
+      await connected;
       // Ready only after the first fetch has fixed the position at the end of the topic.
       const fetched = new Promise<void>((resolve) => {
         const off = consumer.on(consumer.events.FETCH, () => {
@@ -253,127 +301,69 @@ export class KafkaProducer {
       await run();
       await Promise.race([fetched, restarter.failed]);
     })();
+    const inbox: InboxReader = { consumer, connected, ready };
     // A reader that could not start is dropped (and disconnected), so the next predict() tries a new one.
-    inbox.ready.catch(() => {
+    ready.catch(() => {
       if (this.inbox === inbox) this.inbox = undefined;
       void consumer.disconnect().catch(() => undefined);
     });
     this.inbox = inbox;
-    return inbox.ready;
+    return inbox;
+  }
+
+  /** A reply read by the inbox to the predict() waiting for it; an unreadable one is logged and skipped (replies are untrusted). */
+  private settleReply(message: KafkaMessage): void {
+    try {
+      settleWaiter(this.waiters, parseKafkaReply(message));
+    } catch (err) {
+      this.link.report(err as Error, `unreadable reply at offset ${message.offset} of "${this.replyTopic}" dropped`);
+    }
   }
 
   /**
    * Consumes a reply topic through a consumer group: instances with the same group share
    * its partitions; offsets are committed after the handler returns, so a restarted
-   * subscriber resumes after the last reply it handled (at least once).
+   * subscriber resumes after the last reply it handled (at least once). Its `ready` rejects
+   * with ConnectionError when the brokers cannot be reached within connectTimeoutMs; once
+   * ready it rides out outages until ConsumerRestarter gives up (then `done` rejects).
    */
   subscribe(topic: string, handler: (reply: Reply) => Promise<void> | void, options: KafkaSubscribeOptions): ReplySubscription {
     this.assertOpen();
-    const consumer = this.kafka.consumer({ groupId: options.group, maxWaitTimeInMs: 100, allowAutoTopicCreation: true });
-    let closed = false;
-    let stop: () => void = () => undefined;
-    const stopped = new Promise<void>((resolve) => (stop = resolve));
-    const run = async (): Promise<void> => {
-      await consumer.subscribe({ topic, fromBeginning: options.fromBeginning ?? true });
-      await consumer.run({
-        eachMessage: async ({ message }: EachMessagePayload) => {
-          const reply = parseKafkaReply(message);
-          try {
-            await handler(reply);
-          } catch (err) {
-            options.onError?.(err, reply);
-            throw err;
-          }
-        },
-      });
-    };
-    // Through broker outages (see ConsumerRestarter); when it gives up, `done` rejects with the consumer's error.
-    const restarter = new ConsumerRestarter({ run, stopped: () => closed });
-    consumer.on(consumer.events.CRASH, (e) => restarter.crashed(e.payload.error, e.payload.restart));
-    consumer.on(consumer.events.GROUP_JOIN, () => restarter.joined());
-    const done = (async () => {
-      try {
-        await ensureTopic(this.kafka, topic);
-        await consumer.connect();
-        await run();
-        await Promise.race([stopped, restarter.failed]);
-      } finally {
-        closed = true;
-        await consumer.disconnect().catch(() => undefined);
-      }
-    })();
-    const sub: ReplySubscription = {
-      done,
-      close: async () => {
-        closed = true;
-        stop();
-        await done.catch(() => undefined);
-      },
-    };
+    const sub = subscribeTopic(this.kafka, this.link, topic, handler, options);
     this.subscriptions.add(sub);
-    void done.catch(() => undefined).finally(() => this.subscriptions.delete(sub));
+    const forget = (): void => void this.subscriptions.delete(sub);
+    sub.done.then(forget, forget);
     return sub;
   }
 
-  /** Sends what lingers, stops subscriptions and the reply reader, fails pending predict() calls. Idempotent. */
+  /**
+   * Sends what lingers, stops subscriptions and the reply reader, fails pending predict() calls.
+   * Idempotent. Settles within a few connectTimeoutMs even when the brokers are gone.
+   */
   close(): Promise<void> {
-    this.closing ??= this.doClose();
+    this.closing ??= handled(this.doClose());
     return this.closing;
   }
 
   private async doClose(): Promise<void> {
+    const bound = this.link.connectTimeoutMs;
     this.flush();
-    await Promise.allSettled(this.sending);
-    await Promise.allSettled([...this.subscriptions].map((s) => s.close()));
+    await settlesWithin(Promise.all(this.sending), bound);
+    await Promise.all([...this.subscriptions].map((s) => s.close()));
     for (const [id, w] of this.waiters) {
       clearTimeout(w.timer);
       w.reject(new ClosedError(`producer closed while waiting for job ${id}`, { jobId: id }));
     }
     this.waiters.clear();
     if (this.inbox !== undefined) {
-      await this.inbox.ready.catch(() => undefined);
-      await this.inbox.consumer.disconnect().catch(() => undefined);
+      const { consumer, ready } = this.inbox;
+      await settlesWithin(ready, bound);
+      await settlesWithin(consumer.disconnect(), bound);
     }
-    if (this.connected !== undefined) await this.producer.disconnect();
+    if (this.connected !== undefined) await settlesWithin(this.producer.disconnect(), bound);
   }
 
   private assertOpen(): void {
     if (this.closing !== undefined) throw new ClosedError('producer is closed');
   }
-}
-
-/** Creates a topic (broker defaults for partitions and replication) unless it exists, so a consumer can subscribe at once. */
-async function ensureTopic(kafka: Kafka, topic: string): Promise<void> {
-  const admin = kafka.admin();
-  await admin.connect();
-  try {
-    await admin.createTopics({ topics: [{ topic }], waitForLeaders: true });
-  } finally {
-    await admin.disconnect();
-  }
-}
-
-/** A reply message as the workers write it (see KAFKA_HEADERS in @inferq/shared). */
-export function parseKafkaReply(message: KafkaMessage): Reply {
-  const header = (name: string): string | undefined => {
-    const v = message.headers?.[name];
-    const first = Array.isArray(v) ? v[0] : v;
-    return first === undefined ? undefined : first.toString();
-  };
-  const id = header(KAFKA_HEADERS.id) ?? message.key?.toString() ?? '';
-  const value = message.value;
-  if (header(KAFKA_HEADERS.status) === 'ok' && value !== null) {
-    const e = decodeEnvelope(new Uint8Array(value.buffer, value.byteOffset, value.byteLength));
-    return { id, ok: true, model: e.model, version: e.version, outputs: e.tensors, rowIds: e.rowIds, error: undefined, entryId: message.offset };
-  }
-  return {
-    id,
-    ok: false,
-    model: header(KAFKA_HEADERS.model) ?? '',
-    version: header(KAFKA_HEADERS.version),
-    outputs: {},
-    rowIds: undefined,
-    error: { message: header(KAFKA_HEADERS.error) ?? 'unknown error', kind: header(KAFKA_HEADERS.kind) ?? 'Error' },
-    entryId: message.offset,
-  };
 }

@@ -11,25 +11,47 @@
  *  subscribe(stream, handler, { group }) = XREADGROUP loop: own pending entries first, then claims
  *                                          entries idle in dead consumers (XAUTOCLAIM), then new ones
  * ```
+ *
+ * Every call settles: a call made while Redis is unreachable (or refuses us) waits at most
+ * `connectTimeoutMs` for it and rejects with ConnectionError (see redis-link.ts); the same
+ * Producer serves again once Redis is back. Nothing is printed: the `logger` hears the rest.
  */
 import { randomUUID } from 'node:crypto';
 import { Job, Queue } from 'bullmq';
 import type { JobsOptions } from 'bullmq';
-import { Redis } from 'ioredis';
-import type { RedisOptions } from 'ioredis';
-import { ClosedError, DEFAULT_PREFIX, DEFAULT_QUEUE, DTYPE_BYTES, EnvelopeError, InferqError, MAX_PACKED_JOBS, checkTensors, encodeEnvelope, jobSuffix, parseTablePointer, viewOf, redisKeys, tableBucket, tableKeys } from '@inferq/shared';
-import type { DType, JobData, PackedJob, RedisKeys, Tensor, TensorMap } from '@inferq/shared';
+import type { Redis, RedisOptions } from 'ioredis';
+import { ClosedError, DEFAULT_PREFIX, DEFAULT_QUEUE, EnvelopeError, InferqError, checkTensors, encodeEnvelope, jobSuffix, parseTablePointer, redisKeys, tableBucket, tableKeys } from '@inferq/shared';
+import type { JobData, RedisKeys, TensorMap } from '@inferq/shared';
+import { connectTimeout, handled, within } from './connection.js';
+import type { SdkLogger } from './connection.js';
 import { toTensors } from './features.js';
 import type { FeatureBatch } from './features.js';
 import { PredictTimeoutError } from './errors.js';
-import { parseReplies, settleWaiter } from './replies.js';
+import { Inbox, INBOX_BLOCK_MS } from './inbox.js';
+import { Packer } from './linger.js';
+import type { LingerOptions } from './linger.js';
+import { RedisLink, isReplyError, openRedis, sdkRedisOptions } from './redis-link.js';
 import type { Reply, ReplyWaiter } from './replies.js';
-import { Subscription } from './subscription.js';
+import { DEFAULT_BLOCK_MS, Subscription } from './subscription.js';
 import type { SubscribeOptions } from './subscription.js';
 
 export interface ProducerOptions {
-  /** A Redis URL (`redis://host:port/db`), ioredis options, or a client to duplicate. */
+  /**
+   * A Redis URL (`redis://host:port/db`), ioredis options, or a client to duplicate. The SDK sets
+   * these ioredis options itself: `enableOfflineQueue: false`, `maxRetriesPerRequest: 0`,
+   * `autoResendUnfulfilledCommands: false`, `connectTimeout` and `socketTimeout` (from
+   * `connectTimeoutMs`), and a `retryStrategy` that reconnects forever, at most 1 s apart.
+   */
   readonly redis: string | RedisOptions | Redis;
+  /**
+   * How long a call waits for Redis when it is not connected (down, restarting, unreachable)
+   * before it rejects with ConnectionError; an authentication refusal (WRONGPASS, NOAUTH) fails
+   * it at once. Also ioredis's connect timeout, and (plus the longest blocking read) the time a
+   * connected server may leave a command unanswered before the connection is dropped. Default 5000 ms.
+   */
+  readonly connectTimeoutMs?: number;
+  /** Where connection problems and unreadable replies are reported, at most once a minute per cause (pino or console fit). Default: nowhere. */
+  readonly logger?: SdkLogger;
   /** Queue name (the workers' `--queue`). Default "inferq". */
   readonly queue?: string;
   /** Key prefix of every key. Default "inferq". */
@@ -57,7 +79,7 @@ export interface ProducerOptions {
    * window ends. Calls with `jobId`, `priority`, `delay`, `attempts` or `backoff` are never
    * packed. Default: off (`ms: 0`).
    */
-  readonly linger?: { readonly ms: number; readonly maxJobs?: number; readonly maxBytes?: number };
+  readonly linger?: LingerOptions;
   /** Lookup tables: how long a table's current version is cached. Default 1000 ms (0: read it every call). */
   readonly tableCacheMs?: number;
   /** Key prefix of lookup tables (the spec's redis.prefix). Default "inferq". */
@@ -100,55 +122,21 @@ export interface PredictOptions extends Omit<EnqueueOptions, 'replyTo'> {
   readonly timeoutMs?: number;
 }
 
-/** A job waiting in a pack. */
-interface PackedItem {
-  readonly job: PackedJob;
-  /** Settles the job's enqueue() with its id. */
-  readonly resolve: (id: string) => void;
-  readonly reject: (err: Error) => void;
-}
-
-/** One input of a pack: the bytes of its jobs' rows so far, appended into one growing buffer (a copy: callers may reuse theirs). */
-interface PackColumn {
-  readonly dtype: DType;
-  readonly rowShape: readonly number[];
-  bytes: Uint8Array;
-  used: number;
-}
-
-/** Jobs that will travel as one envelope. */
-interface Pack {
-  readonly model: string;
-  readonly version: string | undefined;
-  readonly replyTo: string | undefined;
-  readonly sinks: readonly string[] | undefined;
-  readonly items: PackedItem[];
-  readonly columns: Map<string, PackColumn>;
-  /** Every job's rowIds, concatenated (a pack's jobs either all give rowIds or none does). */
-  readonly rowIds: string[] | undefined;
-  rows: number;
-  bytes: number;
-}
-
 export class Producer {
   readonly queueName: string;
   readonly keys: RedisKeys;
   /** This instance's inbox stream (predict() replies). */
   readonly inbox: string;
   private readonly options: ProducerOptions;
-  private readonly connection: Redis;
+  private readonly connectTimeoutMs: number;
+  private readonly link: RedisLink;
   private readonly queue: Queue;
   private readonly waiters = new Map<string, ReplyWaiter>();
-  private inboxReader: Redis | undefined;
-  private inboxLoop: Promise<void> | undefined;
+  private inboxReader: Inbox | undefined;
   private readonly subscriptions = new Set<Subscription>();
   private closing: Promise<void> | undefined;
-  /** The last connection-level error (for diagnostics). */
-  lastConnectionError: Error | undefined;
-  /** Packs filling during the current linger window, by pack key. */
-  private readonly packs = new Map<string, Pack>();
-  private lingerTimer: NodeJS.Timeout | undefined;
-  private readonly flushing = new Set<Promise<void>>();
+  /** Producer-side batching (only with `linger`). */
+  private readonly packer: Packer | undefined;
   private readonly pointers = new Map<string, { pointer: { runId: string; buckets: number } | undefined; at: number }>();
 
   constructor(options: ProducerOptions) {
@@ -157,19 +145,22 @@ export class Producer {
     const prefix = options.prefix ?? DEFAULT_PREFIX;
     this.keys = redisKeys(prefix, this.queueName);
     this.inbox = this.keys.inbox(randomUUID());
-    this.connection = connect(options.redis);
-    // ioredis reconnects by itself and fails the commands in flight (callers see those errors);
-    // without a listener each reconnect attempt would also print an "Unhandled error event".
-    this.connection.on('error', (err: Error) => (this.lastConnectionError = err));
-    this.queue = new Queue(this.queueName, { connection: this.connection, prefix });
+    this.connectTimeoutMs = connectTimeout(options.connectTimeoutMs);
+    this.link = new RedisLink(openRedis(options.redis, this.connectTimeoutMs), 'main', this.connectTimeoutMs, options.logger);
+    // No version check: it is a command BullMQ sends once, and its failure in an outage would fail this queue for good.
+    this.queue = new Queue(this.queueName, { connection: this.link.client, prefix, skipVersionCheck: true });
+    // BullMQ re-emits the connection's errors (which the link reports); with no listener it would print them.
+    this.queue.on('error', (err: Error) => this.link.report(err, 'BullMQ'));
+    const linger = options.linger;
+    if (linger !== undefined && linger.ms > 0) this.packer = new Packer(linger, (id, meta, payload) => this.addJob(id, meta, payload, {}));
   }
 
   /** Enqueues a feature batch for `model`; resolves with the job id once it is stored in Redis. */
   enqueue(model: string, batch: FeatureBatch, options: EnqueueOptions = {}): Promise<string> {
     try {
-      return this.send(model, batch, options, options.jobId ?? randomUUID(), options.jobId !== undefined);
+      return handled(this.send(model, batch, options, options.jobId ?? randomUUID(), options.jobId !== undefined));
     } catch (err) {
-      return Promise.reject(err as Error);
+      return handled(Promise.reject(err as Error));
     }
   }
 
@@ -177,16 +168,15 @@ export class Producer {
   private send(model: string, batch: FeatureBatch, options: EnqueueOptions, id: string, explicitId: boolean): Promise<string> {
     this.assertOpen();
     const tensors = toTensors(batch, options.input);
-    const linger = this.options.linger;
+    const packer = this.packer;
     const packable =
-      linger !== undefined &&
-      linger.ms > 0 &&
+      packer !== undefined &&
       !explicitId &&
       options.priority === undefined &&
       options.delay === undefined &&
       options.attempts === undefined &&
       options.backoff === undefined &&
-      byteSize(tensors) < (linger.maxBytes ?? 1024 * 1024); // a job that fills a pack alone goes as it is
+      byteSize(tensors) < packer.maxBytes; // a job that fills a pack alone goes as it is
     if (packable) {
       const rows = checkTensors({ id, model }, tensors);
       // What encodeEnvelope() would refuse for this job alone must not fail its whole pack later.
@@ -196,7 +186,7 @@ export class Producer {
       if (options.deadline !== undefined && !(Number.isSafeInteger(options.deadline) && options.deadline >= 0)) {
         throw new EnvelopeError(`deadline: expected epoch milliseconds, got ${String(options.deadline)}${jobSuffix(id)}`, { jobId: id, model });
       }
-      return new Promise<string>((resolve, reject) => this.addToPack(model, options, tensors, { job: { id, rows, deadline: options.deadline }, resolve, reject }));
+      return new Promise<string>((resolve, reject) => packer.add(model, options, tensors, { job: { id, rows, deadline: options.deadline }, resolve, reject }));
     }
     const envelope = encodeEnvelope(
       { id, model, version: options.version, rowIds: options.rowIds, replyTo: options.replyTo, sinks: options.sinks, deadline: options.deadline },
@@ -206,8 +196,12 @@ export class Producer {
     return this.addJob(id, { v: 1, model, version: options.version, rows, bytes: envelope.byteLength }, envelope, options).then(() => id);
   }
 
-  /** One BullMQ job and its payload in one MULTI/EXEC. */
-  private async addJob(id: string, meta: Omit<JobData, 'key' | 'b64'>, payload: Uint8Array, options: EnqueueOptions): Promise<void> {
+  /** One BullMQ job and its payload in one MULTI/EXEC, once connected (ConnectionError after connectTimeoutMs otherwise). */
+  private addJob(id: string, meta: Omit<JobData, 'key' | 'b64'>, payload: Uint8Array, options: EnqueueOptions): Promise<void> {
+    return this.link.run(() => this.writeJob(id, meta, payload, options));
+  }
+
+  private async writeJob(id: string, meta: Omit<JobData, 'key' | 'b64'>, payload: Uint8Array, options: EnqueueOptions): Promise<void> {
     const mode = this.options.payload ?? 'auto';
     const inline = mode === 'inline' || (mode === 'auto' && payload.byteLength <= (this.options.inlineMaxBytes ?? 8192));
     const data: JobData = inline ? { ...meta, b64: Buffer.from(payload).toString('base64') } : { ...meta, key: this.keys.payload(id) };
@@ -221,146 +215,83 @@ export class Producer {
       ...(options.delay === undefined ? {} : { delay: options.delay }),
     };
     const job = new Job(this.queue, meta.model, data, opts, id);
-    // BullMQ's client wrapper hands out ioredis transactions it can add jobs to.
-    const multi = ((await this.queue.backend.client) as unknown as Redis).multi();
+    // BullMQ's client wrapper hands out ioredis transactions it can add jobs to (ready soon after the connection is).
+    const client = await within(this.queue.backend.client, Date.now() + this.connectTimeoutMs, () => this.link.error('BullMQ did not take the connection'));
+    const multi = (client as unknown as Redis).multi();
     if (!inline) {
       const ttl = Math.max(this.options.payloadTtlSeconds ?? 7 * 86_400, Math.ceil((options.delay ?? 0) / 1000) + 86_400);
       multi.set(this.keys.payload(id), Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength), 'EX', ttl, 'NX');
     }
     // The job and its payload are written in one MULTI/EXEC: a worker never sees one without the other.
-    void job.addJob(multi as unknown as Parameters<Job['addJob']>[0]);
+    // Queued, not sent, until exec(); awaited so that a job BullMQ refuses fails here rather than unseen.
+    await job.addJob(multi as unknown as Parameters<Job['addJob']>[0]);
     const results = await multi.exec();
-    const failed = results?.find(([err]) => err !== null);
+    const failed = results?.find(([err]) => err !== null)?.[0];
+    if (failed !== undefined && failed !== null && !isReplyError(failed)) throw failed; // the connection's doing: run() says so
     if (results === null || failed !== undefined) {
-      throw new InferqError(`enqueue of job ${id} to queue "${this.queueName}" failed: ${failed?.[0]?.message ?? 'transaction aborted'}`, { jobId: id, model: meta.model, retriable: true });
+      throw new InferqError(`enqueue of job ${id} to queue "${this.queueName}" failed: ${failed?.message ?? 'transaction aborted'}`, { jobId: id, model: meta.model, retriable: true });
     }
   }
 
-  private addToPack(model: string, options: EnqueueOptions, tensors: TensorMap, item: PackedItem): void {
-    const linger = this.options.linger!;
-    // Jobs share a pack only when their rows can be concatenated and their metadata is one.
-    let key = `${model}\u0000${options.version ?? ''}\u0000${options.replyTo ?? ''}\u0000${options.sinks === undefined ? '' : JSON.stringify(options.sinks)}\u0000${options.rowIds === undefined ? 0 : 1}`;
-    for (const name in tensors) {
-      const t = tensors[name]!;
-      key += `\u0000${name}:${t.dtype}`;
-      for (let d = 1; d < t.shape.length; d++) key += `,${t.shape[d]!}`;
-    }
-    let pack = this.packs.get(key);
-    if (pack === undefined) {
-      const columns = new Map<string, PackColumn>();
-      for (const name in tensors) {
-        const t = tensors[name]!;
-        columns.set(name, { dtype: t.dtype, rowShape: t.shape.slice(1), bytes: new Uint8Array(Math.max(t.data.byteLength, Math.min(t.data.byteLength * 16, 256 * 1024))), used: 0 });
-      }
-      pack = { model, version: options.version, replyTo: options.replyTo, sinks: options.sinks, items: [], columns, rowIds: options.rowIds === undefined ? undefined : [], rows: 0, bytes: 0 };
-      this.packs.set(key, pack);
-    }
-    for (const name in tensors) {
-      // Bytes as they are, as encodeEnvelope() copies them for a job sent alone.
-      const data = tensors[name]!.data;
-      const src = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-      const col = pack.columns.get(name)!;
-      if (col.used + src.length > col.bytes.length) {
-        const grown = new Uint8Array(Math.max(2 * col.bytes.length, col.used + src.length));
-        grown.set(col.bytes.subarray(0, col.used));
-        col.bytes = grown;
-      }
-      col.bytes.set(src, col.used);
-      col.used += src.length;
-      pack.bytes += src.length;
-    }
-    if (pack.rowIds !== undefined) for (const r of options.rowIds!) pack.rowIds.push(r);
-    pack.items.push(item);
-    pack.rows += item.job.rows;
-    if (pack.items.length >= Math.min(linger.maxJobs ?? 1000, MAX_PACKED_JOBS) || pack.bytes >= (linger.maxBytes ?? 1024 * 1024)) {
-      this.packs.delete(key);
-      this.sendPack(pack);
-    } else {
-      this.lingerTimer ??= setTimeout(() => this.flushPacks(), linger.ms);
-    }
+  /**
+   * Enqueues and waits for the reply; settles within `timeoutMs`. Rejects with ConnectionError
+   * when the job could not be sent (within connectTimeoutMs), PredictTimeoutError when no reply
+   * came in time, RemoteJobError when the job failed.
+   */
+  predict(model: string, batch: FeatureBatch, options: PredictOptions = {}): Promise<Reply> {
+    return handled(this.startPredict(model, batch, options));
   }
 
-  /** Sends every pack of the window. */
-  private flushPacks(): void {
-    clearTimeout(this.lingerTimer);
-    this.lingerTimer = undefined;
-    const packs = [...this.packs.values()];
-    this.packs.clear();
-    for (const pack of packs) this.sendPack(pack);
-  }
-
-  /** Sends a pack as one BullMQ job (a lone job as an ordinary one); every enqueue() in it resolves (or rejects) with it. */
-  private sendPack(pack: Pack): void {
-    const items = pack.items;
-    let sent: Promise<void>;
-    try {
-      const meta = { model: pack.model, version: pack.version, replyTo: pack.replyTo, sinks: pack.sinks, rowIds: pack.rowIds };
-      const tensors: Record<string, Tensor> = {};
-      for (const [name, col] of pack.columns) {
-        tensors[name] = { dtype: col.dtype, shape: [pack.rows, ...col.rowShape], data: viewOf(col.dtype, col.bytes.buffer, col.bytes.byteOffset, col.used / DTYPE_BYTES[col.dtype]) };
-      }
-      if (items.length === 1) {
-        const only = items[0]!.job;
-        const payload = encodeEnvelope({ ...meta, id: only.id, deadline: only.deadline }, tensors);
-        sent = this.addJob(only.id, { v: 1, model: pack.model, version: pack.version, rows: pack.rows, bytes: payload.byteLength }, payload, {});
-      } else {
-        const id = randomUUID();
-        const payload = encodeEnvelope({ ...meta, id, jobs: items.map((i) => i.job) }, tensors);
-        sent = this.addJob(id, { v: 1, model: pack.model, version: pack.version, rows: pack.rows, bytes: payload.byteLength, bundle: items.length }, payload, {});
-      }
-    } catch (err) {
-      sent = Promise.reject(err as Error);
-    }
-    const settled = sent.then(
-      () => items.forEach((i) => i.resolve(i.job.id)),
-      (err: Error) => {
-        // The callers know their own job ids, not the pack's: say which it was and how many it held.
-        const failure = items.length === 1 ? err : new InferqError(`enqueue of ${items.length} packed jobs (model ${pack.model}) failed: ${err.message}`, { model: pack.model, retriable: true, cause: err });
-        items.forEach((i) => i.reject(failure));
-      },
-    );
-    this.flushing.add(settled);
-    void settled.finally(() => this.flushing.delete(settled));
-  }
-
-  /** Enqueues and waits for the reply. Rejects with PredictTimeoutError, or RemoteJobError when the job failed. */
-  async predict(model: string, batch: FeatureBatch, options: PredictOptions = {}): Promise<Reply> {
+  private async startPredict(model: string, batch: FeatureBatch, options: PredictOptions): Promise<Reply> {
     this.assertOpen();
     const timeoutMs = options.timeoutMs ?? 30_000;
     const id = options.jobId ?? randomUUID();
-    this.ensureInboxLoop();
+    this.ensureInbox();
+    let waiter: ReplyWaiter | undefined;
     const reply = new Promise<Reply>((resolve, reject) => {
       const timer = setTimeout(() => {
-        this.waiters.delete(id);
+        if (this.waiters.get(id) === waiter) this.waiters.delete(id);
         reject(new PredictTimeoutError(`no reply for job ${id} (model ${model}) within ${timeoutMs} ms`, { jobId: id, model }));
       }, timeoutMs);
-      this.waiters.set(id, { resolve, reject, timer });
+      waiter = { resolve, reject, timer };
+      this.waiters.set(id, waiter);
     });
+    const w = waiter!;
+    let sent: Promise<string>;
     try {
-      await this.send(model, batch, { ...options, replyTo: this.inbox, deadline: options.deadline ?? Date.now() + timeoutMs }, id, options.jobId !== undefined);
+      sent = this.send(model, batch, { ...options, replyTo: this.inbox, deadline: options.deadline ?? Date.now() + timeoutMs }, id, options.jobId !== undefined);
     } catch (err) {
-      const w = this.waiters.get(id);
-      if (w !== undefined) {
-        clearTimeout(w.timer);
-        this.waiters.delete(id);
-      }
+      this.dropWaiter(id, w, undefined);
       throw err;
     }
+    // A job that could not be sent fails this call now, with the reason (its timer and waiter go with it).
+    sent.catch((err: unknown) => this.dropWaiter(id, w, err as Error));
     return reply;
+  }
+
+  /** Forgets a predict() call's waiter and clears its timer; rejects its reply with `err` when given. */
+  private dropWaiter(id: string, w: ReplyWaiter, err: Error | undefined): void {
+    clearTimeout(w.timer);
+    if (this.waiters.get(id) !== w) return; // it was settled (reply, timeout or close) already
+    this.waiters.delete(id);
+    if (err !== undefined) w.reject(err);
   }
 
   /**
    * Consumes a reply stream through a consumer group: instances with the same group
    * share the stream; a restarted subscriber first gets its own unacknowledged
    * replies, and replies left pending by dead consumers are claimed after `claimIdleMs`.
+   * Its `ready` rejects with ConnectionError when Redis cannot be reached within
+   * connectTimeoutMs; once ready it rides out outages (see Subscription).
    */
   subscribe(stream: string, handler: (reply: Reply) => Promise<void> | void, options: SubscribeOptions): Subscription {
     this.assertOpen();
-    const conn = this.connection.duplicate();
-    conn.on('error', (err: Error) => (this.lastConnectionError = err));
-    const sub = new Subscription(conn, stream, handler, options);
+    const client = this.link.client.duplicate(sdkRedisOptions(this.connectTimeoutMs, options.blockMs ?? DEFAULT_BLOCK_MS));
+    const link = new RedisLink(client, 'subscription', this.connectTimeoutMs, this.options.logger);
+    const sub = new Subscription(link, stream, handler, options);
     this.subscriptions.add(sub);
-    void sub.done.finally(() => this.subscriptions.delete(sub));
+    const forget = (): void => void this.subscriptions.delete(sub);
+    sub.done.then(forget, forget);
     return sub;
   }
 
@@ -368,22 +299,30 @@ export class Producer {
    * Reads a precomputed lookup table (`inferq precompute`): the row of `key` in the table's
    * current version, or undefined when the table has no such key (or no version yet).
    */
-  async lookup(table: string, key: string): Promise<TableRow | undefined> {
-    return (await this.lookupMany(table, [key]))[0];
+  lookup(table: string, key: string): Promise<TableRow | undefined> {
+    return handled(this.lookupMany(table, [key]).then((rows) => rows[0]));
   }
 
   /** Reads many keys of one table in one round trip, all from the same version (never a mix). */
-  async lookupMany(table: string, keys: readonly string[]): Promise<(TableRow | undefined)[]> {
+  lookupMany(table: string, keys: readonly string[]): Promise<(TableRow | undefined)[]> {
+    return handled(this.readTable(table, keys));
+  }
+
+  private async readTable(table: string, keys: readonly string[]): Promise<(TableRow | undefined)[]> {
     this.assertOpen();
-    const pointer = await this.tablePointer(table);
-    if (pointer === undefined || keys.length === 0) return keys.map(() => undefined);
-    const tk = tableKeys(this.options.tablePrefix ?? DEFAULT_PREFIX, table);
-    const pipeline = this.connection.pipeline();
-    for (const k of keys) pipeline.hget(tk.bucket(pointer.runId, tableBucket(k, pointer.buckets)), k);
-    const results = (await pipeline.exec()) ?? [];
-    return results.map(([err, v], i) => {
-      if (err !== null) throw new InferqError(`lookup of "${keys[i]}" in table "${table}" failed: ${err.message}`, { retriable: true });
-      return typeof v === 'string' ? (JSON.parse(v) as TableRow) : undefined;
+    if (keys.length === 0) return [];
+    return this.link.run(async () => {
+      const pointer = await this.tablePointer(table);
+      if (pointer === undefined) return keys.map(() => undefined);
+      const tk = tableKeys(this.options.tablePrefix ?? DEFAULT_PREFIX, table);
+      const pipeline = this.link.client.pipeline();
+      for (const k of keys) pipeline.hget(tk.bucket(pointer.runId, tableBucket(k, pointer.buckets)), k);
+      const results = (await pipeline.exec()) ?? [];
+      return results.map(([err, v], i) => {
+        if (err !== null && !isReplyError(err)) throw err; // the connection's doing: run() says so
+        if (err !== null) throw new InferqError(`lookup of "${keys[i]}" in table "${table}" failed: ${err.message}`, { retriable: true });
+        return typeof v === 'string' ? (JSON.parse(v) as TableRow) : undefined;
+      });
     });
   }
 
@@ -391,7 +330,11 @@ export class Producer {
    * The table's row for `key`, or — on a miss — a prediction of `batch` (one row) by `model`,
    * in the same shape. `source` says which answered.
    */
-  async lookupOrPredict(table: string, key: string, model: string, batch: FeatureBatch, options: PredictOptions = {}): Promise<{ source: 'table' | 'model'; row: TableRow }> {
+  lookupOrPredict(table: string, key: string, model: string, batch: FeatureBatch, options: PredictOptions = {}): Promise<{ source: 'table' | 'model'; row: TableRow }> {
+    return handled(this.lookupThenPredict(table, key, model, batch, options));
+  }
+
+  private async lookupThenPredict(table: string, key: string, model: string, batch: FeatureBatch, options: PredictOptions): Promise<{ source: 'table' | 'model'; row: TableRow }> {
     const hit = await this.lookup(table, key);
     if (hit !== undefined) return { source: 'table', row: hit };
     const reply = await this.predict(model, batch, options);
@@ -408,14 +351,17 @@ export class Producer {
     const cached = this.pointers.get(table);
     const ttl = this.options.tableCacheMs ?? 1000;
     if (cached !== undefined && Date.now() - cached.at < ttl) return cached.pointer;
-    const pointer = parseTablePointer(await this.connection.get(tableKeys(this.options.tablePrefix ?? DEFAULT_PREFIX, table).current));
+    const pointer = parseTablePointer(await this.link.client.get(tableKeys(this.options.tablePrefix ?? DEFAULT_PREFIX, table).current));
     this.pointers.set(table, { pointer, at: Date.now() });
     return pointer;
   }
 
-  /** Stops subscriptions and the inbox reader, fails pending predict() calls, closes connections. Idempotent. */
+  /**
+   * Sends what lingers, stops subscriptions and the inbox reader, fails pending predict() calls,
+   * closes connections. Idempotent. Settles within about connectTimeoutMs even when Redis is down.
+   */
   close(): Promise<void> {
-    this.closing ??= this.doClose();
+    this.closing ??= handled(this.doClose());
     return this.closing;
   }
 
@@ -428,8 +374,7 @@ export class Producer {
         errors.push(err);
       }
     };
-    this.flushPacks();
-    await step(() => Promise.all(this.flushing));
+    await step(async () => this.packer?.flush()); // each pack's send ends within connectTimeoutMs
     await step(() => Promise.all([...this.subscriptions].map((s) => s.close())));
     for (const [id, w] of this.waiters) {
       clearTimeout(w.timer);
@@ -437,12 +382,12 @@ export class Producer {
     }
     this.waiters.clear();
     if (this.inboxReader !== undefined) {
-      this.inboxReader.disconnect();
-      await step(async () => this.inboxLoop);
-      await step(() => this.connection.del(this.inbox));
+      await step(() => this.inboxReader!.close());
+      // Only now, if Redis is there: a close does not wait on a server that is gone for a stream it can leave behind.
+      if (this.link.client.status === 'ready') await step(() => this.link.client.del(this.inbox));
     }
-    await step(() => this.queue.close());
-    await step(() => this.connection.quit());
+    await step(() => within(this.queue.close(), Date.now() + this.connectTimeoutMs, () => this.link.error('BullMQ queue close did not finish')));
+    await step(() => this.link.close());
     if (errors.length > 0) throw new InferqError(`producer close: ${errors.map((e) => (e as Error).message).join('; ')}`, { cause: errors[0] });
   }
 
@@ -450,39 +395,11 @@ export class Producer {
     if (this.closing !== undefined) throw new ClosedError('producer is closed');
   }
 
-  private ensureInboxLoop(): void {
+  private ensureInbox(): void {
     if (this.inboxReader !== undefined) return;
-    const reader = this.connection.duplicate();
-    reader.on('error', (err: Error) => (this.lastConnectionError = err));
-    this.inboxReader = reader;
-    this.inboxLoop = (async () => {
-      // The inbox is this producer's own new stream: read it from the start, so a reply that
-      // lands before the first read (or between two reads) is never skipped, as '$' would.
-      let last = '0';
-      while (this.closing === undefined) {
-        let res: [Buffer, [Buffer, Buffer[]][]][] | null;
-        try {
-          res = (await reader.xreadBuffer('BLOCK', 1000, 'STREAMS', this.inbox, last)) as [Buffer, [Buffer, Buffer[]][]][] | null;
-        } catch {
-          if (this.closing !== undefined) return;
-          await new Promise((r) => setTimeout(r, 100));
-          continue;
-        }
-        for (const [, entries] of res ?? []) {
-          for (const [entryId, fields] of entries) {
-            last = entryId.toString();
-            for (const reply of parseReplies(fields)) settleWaiter(this.waiters, reply);
-          }
-        }
-      }
-    })();
+    const client = this.link.client.duplicate(sdkRedisOptions(this.connectTimeoutMs, INBOX_BLOCK_MS));
+    this.inboxReader = new Inbox(new RedisLink(client, 'inbox', this.connectTimeoutMs, this.options.logger), this.inbox, this.waiters);
   }
-}
-
-function connect(redis: ProducerOptions['redis']): Redis {
-  if (redis instanceof Redis) return redis.duplicate({ maxRetriesPerRequest: null });
-  if (typeof redis === 'string') return new Redis(redis, { maxRetriesPerRequest: null });
-  return new Redis({ ...redis, maxRetriesPerRequest: null });
 }
 
 /** Bytes of a job's tensors. */

@@ -1,5 +1,6 @@
-/** Reply stream entries, as the workers write them (see REPLY_FIELDS in @inferq/shared). */
-import { REPLY_FIELDS, decodeEnvelope, unpackJobs } from '@inferq/shared';
+/** Replies as the workers write them: Redis reply stream entries (see REPLY_FIELDS) and Kafka reply messages (KAFKA_HEADERS). */
+import type { KafkaMessage } from 'kafkajs';
+import { KAFKA_HEADERS, REPLY_FIELDS, decodeEnvelope, unpackJobs } from '@inferq/shared';
 import type { TensorMap } from '@inferq/shared';
 import { RemoteJobError } from './errors.js';
 
@@ -65,4 +66,29 @@ export function settleWaiter(waiters: Map<string, ReplyWaiter>, reply: Reply): v
   clearTimeout(w.timer);
   if (reply.ok) w.resolve(reply);
   else w.reject(new RemoteJobError(`job ${reply.id} failed: ${reply.error?.message ?? 'unknown error'}`, reply.error?.kind ?? 'Error', { jobId: reply.id, model: reply.model }));
+}
+
+/** A reply message as the workers write it (see KAFKA_HEADERS in @inferq/shared). */
+export function parseKafkaReply(message: KafkaMessage): Reply {
+  const header = (name: string): string | undefined => {
+    const v = message.headers?.[name];
+    const first = Array.isArray(v) ? v[0] : v;
+    return first === undefined ? undefined : first.toString();
+  };
+  const id = header(KAFKA_HEADERS.id) ?? message.key?.toString() ?? '';
+  const value = message.value;
+  if (header(KAFKA_HEADERS.status) === 'ok' && value !== null) {
+    const e = decodeEnvelope(new Uint8Array(value.buffer, value.byteOffset, value.byteLength));
+    return { id, ok: true, model: e.model, version: e.version, outputs: e.tensors, rowIds: e.rowIds, error: undefined, entryId: message.offset };
+  }
+  return {
+    id,
+    ok: false,
+    model: header(KAFKA_HEADERS.model) ?? '',
+    version: header(KAFKA_HEADERS.version),
+    outputs: {},
+    rowIds: undefined,
+    error: { message: header(KAFKA_HEADERS.error) ?? 'unknown error', kind: header(KAFKA_HEADERS.kind) ?? 'Error' },
+    entryId: message.offset,
+  };
 }
