@@ -208,7 +208,7 @@ describe('precompute and schedule commands end when they cannot work', () => {
       runCli(['worker', '--role', 'precompute', '--model-repo', repo, '--redis', down], { timeoutMs: 90_000 }),
     ]);
     for (const r of results) oneLine(r, new RegExp(`^inferq: error: redis 127\\.0\\.0\\.1:${port}: cannot connect: .*ECONNREFUSED`));
-  }, 120_000);
+  }, 180_000);
 
   it('schedule add checks what the worker will: files outside --specs-root, a featurizer symlinked out, a spec folder outside the root', async () => {
     const axis = join(specsA, 'team', 'axis-out.yaml');

@@ -52,7 +52,8 @@ const jobSchema = z
           .string()
           .max(1024)
           .refine((d) => d === '.' || isPlainRelative(d), 'a folder relative to --allow-specs (no absolute path, no "..")'),
-        file: z.string().min(1).max(255),
+        // eslint-disable-next-line no-control-regex -- exactly the characters refused
+        file: z.string().regex(/^[^/\\\u0000-\u001f\u007f]{1,255}$/, 'a file name (no folder, no control character)'),
       })
       .strict(),
     to: z.enum(['redis', 'parquet', 'both']),
@@ -267,7 +268,9 @@ export class PrecomputeWorker {
     try {
       return await this.execute(admitted.job, spec, log);
     } catch (err) {
-      log.error({ err }, 'scheduled precompute run failed');
+      // Our errors may quote the spec (untrusted): escaped like the refusals.
+      if (err instanceof InferqError) log.error({ reason: printable(err.message, 1000), retriable: err.retriable }, 'scheduled precompute run failed');
+      else log.error({ err }, 'scheduled precompute run failed');
       // A run that cannot succeed as asked is not retried, whatever attempts the job names.
       if (err instanceof InferqError && !err.retriable) throw new UnrecoverableError(printable(err.message, 1000));
       throw err;
