@@ -165,6 +165,38 @@ describe('Redis Producer', () => {
     await expect(sub.done).resolves.toBeUndefined();
   }, 60_000);
 
+  it('subscribe(): close() before it could connect resolves done and rejects ready with ClosedError, at once', async () => {
+    const port = await freePort();
+    const producer = new Producer({ redis: `redis://127.0.0.1:${port}`, queue: newQueue(), connectTimeoutMs: 10_000 });
+    const sub = producer.subscribe('replies', () => undefined, { group: 'g' });
+    const t0 = Date.now();
+    await sub.close();
+    await expect(sub.done).resolves.toBeUndefined();
+    await expect(sub.ready).rejects.toBeInstanceOf(ClosedError);
+    await producer.close();
+    expect(Date.now() - t0).toBeLessThan(MARGIN);
+  });
+
+  it('subscribe(): a reply stream deleted under a subscription is made again (with its group) and read on', async () => {
+    const producer = new Producer({ redis: url, queue: newQueue() });
+    const raw = new Redis(url);
+    const stream = `replies-${randomUUID().slice(0, 8)}`;
+    const seen: string[] = [];
+    const sub = producer.subscribe(stream, (reply) => void seen.push(reply.id), { group: 'g', blockMs: 200 });
+    try {
+      await sub.ready;
+      await raw.del(stream);
+      await waitFor(async () => (await raw.exists(stream)) === 1, 'the stream made again', 10_000);
+      await raw.xadd(stream, '*', REPLY_FIELDS.id, 'after-del', REPLY_FIELDS.status, 'error', REPLY_FIELDS.error, 'x', REPLY_FIELDS.kind, 'Error');
+      await waitFor(() => seen.includes('after-del'), 'the reply written after the delete', 10_000);
+    } finally {
+      await producer.close();
+      await raw.del(stream);
+      raw.disconnect();
+    }
+    await expect(sub.done).resolves.toBeUndefined();
+  });
+
   it('an app that leaves a failing predict() unawaited is not crashed, prints nothing, and catches ConnectionError later', async () => {
     const port = await freePort();
     const fixture = fileURLToPath(new URL('./fixtures/careless-predict.ts', import.meta.url));

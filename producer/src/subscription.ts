@@ -19,7 +19,11 @@ import { ClosedError, ConnectionError, InferqError } from '@inferq/shared';
 import { settlesWithin } from './connection.js';
 import { parseReplies } from './replies.js';
 import type { Reply } from './replies.js';
+import { causeCode } from './redis-link.js';
 import type { RedisLink } from './redis-link.js';
+
+/** Redis errors that say the stream or its group is gone. */
+const GROUP_GONE = new Set(['NOGROUP', 'UNBLOCKED']);
 
 /** Default of `blockMs`. */
 export const DEFAULT_BLOCK_MS = 1000;
@@ -99,6 +103,7 @@ export class Subscription {
       await this.read(started);
     } catch (err) {
       await this.link.close(false); // stopped for good: no connection left reconnecting behind it
+      if (this.stopped) return; // close() came first: what failed was its doing
       throw err;
     }
   }
@@ -111,7 +116,8 @@ export class Subscription {
         await this.consume();
       } catch (err) {
         if (this.stopped) return;
-        if (!(err instanceof ConnectionError)) throw err;
+        // A stream deleted, or a server that restarted empty between two reads, has no group (UNBLOCKED, NOGROUP): made again below.
+        if (!(err instanceof ConnectionError) && !GROUP_GONE.has(causeCode(err as Error) ?? '')) throw err;
         // Redis went away: wait for it as long as it takes (the link logs why), then start again.
         try {
           await this.link.ready(Infinity);
