@@ -242,10 +242,10 @@ describe('Redis over TLS (rediss://, client certificates required)', () => {
 });
 
 
-/** GET on the NameNode over HTTPS (trusting the test CA); the status and the body. */
-function httpsGet(url: string, ca: string): Promise<{ status: number; body: string }> {
+/** A request to the NameNode over HTTPS (trusting the test CA); the status and the body. */
+function httpsCall(method: string, url: string, ca: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = request(url, { ca }, (res) => {
+    const req = request(url, { method, ca }, (res) => {
       let body = '';
       res.on('data', (d: Buffer) => (body += d.toString()));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
@@ -255,12 +255,26 @@ function httpsGet(url: string, ca: string): Promise<{ status: number; body: stri
   });
 }
 
-describe('WebHDFS over HTTPS (swebhdfs://) with delegation tokens', () => {
+/**
+ * The token with one byte of its password (the NameNode's HMAC of the identifier) flipped. A
+ * token's URL string is base64url of: vint identifier length, identifier, vint password length,
+ * password, kind, service (Hadoop's Token.write); lengths under 128 are one byte.
+ */
+function tamperPassword(token: string): string {
+  const bytes = Buffer.from(token, 'base64url');
+  const idLength = bytes[0]!;
+  expect(idLength).toBeLessThan(128);
+  const at = 1 + idLength + 1;
+  bytes[at] = bytes[at]! ^ 0xff;
+  return bytes.toString('base64url');
+}
+
+describe('WebHDFS over HTTPS (swebhdfs://) with delegation tokens, on a Kerberos-secured HDFS', () => {
   let hdfs: HdfsServer;
   let authority: string;
 
   beforeAll(async () => {
-    hdfs = await startHdfs({ https: { certs } });
+    hdfs = await startHdfs({ https: { certs, kerberos: true } });
     authority = new URL(hdfs.url).host;
   });
 
@@ -270,7 +284,7 @@ describe('WebHDFS over HTTPS (swebhdfs://) with delegation tokens', () => {
 
   /** A delegation token for `user`, from the NameNode's GETDELEGATIONTOKEN. */
   async function delegationToken(user: string): Promise<string> {
-    const res = await httpsGet(`${hdfs.url}/webhdfs/v1/?op=GETDELEGATIONTOKEN&user.name=${user}&renewer=${user}`, certs.ca);
+    const res = await httpsCall('GET', `${hdfs.url}/webhdfs/v1/?op=GETDELEGATIONTOKEN&user.name=${user}&renewer=${user}`, certs.ca);
     expect(res.status, res.body).toBe(200);
     return (JSON.parse(res.body) as { Token: { urlString: string } }).Token.urlString;
   }
@@ -296,15 +310,35 @@ describe('WebHDFS over HTTPS (swebhdfs://) with delegation tokens', () => {
     }
   });
 
-  it('a token from GETDELEGATIONTOKEN goes as delegation= instead of user.name: the client writes and reads with it', async () => {
+  it('a token from GETDELEGATIONTOKEN goes as delegation= instead of user.name: the client writes and reads as the token\'s user', async () => {
     const token = await delegationToken('token-user');
     const client = new WebHdfs({ url: hdfs.url, ca: certs.ca, delegationToken: token, user: 'not-sent' });
     const dir = `/inferq-auth/${randomUUID()}`;
     await client.mkdirs(dir);
     await client.create(`${dir}/t.txt`, Buffer.from('with a token'));
     expect((await client.open(`${dir}/t.txt`)).toString()).toBe('with a token');
-    // Nothing of user.name reached the NameNode: the owner is not the user.name the client was given.
-    expect((await client.getFileStatus(`${dir}/t.txt`))!.owner).not.toBe('not-sent');
+    expect((await client.getFileStatus(`${dir}/t.txt`))!.owner).toBe('token-user');
+  });
+
+  it('a tampered or cancelled token is refused (HTTP 403), not retried', async () => {
+    const good = await delegationToken('token-user');
+    const cancelled = await delegationToken('token-user');
+    const cancel = await httpsCall('PUT', `${hdfs.url}/webhdfs/v1/?op=CANCELDELEGATIONTOKEN&user.name=token-user&token=${cancelled}`, certs.ca);
+    expect(cancel.status, cancel.body).toBe(200);
+    const path = `/inferq-auth/${randomUUID()}/refused.txt`;
+    for (const [what, token, reason] of [
+      ['tampered', tamperPassword(good), /InvalidToken: .*password doesn't match/],
+      ['cancelled', cancelled, /InvalidToken: .*can't be found in cache/],
+    ] as const) {
+      const client = new WebHdfs({ url: hdfs.url, ca: certs.ca, delegationToken: token, attempts: 5 });
+      const err = await client.create(path, Buffer.from('no')).catch((e: unknown) => e);
+      expect(err, what).toBeInstanceOf(WebHdfsError);
+      expect((err as WebHdfsError).status, what).toBe(403);
+      expect((err as WebHdfsError).retriable, what).toBe(false);
+      expect((err as Error).message, what).toMatch(reason);
+    }
+    // The good token still writes: the refusals were about the tokens.
+    await new WebHdfs({ url: hdfs.url, ca: certs.ca, delegationToken: good }).create(path, Buffer.from('yes'));
   });
 
   it('a Redis worker writes its Parquet sink to swebhdfs:// with the CA and token from WEBHDFS_CA_FILE / WEBHDFS_TOKEN_FILE', async () => {
@@ -335,6 +369,8 @@ describe('WebHDFS over HTTPS (swebhdfs://) with delegation tokens', () => {
       };
       await waitFor(async () => (files = await walk(dir)).length > 0, 'a sink file on HDFS', 30_000, 200);
       expect(files).toHaveLength(1);
+      // Written with the token from WEBHDFS_TOKEN_FILE: the file belongs to the token's user.
+      expect((await client.getFileStatus(files[0]!))!.owner).toBe('sink-user');
       const local = join(certs.dir, `${queue}.parquet`);
       await writeFile(local, await client.open(files[0]!));
       const reader = await openParquet(local);

@@ -9,6 +9,10 @@
  * only (dfs.http.policy=HTTPS_ONLY; ssl-server.xml is a classpath resource, so it goes in a
  * folder added to the classpath), and whose NameNode issues delegation tokens
  * (dfs.namenode.delegation.token.always-use: the secret manager runs without Kerberos).
+ * Without Kerberos the NameNode does not check the tokens it is sent (JspHelper.getUGI reads
+ * `delegation=` only when security is on): `https.kerberos` secures the cluster with a MiniKdc
+ * (hadoop-minikdc, fetched once like the other jars), so a bad token is refused. WebHDFS still
+ * takes `user.name` there (hadoop.http.authentication.type=simple), to ask for a token.
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -51,8 +55,19 @@ export function hadoopLibs(version = HADOOP_VERSION): string {
 }
 
 export interface StartHdfsOptions {
-  /** WebHDFS over HTTPS only, with the server keystore of `certs`; the NameNode issues delegation tokens. */
-  readonly https?: { readonly certs: TestCerts };
+  /** WebHDFS over HTTPS only, with the server keystore of `certs`; the NameNode issues delegation tokens (checked with `kerberos`). */
+  readonly https?: { readonly certs: TestCerts; readonly kerberos?: boolean };
+}
+
+/** Fetches MiniKdc's jars once (only Kerby and hadoop-minikdc: the rest is in hadoopLibs); returns the libs folder. */
+export function minikdcLibs(version = HADOOP_VERSION): string {
+  return mavenLibs({
+    name: `hadoop-minikdc-${version}`,
+    pom: join(dirname(fileURLToPath(import.meta.url)), 'hdfs', 'minikdc-pom.xml'),
+    properties: { 'hadoop.version': version, includeGroupIds: 'org.apache.kerby,org.apache.hadoop' },
+    what: `hadoop-minikdc ${version}`,
+    instead: 'WEBHDFS_URL to an external cluster',
+  });
 }
 
 /** ssl-server.xml: the NameNode's and DataNode's HTTPS keystore. */
@@ -82,6 +97,13 @@ export async function startHdfs(options: StartHdfsOptions = {}): Promise<HdfsSer
   const [nnRpc, nnHttp, dn, dnHttp, dnIpc, nnHttps, dnHttps] = ports as [number, number, number, number, number, number, number];
   let classpath = `${libs}/*`;
   const extra: string[] = [];
+  const jvm: string[] = [];
+  if (options.https?.kerberos === true) {
+    classpath += `:${minikdcLibs()}/*`;
+    extra.push('inferq.kerberos=true');
+    // MiniKdc refreshes the JDK's Kerberos config through sun.security.krb5 internals.
+    jvm.push('--add-exports=java.security.jgss/sun.security.krb5=ALL-UNNAMED', '--add-opens=java.security.jgss/sun.security.krb5=ALL-UNNAMED');
+  }
   if (options.https !== undefined) {
     const confDir = join(dir, 'conf');
     await mkdir(confDir);
@@ -91,7 +113,7 @@ export async function startHdfs(options: StartHdfsOptions = {}): Promise<HdfsSer
       'dfs.http.policy=HTTPS_ONLY',
       `dfs.namenode.https-address=127.0.0.1:${nnHttps}`,
       `dfs.datanode.https.address=127.0.0.1:${dnHttps}`,
-      'dfs.namenode.delegation.token.always-use=true',
+      ...(options.https.kerberos === true ? [] : ['dfs.namenode.delegation.token.always-use=true']),
     );
   }
   const url = options.https === undefined ? `http://127.0.0.1:${nnHttp}` : `https://127.0.0.1:${nnHttps}`;
@@ -101,7 +123,7 @@ export async function startHdfs(options: StartHdfsOptions = {}): Promise<HdfsSer
     let log = '';
     const proc = spawn(
       'java',
-      ['-Xmx1g', '-XX:+IgnoreUnrecognizedVMOptions', ...ADD_OPENS, '-Dlog4j.configuration=none', '-Dhadoop.log.dir=' + join(dir, 'logs'), '-cp', classpath, launcher, join(dir, 'data'), ...[nnRpc, nnHttp, dn, dnHttp, dnIpc].map(String), String(!formatted), ...extra],
+      ['-Xmx1g', '-XX:+IgnoreUnrecognizedVMOptions', ...ADD_OPENS, ...jvm, '-Dlog4j.configuration=none', '-Dhadoop.log.dir=' + join(dir, 'logs'), '-cp', classpath, launcher, join(dir, 'data'), ...[nnRpc, nnHttp, dn, dnHttp, dnIpc].map(String), String(!formatted), ...extra],
       // stdin stays open: the launcher exits when it closes (this process died).
       { stdio: ['pipe', 'pipe', 'pipe'] },
     );
