@@ -74,22 +74,34 @@ export class RateLimitedLog {
 }
 
 /**
- * `work`, or `onTimeout()`'s error when `work` has not settled by `deadline` (epoch ms). A late
- * rejection of `work` is handled here, so abandoning it never leaves an unhandled rejection.
+ * Calls `expire` `ms` after the event loop is next free (so a caller's own burst of synchronous
+ * work — thousands of calls made in one loop — is not counted as waiting on a server); returns
+ * the cancel function.
  */
-export function within<T>(work: Promise<T>, deadline: number, onTimeout: () => Error): Promise<T> {
-  work.catch(() => undefined);
-  const ms = deadline - Date.now();
-  if (ms <= 0) return Promise.reject(onTimeout());
+export function afterWait(ms: number, expire: () => void): () => void {
+  let timer: NodeJS.Timeout | undefined;
+  const immediate = setImmediate(() => (timer = setTimeout(expire, ms)));
+  return () => {
+    clearImmediate(immediate);
+    clearTimeout(timer);
+  };
+}
+
+/**
+ * `work`, or `onTimeout()`'s error when `work` has not settled `ms` after the event loop is next
+ * free (see afterWait). A late rejection of `work` is handled here, so abandoning it never leaves
+ * an unhandled rejection.
+ */
+export function within<T>(work: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(onTimeout()), ms);
+    const cancel = afterWait(ms, () => reject(onTimeout()));
     work.then(
       (v) => {
-        clearTimeout(timer);
+        cancel();
         resolve(v);
       },
       (err: unknown) => {
-        clearTimeout(timer);
+        cancel();
         reject(err instanceof Error ? err : new Error(String(err)));
       },
     );

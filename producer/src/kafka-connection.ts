@@ -83,21 +83,21 @@ export class KafkaLink {
     this.log.log('error', `${what}: ${err.message}`, { err: err.message }, `kafka: ${what}: ${err.message}`);
   }
 
-  /** `work`, or a ConnectionError when it has not settled by `deadline`; its own kafkajs connection errors become ConnectionError too. */
-  async within<T>(work: Promise<T>, deadline: number, what: string): Promise<T> {
+  /** `work`, or a ConnectionError when it has not settled within `ms` (see within()); its own kafkajs connection errors become ConnectionError too. */
+  async within<T>(work: Promise<T>, what: string, ms = this.connectTimeoutMs): Promise<T> {
     try {
-      return await within(work, deadline, () => this.timeout(what));
+      return await within(work, ms, () => this.timeout(what, ms));
     } catch (err) {
       throw this.classify(err, what) ?? err;
     }
   }
 
-  /** The ConnectionError for a deadline that passed: the failure kafkajs logged meanwhile, if any, is its cause. */
-  timeout(what: string): ConnectionError {
-    const last = this.lastCause !== undefined && Date.now() - this.lastCause.at <= this.connectTimeoutMs ? this.lastCause : undefined;
+  /** The ConnectionError for a wait of `ms` that ran out: the failure kafkajs logged meanwhile, if any, is its cause. */
+  timeout(what: string, ms: number): ConnectionError {
+    const last = this.lastCause !== undefined && Date.now() - this.lastCause.at <= ms ? this.lastCause : undefined;
     const why = last === undefined ? 'no answer' : last.message;
     const code = (last === undefined ? undefined : /\b(E[A-Z]{3,})\b/.exec(last.message)?.[1]) ?? 'ETIMEDOUT';
-    return new ConnectionError(`kafka ${last?.broker ?? this.address}: ${what} within ${this.connectTimeoutMs} ms: ${why}`, { address: last?.broker ?? this.address, code });
+    return new ConnectionError(`kafka ${last?.broker ?? this.address}: ${what} within ${ms} ms: ${why}`, { address: last?.broker ?? this.address, code });
   }
 
   /** A kafkajs error (or one it wraps) that says the brokers could not be reached or refused us, as a ConnectionError; else undefined. */

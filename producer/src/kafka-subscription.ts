@@ -37,7 +37,6 @@ export interface ReplySubscription {
 
 /** Starts a subscription; KafkaProducer keeps it to close it. */
 export function subscribeTopic(kafka: Kafka, link: KafkaLink, topic: string, handler: (reply: Reply) => Promise<void> | void, options: KafkaSubscribeOptions): ReplySubscription {
-  const deadline = Date.now() + link.connectTimeoutMs;
   const consumer = kafka.consumer({ groupId: options.group, maxWaitTimeInMs: 100, allowAutoTopicCreation: true, retry: CONSUMER_RETRY });
   let closed = false;
   let stop: () => void = () => undefined;
@@ -70,7 +69,7 @@ export function subscribeTopic(kafka: Kafka, link: KafkaLink, topic: string, han
     }
   })();
   const ready = (async () => {
-    await link.within(Promise.race([connecting, stopped]), deadline, `subscribing to topic "${topic}"`);
+    await link.within(Promise.race([connecting, stopped]), `subscribing to topic "${topic}"`);
     if (closed) throw new ClosedError(`subscription to "${topic}" closed before it was ready`);
     await run();
   })();

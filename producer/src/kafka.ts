@@ -13,15 +13,15 @@
  *                  after the handler returns, so a restarted subscriber resumes where it stopped
  * ```
  *
- * Every call settles: reaching the brokers (connecting, creating a topic) and sending are bounded
- * by `connectTimeoutMs` from the call, after which it rejects with ConnectionError (see
- * kafka-connection.ts). kafkajs's own log goes to the SDK `logger`, never to stderr.
+ * Every call settles: reaching the brokers (connecting, creating a topic) is bounded by
+ * `connectTimeoutMs`, a send handed to kafkajs by twice that; past them a call rejects with
+ * ConnectionError (see kafka-connection.ts). kafkajs's own log goes to the SDK `logger`, never to stderr.
  */
 import { randomUUID } from 'node:crypto';
 import { Kafka, Partitioners } from 'kafkajs';
 import type { Consumer, EachMessagePayload, IHeaders, KafkaConfig, KafkaMessage, Message, Producer as KafkaJsProducer } from 'kafkajs';
 import { ClosedError, ConsumerRestarter, DEFAULT_QUEUE, ENVELOPE_CONTENT_TYPE, InferqError, KAFKA_HEADERS, encodeEnvelope, kafkaReplyTopic } from '@inferq/shared';
-import { connectTimeout, handled, settlesWithin } from './connection.js';
+import { afterWait, connectTimeout, handled, settlesWithin } from './connection.js';
 import type { SdkLogger } from './connection.js';
 import { CONSUMER_RETRY, KafkaLink, ensureTopic, kafkaConfig } from './kafka-connection.js';
 import { subscribeTopic } from './kafka-subscription.js';
@@ -40,9 +40,10 @@ export interface KafkaProducerOptions {
    */
   readonly brokers: readonly string[] | Kafka;
   /**
-   * How long a call may take to reach the brokers and have its messages accepted before it
-   * rejects with ConnectionError. kafkajs's connection timeout (half of it, at least 1 s), request
-   * timeout (all of it) and retries (delays adding up to about half of it) are set from it. Default 5000 ms.
+   * How long a call may take to reach the brokers before it rejects with ConnectionError; a send
+   * handed to kafkajs gets twice that. kafkajs's connection timeout (half of it, at least 1 s),
+   * request timeout (all of it) and retries (delays adding up to about half of it) are set from it.
+   * Default 5000 ms.
    */
   readonly connectTimeoutMs?: number;
   /** Where kafkajs's errors (warn, at most once a minute per message) and warnings (debug) go; pino or console fit. Default: nowhere. */
@@ -137,14 +138,17 @@ export class KafkaProducer {
     return this.connected;
   }
 
-  /** Enqueues a feature batch for `model`; resolves with the job id once the broker has it, or rejects with ConnectionError within connectTimeoutMs. */
+  /**
+   * Enqueues a feature batch for `model`; resolves with the job id once the broker has it.
+   * Rejects with ConnectionError when the brokers cannot be reached within connectTimeoutMs,
+   * or do not take the message within twice that once it is sent.
+   */
   enqueue(model: string, batch: FeatureBatch, options: KafkaEnqueueOptions = {}): Promise<string> {
     return handled(
       (async () => {
         this.assertOpen();
-        const deadline = Date.now() + this.link.connectTimeoutMs;
         const { id, message, bytes } = this.prepare(model, batch, options);
-        await this.produce(message, bytes, deadline);
+        await this.produce(message, bytes);
         return id;
       })(),
     );
@@ -171,10 +175,10 @@ export class KafkaProducer {
     return { id, message, bytes: envelope.byteLength };
   }
 
-  /** Connects (once) and sends `message` with the others of its linger window, all by `deadline`. */
-  private async produce(message: Message, bytes: number, deadline: number): Promise<void> {
-    await this.link.within(this.connect(), deadline, 'connecting');
-    await this.link.within(new Promise<void>((resolve, reject) => this.add({ message, bytes, resolve, reject })), deadline, `sending to topic "${this.topic}"`);
+  /** Connects (once) and sends `message` with the others of its linger window (flush() bounds the send). */
+  private async produce(message: Message, bytes: number): Promise<void> {
+    await this.link.within(this.connect(), 'connecting');
+    await new Promise<void>((resolve, reject) => this.add({ message, bytes, resolve, reject }));
   }
 
   private add(item: Pending): void {
@@ -200,9 +204,19 @@ export class KafkaProducer {
     this.pendingBytes = 0;
     if (items.length === 0) return;
     const what = `sending to topic "${this.topic}"`;
+    // Twice the bound: sends go one at a time (maxInFlightRequests 1), so a batch may wait for the one before it.
+    const bound = 2 * this.link.connectTimeoutMs;
+    const cancel = afterWait(bound, () => {
+      const late = this.link.timeout(what, bound);
+      items.forEach((i) => i.reject(late));
+    });
     const sent = this.producer.send({ topic: this.topic, acks: -1, timeout: this.link.connectTimeoutMs, messages: items.map((i) => i.message) }).then(
-      () => items.forEach((i) => i.resolve()),
+      () => {
+        cancel();
+        items.forEach((i) => i.resolve());
+      },
       (err: Error) => {
+        cancel();
         const wrapped = this.link.classify(err, what) ?? new InferqError(`enqueue to topic "${this.topic}" failed: ${err.message}`, { retriable: true, cause: err });
         items.forEach((i) => i.reject(wrapped));
       },
@@ -223,7 +237,6 @@ export class KafkaProducer {
   private async startPredict(model: string, batch: FeatureBatch, options: KafkaPredictOptions): Promise<Reply> {
     this.assertOpen();
     const timeoutMs = options.timeoutMs ?? 30_000;
-    const deadline = Date.now() + this.link.connectTimeoutMs;
     const { id, message, bytes } = this.prepare(model, batch, { ...options, replyTo: this.replyTopic, deadline: options.deadline ?? Date.now() + timeoutMs });
     let waiter: ReplyWaiter | undefined;
     const reply = new Promise<Reply>((resolve, reject) => {
@@ -237,10 +250,10 @@ export class KafkaProducer {
     const w = waiter!;
     const send = async (): Promise<void> => {
       const inbox = this.ensureInbox();
-      await this.link.within(inbox.connected, deadline, 'connecting the reply reader');
+      await this.link.within(inbox.connected, 'connecting the reply reader');
       await inbox.ready; // bounded by this call's timer: a job is sent only once its reply cannot be missed
       if (this.waiters.get(id) !== w) return; // timed out (or closed) meanwhile: nobody waits for a reply
-      await this.produce(message, bytes, Math.max(deadline, Date.now() + this.link.connectTimeoutMs));
+      await this.produce(message, bytes);
     };
     // A job that could not be sent fails this call now, with the reason (its timer and waiter go with it).
     send().catch((err: unknown) => {

@@ -216,7 +216,7 @@ export class Producer {
     };
     const job = new Job(this.queue, meta.model, data, opts, id);
     // BullMQ's client wrapper hands out ioredis transactions it can add jobs to (ready soon after the connection is).
-    const client = await within(this.queue.backend.client, Date.now() + this.connectTimeoutMs, () => this.link.error('BullMQ did not take the connection'));
+    const client = await within(this.queue.backend.client, this.connectTimeoutMs, () => this.link.error('BullMQ did not take the connection'));
     const multi = (client as unknown as Redis).multi();
     if (!inline) {
       const ttl = Math.max(this.options.payloadTtlSeconds ?? 7 * 86_400, Math.ceil((options.delay ?? 0) / 1000) + 86_400);
@@ -386,7 +386,7 @@ export class Producer {
       // Only now, if Redis is there: a close does not wait on a server that is gone for a stream it can leave behind.
       if (this.link.client.status === 'ready') await step(() => this.link.client.del(this.inbox));
     }
-    await step(() => within(this.queue.close(), Date.now() + this.connectTimeoutMs, () => this.link.error('BullMQ queue close did not finish')));
+    await step(() => within(this.queue.close(), this.connectTimeoutMs, () => this.link.error('BullMQ queue close did not finish')));
     await step(() => this.link.close());
     if (errors.length > 0) throw new InferqError(`producer close: ${errors.map((e) => (e as Error).message).join('; ')}`, { cause: errors[0] });
   }

@@ -15,7 +15,7 @@
 import { Redis, ReplyError } from 'ioredis';
 import type { RedisOptions } from 'ioredis';
 import { ClosedError, ConnectionError, InferqError } from '@inferq/shared';
-import { RateLimitedLog, settlesWithin } from './connection.js';
+import { RateLimitedLog, afterWait, settlesWithin } from './connection.js';
 import type { SdkLogger } from './connection.js';
 
 /** ioredis's reply error class (typed `any` by ioredis). */
@@ -67,8 +67,8 @@ export function causeCode(err: Error | undefined): string | undefined {
 interface Waiter {
   readonly resolve: () => void;
   readonly reject: (err: Error) => void;
-  /** Its connectTimeoutMs timer; none for a wait until close() (such a wait also outlasts auth refusals). */
-  readonly timer: NodeJS.Timeout | undefined;
+  /** Cancels its connectTimeoutMs timer; none for a wait until close() (such a wait also outlasts auth refusals). */
+  readonly cancel: (() => void) | undefined;
 }
 
 /** Whether `err` is a Redis server's error reply (WRONGTYPE, OOM, WRONGPASS…), as opposed to a client or socket error. */
@@ -115,12 +115,12 @@ export class RedisLink {
     const code = causeCode(err) ?? 'ERROR';
     this.log.log('warn', code, { code, err: describeError(err) }, `redis ${this.address}: ${describeError(err)}`);
     // The server answered and said no: waiting longer would not change its mind.
-    if (err instanceof RedisReplyError) for (const w of this.waiters) if (w.timer !== undefined) this.settle(w, this.error('refused the connection'));
+    if (err instanceof RedisReplyError) for (const w of this.waiters) if (w.cancel !== undefined) this.settle(w, this.error('refused the connection'));
   }
 
   private settle(w: Waiter, err: Error | undefined): void {
     this.waiters.delete(w);
-    clearTimeout(w.timer);
+    w.cancel?.();
     if (err === undefined) w.resolve();
     else w.reject(err);
   }
@@ -143,8 +143,8 @@ export class RedisLink {
     // A connection that gave up ('end' without close()) starts again; ioredis reconnects by itself otherwise.
     if (this.client.status === 'end' || this.client.status === 'wait') this.client.connect().catch(() => undefined);
     return new Promise<void>((resolve, reject) => {
-      const timer = Number.isFinite(timeoutMs) ? setTimeout(() => this.settle(w, this.error(`not connected within ${timeoutMs} ms`)), timeoutMs) : undefined;
-      const w: Waiter = { resolve, reject, timer };
+      const cancel = Number.isFinite(timeoutMs) ? afterWait(timeoutMs, () => this.settle(w, this.error(`not connected within ${timeoutMs} ms`))) : undefined;
+      const w: Waiter = { resolve, reject, cancel };
       this.waiters.add(w);
     });
   }
