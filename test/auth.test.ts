@@ -14,8 +14,9 @@ import type { ConnectionOptions } from 'node:tls';
 import * as ort from 'onnxruntime-node';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { KafkaProducer, Producer } from '@inferq/producer';
+import { ConnectionError, KafkaProducer, Producer } from '@inferq/producer';
 import type { Reply } from '@inferq/producer';
+import { kafkaClientConfig, redisClientOptions, webHdfsDefaults } from '../workers/src/cli/connections.js';
 import { openParquet } from '../workers/src/io/parquet-reader.js';
 import { HdfsStore, parseLocation } from '../workers/src/io/store.js';
 import { WebHdfs, WebHdfsError } from '../workers/src/io/webhdfs.js';
@@ -94,6 +95,27 @@ function lastLine(w: WorkerProcess): { line: string; stackFrames: number } {
   const lines = w.output().split('\n').filter((l) => l.trim() !== '');
   return { line: lines[lines.length - 1] ?? '', stackFrames: lines.filter((l) => /^\s+at /.test(l)).length };
 }
+
+describe('connection settings (cli/connections.ts)', () => {
+  it('reads secrets from the environment or a file, never both, and refuses incomplete settings by name', async () => {
+    const pwFile = join(certs.dir, 'kafka-password');
+    await writeFile(pwFile, 'from-a-file\n');
+    const sasl = { kafkaSaslMechanism: 'scram-sha-512', kafkaSaslUsername: 'u' } as const;
+    expect(kafkaClientConfig({ ...sasl, kafkaSaslPasswordFile: pwFile }, {})).toEqual({ sasl: { mechanism: 'scram-sha-512', username: 'u', password: 'from-a-file' } });
+    expect(kafkaClientConfig({ ...sasl, kafkaCaFile: certs.caFile }, { KAFKA_SASL_PASSWORD: 'env' })).toEqual({ ssl: { ca: [certs.ca] }, sasl: { mechanism: 'scram-sha-512', username: 'u', password: 'env' } });
+    expect(kafkaClientConfig({}, { KAFKA_SSL: 'true' })).toEqual({ ssl: {} });
+    expect(kafkaClientConfig({}, {})).toEqual({});
+    expect(() => kafkaClientConfig({ ...sasl, kafkaSaslPasswordFile: pwFile }, { KAFKA_SASL_PASSWORD: 'env' })).toThrow(/both KAFKA_SASL_PASSWORD and --kafka-sasl-password-file/);
+    expect(() => kafkaClientConfig(sasl, {})).toThrow(/no password; set KAFKA_SASL_PASSWORD or --kafka-sasl-password-file/);
+    expect(() => kafkaClientConfig({ kafkaSaslUsername: 'u' }, {})).toThrow(/no --kafka-sasl-mechanism/);
+    expect(() => kafkaClientConfig({ kafkaCertFile: certs.clientCertFile }, {})).toThrow(/--kafka-cert-file and --kafka-key-file .* go together/);
+    expect(() => kafkaClientConfig({ kafkaCaFile: join(certs.dir, 'missing.pem') }, {})).toThrow(/--kafka-ca-file \(or KAFKA_CA_FILE\) ".*missing.pem"/);
+    expect(redisClientOptions({ redisCaFile: certs.caFile }, 'rediss://h:6380', { REDIS_PASSWORD: 'pw' })).toEqual({ tls: { ca: [certs.ca] }, password: 'pw' });
+    expect(() => redisClientOptions({ redisCaFile: certs.caFile }, 'redis://h:6379', {})).toThrow(/use a rediss:\/\/ URL/);
+    expect(() => redisClientOptions({}, 'rediss://:inurl@h:6380', { REDIS_PASSWORD: 'pw' })).toThrow(/URL holds a password/);
+    expect(webHdfsDefaults({ hdfsCaFile: certs.caFile }, { WEBHDFS_TOKEN: ' tok \n' })).toEqual({ ca: certs.ca, delegationToken: 'tok' });
+  });
+});
 
 describe('Kafka over SASL_SSL and mTLS', () => {
   let kafka: KafkaServer;
@@ -177,15 +199,22 @@ describe('Kafka over SASL_SSL and mTLS', () => {
 
   it('the SDK is refused without credentials, with a wrong password, and without the client certificate', async () => {
     const topic = topicName('auth');
-    const attempts: { what: string; producer: KafkaProducer; error: RegExp }[] = [
-      { what: 'wrong password', producer: new KafkaProducer({ brokers: kafka.secured!.saslSsl, topic, ssl: { ca: [certs.ca] }, sasl: { mechanism: 'scram-sha-256', username: USER.name, password: 'wrong' } }), error: /authentication failed/i },
-      { what: 'no SASL', producer: new KafkaProducer({ brokers: kafka.secured!.saslSsl, topic, ssl: { ca: [certs.ca] } }), error: /closed connection/i },
-      { what: 'no client certificate', producer: new KafkaProducer({ brokers: kafka.secured!.ssl, topic, ssl: { ca: [certs.ca] } }), error: /bad certificate|certificate required/i },
+    const [sasl, ssl] = [kafka.secured!.saslSsl[0]!, kafka.secured!.ssl[0]!];
+    const attempts: { what: string; producer: KafkaProducer; address: string; error: RegExp }[] = [
+      {
+        what: 'wrong password',
+        producer: new KafkaProducer({ brokers: [sasl], topic, ssl: { ca: [certs.ca] }, sasl: { mechanism: 'scram-sha-256', username: USER.name, password: 'wrong' } }),
+        address: sasl,
+        error: /SASL SCRAM SHA256 authentication failed/,
+      },
+      { what: 'no SASL', producer: new KafkaProducer({ brokers: [sasl], topic, ssl: { ca: [certs.ca] } }), address: sasl, error: /closed connection/i },
+      { what: 'no client certificate', producer: new KafkaProducer({ brokers: [ssl], topic, ssl: { ca: [certs.ca] } }), address: ssl, error: /alert bad certificate/ },
     ];
     for (const a of attempts) {
       try {
         const err = await a.producer.predict('mlp', x, { timeoutMs: 20_000 }).catch((e: unknown) => e);
-        expect(err, a.what).toBeInstanceOf(Error);
+        expect(err, a.what).toBeInstanceOf(ConnectionError);
+        expect((err as ConnectionError).address, a.what).toBe(a.address);
         expect((err as Error).message, a.what).toMatch(a.error);
       } finally {
         await a.producer.close();
@@ -237,6 +266,18 @@ describe('Redis over TLS (rediss://, client certificates required)', () => {
       await waitFor(() => errors.length > 0, `a TLS error (${what})`, 10_000);
       expect(errors.join('\n'), what).toMatch(error);
       client.disconnect();
+    }
+  });
+
+  it('a Producer over rediss:// without the CA rejects predict() with a ConnectionError naming the server and the certificate', async () => {
+    const producer = new Producer({ redis: new Redis(redis.url, { tls: { cert: certs.clientCert, key: certs.clientKey }, lazyConnect: true }), queue: queueName('auth'), connectTimeoutMs: 3000 });
+    try {
+      const err = await producer.predict('mlp', x, { timeoutMs: 10_000 }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ConnectionError);
+      expect((err as ConnectionError).address).toContain(String(redis.port));
+      expect((err as Error).message).toMatch(/self-signed certificate in certificate chain/);
+    } finally {
+      await producer.close();
     }
   });
 });
