@@ -76,6 +76,19 @@ export class InferenceError extends InferqError {}
 export class DataIOError extends InferqError {}
 
 /**
+ * A sink folder refused a job's rows for good (not a folder, no permission, an invalid
+ * name): retrying cannot help. Only the jobs whose own sink it is fail; `sink` names it.
+ */
+export class SinkRefusedError extends InferqError {
+  readonly sink: string;
+
+  constructor(message: string, options: Omit<InferqErrorOptions, 'retriable'> & { sink: string }) {
+    super(message, { ...options, retriable: false });
+    this.sink = options.sink;
+  }
+}
+
+/**
  * A server (Redis, Kafka, HDFS) could not be reached or refused us: `address` names it
  * ("127.0.0.1:6379"), `code` the cause (ECONNREFUSED, ETIMEDOUT, WRONGPASS, SASL…).
  * Retriable: the same call may succeed once the server is back.

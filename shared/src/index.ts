@@ -14,6 +14,7 @@ export {
   InferqError,
   InvalidInputError,
   ModelLoadError,
+  SinkRefusedError,
   UnknownModelError,
   jobSuffix,
   printable,

@@ -13,8 +13,12 @@ export interface RedisKeys {
   readonly deadLetters: string;
   /** Default reply inbox of one producer instance (for predict()). */
   inbox(producerId: string): string;
-  /** The sink files a job's rows were written to (JSON), recorded before the job is completed. */
-  sunk(jobId: string): string;
+  /**
+   * One run of a job (`<job id>:<BullMQ creation time>`): a hash of the sink files holding its
+   * rows (`sunk:<id>`, JSON, recorded before they are published) and whether its reply went out
+   * (`replied`). A later job that reuses the id is another run, with a record of its own.
+   */
+  run(runId: string): string;
 }
 
 export const DEFAULT_PREFIX = 'inferq';
@@ -26,7 +30,7 @@ export function redisKeys(prefix: string, queue: string): RedisKeys {
     payload: (jobId) => `${base}:payload:${jobId}`,
     deadLetters: `${base}:dead`,
     inbox: (producerId) => `${base}:inbox:${producerId}`,
-    sunk: (jobId) => `${base}:sunk:${jobId}`,
+    run: (runId) => `${base}:run:${runId}`,
   };
 }
 

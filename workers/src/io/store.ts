@@ -23,11 +23,24 @@ export interface StoreEntry {
   readonly size: number;
 }
 
+/** A file written under a hidden temporary name beside its destination, not visible yet. */
+export interface StagedFile {
+  readonly path: string;
+  /** Renames it into place (replacing any file there); a reader sees all of it or nothing. */
+  publish(): Promise<void>;
+  /** Removes the temporary file (never throws). */
+  discard(): Promise<void>;
+}
+
 export interface FileStore {
   /** Where it writes, for messages ("local disk", "hdfs http://…"). */
   readonly description: string;
   /** Copies a complete local file to `path` atomically, replacing any file there. */
   putFile(localPath: string, path: string): Promise<void>;
+  /** Copies a complete local file beside `path` under a temporary name; `publish()` makes it `path`. */
+  stage(localPath: string, path: string): Promise<StagedFile>;
+  /** Creates a folder and its parents (nothing when it exists). */
+  mkdirs(path: string): Promise<void>;
   /** Writes bytes to `path` atomically, replacing any file there. */
   putBytes(path: string, bytes: Uint8Array): Promise<void>;
   readFile(path: string): Promise<Buffer>;
@@ -69,9 +82,26 @@ export class LocalStore implements FileStore {
   readonly description = 'local disk';
 
   async putFile(localPath: string, path: string): Promise<void> {
+    await (await this.stage(localPath, path)).publish();
+  }
+
+  async stage(localPath: string, path: string): Promise<StagedFile> {
     const tmp = await this.tempFor(path);
-    await copyFile(localPath, tmp);
-    await this.publish(tmp, path);
+    try {
+      await copyFile(localPath, tmp);
+    } catch (err) {
+      await rm(tmp, { force: true }).catch(() => undefined);
+      throw err;
+    }
+    return {
+      path,
+      publish: () => this.publish(tmp, path),
+      discard: () => rm(tmp, { force: true }).catch(() => undefined),
+    };
+  }
+
+  async mkdirs(path: string): Promise<void> {
+    await mkdir(path, { recursive: true });
   }
 
   async putBytes(path: string, bytes: Uint8Array): Promise<void> {
@@ -148,13 +178,33 @@ export class HdfsStore implements FileStore {
   }
 
   async putBytes(path: string, bytes: Uint8Array): Promise<void> {
+    await (await this.stageBytes(path, bytes)).publish();
+  }
+
+  async stage(localPath: string, path: string): Promise<StagedFile> {
+    return this.stageBytes(path, await readFile(localPath));
+  }
+
+  async mkdirs(path: string): Promise<void> {
+    await this.client.mkdirs(path);
+  }
+
+  private async stageBytes(path: string, bytes: Uint8Array): Promise<StagedFile> {
     const tmp = posix.join(posix.dirname(path), '_temporary', `${posix.basename(path)}.${tmpName()}`);
     await this.client.create(tmp, bytes, { overwrite: true });
-    // HDFS's RENAME does not replace: a file already there (a replay) is removed first.
-    if (!(await this.client.rename(tmp, path))) {
-      await this.client.delete(path);
-      if (!(await this.client.rename(tmp, path))) throw new DataIOError(`hdfs: could not rename ${tmp} to ${path}`, { retriable: true });
-    }
+    return {
+      path,
+      publish: async () => {
+        // HDFS's RENAME does not replace: a file already there (a replay) is removed first.
+        if (!(await this.client.rename(tmp, path))) {
+          await this.client.delete(path);
+          if (!(await this.client.rename(tmp, path))) throw new DataIOError(`hdfs: could not rename ${tmp} to ${path}`, { retriable: true });
+        }
+      },
+      discard: async () => {
+        await this.client.delete(tmp).catch(() => undefined);
+      },
+    };
   }
 
   readFile(path: string): Promise<Buffer> {

@@ -33,9 +33,10 @@ import { createParquetWriter } from '../io/parquet.js';
 import { utf8Data } from '../io/utf8.js';
 import type { ParquetCompression } from '../io/parquet.js';
 import { parseLocation } from '../io/store.js';
-import type { FileStore, Location } from '../io/store.js';
+import type { FileStore, Location, StagedFile } from '../io/store.js';
 import type { Logger } from '../logging.js';
 import { tensorToColumn } from '../predict/columns.js';
+import { describeWriteError, isPermanentWriteError } from './write-errors.js';
 
 export interface SinkRecord {
   /** Position in the group's sequence (the Kafka offset). */
@@ -129,12 +130,14 @@ export class ParquetSink {
   }
 
   /**
-   * Plans the roll of `group`'s records with first ≤ seq ≤ last: which files it will
-   * write (one per partition folder), before anything is written — so a transport can
-   * record them first (the Redis worker does, per job).
+   * Plans the roll of `group`'s records with first ≤ seq ≤ last (less the sequence numbers
+   * in `exclude`): which files it will write (one per partition folder), before anything is
+   * written — so a transport can record them first (the Redis worker does, per job).
    */
-  planRoll(group: string, first: number, last: number): RollPlan {
-    const taken = (this.groups.get(group)?.records ?? []).filter((r) => r.seq >= first && r.seq <= last).sort((a, b) => a.seq - b.seq);
+  planRoll(group: string, first: number, last: number, exclude?: ReadonlySet<number>): RollPlan {
+    const taken = (this.groups.get(group)?.records ?? [])
+      .filter((r) => r.seq >= first && r.seq <= last && exclude?.has(r.seq) !== true)
+      .sort((a, b) => a.seq - b.seq);
     const byFolder = new Map<string, SinkRecord[]>();
     for (const r of taken) {
       const folder = posix.join(this.location.path, `model=${escapeValue(r.model)}`, `version=${escapeValue(r.version)}`, `date=${new Date(r.ts).toISOString().slice(0, 10)}`);
@@ -147,39 +150,66 @@ export class ParquetSink {
     return { group, first, last, paths: files.map((f) => f.path), jobIds: [...new Set(taken.map((r) => r.jobId))], files };
   }
 
-  /** Writes a planned roll; resolves when every file is in place. Records past its range stay buffered. */
-  async writeRoll(plan: RollPlan): Promise<RollResult> {
+  /**
+   * Writes one planned file under a temporary name beside its destination; nothing is visible
+   * until `publish()`. Throws DataIOError naming the folder and the cause, retriable unless
+   * the store refused for good (see isPermanentWriteError).
+   */
+  async stageFile(file: RollPlan['files'][number]): Promise<StagedFile> {
     const local = await mkdtemp(join(tmpdir(), 'inferq-sink-'));
     try {
-      for (const { path, records } of plan.files) {
-        const tmp = join(local, posix.basename(path));
-        const writer = await createParquetWriter(tmp, { compression: this.opts.compression ?? 'snappy' });
-        try {
-          await writer.write(toRecordBatch(records));
-          await writer.close();
-        } catch (err) {
-          await writer.abort();
-          throw err;
-        }
-        try {
-          await this.store.putFile(tmp, path);
-        } catch (err) {
-          throw new DataIOError(`sink ${this.opts.location}: writing ${path} failed: ${(err as Error).message}`, { cause: err, retriable: true });
-        }
+      const tmp = join(local, 'part.parquet');
+      const writer = await createParquetWriter(tmp, { compression: this.opts.compression ?? 'snappy' });
+      try {
+        await writer.write(toRecordBatch(file.records));
+        await writer.close();
+      } catch (err) {
+        await writer.abort();
+        throw err;
+      }
+      try {
+        return await this.store.stage(tmp, file.path);
+      } catch (err) {
+        throw new DataIOError(`sink "${this.opts.location}": writing ${file.path} failed: ${describeWriteError(err)}`, { cause: err, retriable: !isPermanentWriteError(err) });
       }
     } finally {
       await rm(local, { recursive: true, force: true });
     }
+  }
+
+  /** Drops a written roll's records from the buffer; records past its range stay. */
+  release(plan: Pick<RollPlan, 'group' | 'first' | 'last'>): void {
     const g = this.groups.get(plan.group);
-    if (g !== undefined) {
-      g.records = g.records.filter((r) => r.seq < plan.first || r.seq > plan.last);
-      g.rows = g.records.reduce((s, r) => s + r.rows, 0);
-      g.bytes = g.records.reduce((s, r) => s + Object.values(r.outputs).reduce((b, t) => b + t.data.byteLength, 0), 0);
-      g.since = Date.now();
+    if (g === undefined) return;
+    g.records = g.records.filter((r) => r.seq < plan.first || r.seq > plan.last);
+    g.rows = g.records.reduce((s, r) => s + r.rows, 0);
+    g.bytes = g.records.reduce((s, r) => s + Object.values(r.outputs).reduce((b, t) => b + t.data.byteLength, 0), 0);
+    g.since = Date.now();
+  }
+
+  /** Writes a planned roll: every file staged first, then all published; resolves when every file is in place. */
+  async writeRoll(plan: RollPlan): Promise<RollResult> {
+    const staged: StagedFile[] = [];
+    try {
+      for (const file of plan.files) staged.push(await this.stageFile(file));
+      for (const f of staged) await f.publish();
+    } catch (err) {
+      await Promise.all(staged.map((f) => f.discard()));
+      throw err;
     }
+    this.release(plan);
     const rows = plan.files.reduce((s, f) => s + f.records.reduce((n, r) => n + r.rows, 0), 0);
     this.log.debug({ group: plan.group, first: plan.first, last: plan.last, files: plan.files.length, rows }, 'sink roll published');
     return { files: plan.paths, rows };
+  }
+
+  /** Checks the base folder can be written (creating it), so a folder that never can is refused before a job runs. */
+  async probe(): Promise<void> {
+    try {
+      await this.store.mkdirs(posix.join(this.location.path, '_temporary'));
+    } catch (err) {
+      throw new DataIOError(`sink "${this.opts.location}": cannot create the folder: ${describeWriteError(err)}`, { cause: err, retriable: !isPermanentWriteError(err) });
+    }
   }
 
   /** Writes the records of `group` with first ≤ seq ≤ last as one roll (planRoll + writeRoll). */

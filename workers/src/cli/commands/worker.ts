@@ -14,6 +14,7 @@ import { formatDevice } from '../../runners/runner.js';
 import { addConnectionOptions, kafkaClientConfig, kafkaStartFailure, redisClientOptions } from '../connections.js';
 import type { ConnectionFlags } from '../connections.js';
 import { collect, defaultRedisUrl, modelRepoDir, positiveInt } from '../flags.js';
+import { serve } from '../serve.js';
 import { precomputeWorker } from './precompute-worker.js';
 
 export interface WorkerFlags extends ConnectionFlags {
@@ -41,6 +42,9 @@ export interface WorkerFlags extends ConnectionFlags {
   instances?: number;
   lockDurationMs?: number;
   shutdownTimeoutMs: number;
+  connectTimeoutMs?: number;
+  createTopic: boolean;
+  partitions: number;
   nan: NonFinitePolicy;
   allowSpecs?: string;
   allowInputs: string[];
@@ -79,6 +83,7 @@ async function workerCommand(flags: WorkerFlags): Promise<void> {
     if (m === null) throw new ConfigError(`--sink "${spec}": expected parquet:<folder or URI> (a local path, file://, webhdfs:// or hdfs://)`);
     return openSink(m[1]!);
   });
+  let onFatal: (err: Error) => void = () => undefined;
   if (flags.transport === 'kafka' && flags.allowJobSinks.length > 0) {
     throw new ConfigError('--allow-job-sinks: job sinks are honoured by Redis workers only (a Kafka worker writes every result to its --sink folders)');
   }
@@ -94,7 +99,9 @@ async function workerCommand(flags: WorkerFlags): Promise<void> {
           models: pool,
           logger,
           maxInFlightMessages: flags.concurrency * 16,
-          onFatal: (err) => fatal(err),
+          ...(flags.createTopic ? { createTopic: { partitions: flags.partitions } } : {}),
+          ...(flags.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: flags.connectTimeoutMs }),
+          onFatal: (err) => onFatal(err),
           sinks,
           nonFinite: flags.nan,
         })
@@ -111,44 +118,29 @@ async function workerCommand(flags: WorkerFlags): Promise<void> {
           sinks,
           allowJobSinksUnder: flags.allowJobSinks.map((spec) => spec.replace(/^parquet:/, '')),
           openSink,
+          ...(flags.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: flags.connectTimeoutMs }),
+          onFatal: (err) => onFatal(err),
         });
   const source = flags.transport === 'kafka' ? `topic "${flags.topic}" (group "${flags.group}")` : `queue "${flags.queue}"`;
-  let stopping: Promise<void> | undefined;
-  const stop = (signal: NodeJS.Signals): Promise<void> => {
-    stopping ??= (async () => {
-      logger.info({ signal, timeoutMs: flags.shutdownTimeoutMs }, 'stopping: no new jobs; draining in-flight jobs');
-      const started = Date.now();
-      await worker.close(flags.shutdownTimeoutMs);
-      await pool.close(Math.max(1000, flags.shutdownTimeoutMs - (Date.now() - started)));
-      logger.info({ ...worker.stats, ms: Date.now() - started }, 'stopped');
-    })();
-    return stopping;
-  };
   let fatal: (err: Error) => void = () => undefined;
-  await new Promise<void>((resolve, reject) => {
-    fatal = (err) => {
-      logger.error({ err }, 'the queue consumer stopped for good: exiting so that the process is restarted');
-      // Exit non-zero whatever the drain does: a worker whose consumer is gone must not linger half-alive.
-      const exit = (): never => {
-        process.stderr.write(`inferq: error: queue consumer stopped: ${err.message}\n`);
-        process.exit(1);
-      };
-      setTimeout(exit, flags.shutdownTimeoutMs + 5000).unref();
-      stop('SIGTERM').then(exit, (closeErr: unknown) => {
-        logger.error({ err: closeErr }, 'drain after the consumer stopped failed');
-        exit();
-      });
-    };
-    const onSignal = (signal: NodeJS.Signals): void => {
-      stop(signal).then(resolve, reject);
-    };
-    process.once('SIGTERM', onSignal);
-    process.once('SIGINT', onSignal);
-    worker.start().then(
-      () => process.stdout.write(`inferq worker: serving ${source} on ${formatDevice(device)} (pid ${process.pid})\n`),
-      (err: unknown) => reject(flags.transport === 'kafka' ? kafkaStartFailure(err, flags.brokers) : err),
-    );
-  });
+  onFatal = (err) => fatal(err);
+  await serve(
+    {
+      start: () => worker.start().catch((err: unknown) => Promise.reject(flags.transport === 'kafka' ? kafkaStartFailure(err, flags.brokers) : err)),
+      stop: async (timeoutMs) => {
+        const deadline = Date.now() + timeoutMs;
+        await worker.close(timeoutMs);
+        await pool.close(Math.max(500, deadline - Date.now()));
+      },
+      stats: () => ({ ...worker.stats }),
+    },
+    {
+      logger,
+      shutdownTimeoutMs: flags.shutdownTimeoutMs,
+      servingLine: () => `inferq worker: serving ${source} on ${formatDevice(device)} (pid ${process.pid})`,
+      onFatal: (f) => (fatal = f),
+    },
+  );
 }
 
 export function registerWorker(program: Command): void {
@@ -178,7 +170,10 @@ export function registerWorker(program: Command): void {
     .option('--threads <n>', 'ONNX Runtime intra-op threads per instance (default: the CPUs shared out over the instances; --role precompute: 1)', positiveInt)
     .option('--instances <n>', 'sessions of the model, each in its own thread, batches spread over them (default 1; --role precompute: one per CPU)', positiveInt)
     .option('--lock-duration-ms <n>', 'a stalled job is given to another worker after this long', positiveInt)
-    .option('--shutdown-timeout-ms <n>', 'on SIGTERM, longest wait for in-flight jobs', positiveInt, 30_000)
+    .option('--shutdown-timeout-ms <n>', 'on SIGTERM, the process ends within this long, whatever is down; jobs not finished by then are handed back (never acknowledged)', positiveInt, 30_000)
+    .option('--connect-timeout-ms <n>', 'at start, how long to wait for the queue server before exiting with an error (default 15000 for Redis; 60000 for Kafka, whose group join waits for a rebalance)', positiveInt)
+    .option('--create-topic', 'Kafka: create the request topic when it does not exist (default: a missing topic stops the worker with an error)', false)
+    .option('--partitions <n>', 'Kafka: partitions of a topic --create-topic creates (at least the number of workers you will run)', positiveInt, 1)
     .addOption(new Option('--nan <policy>', 'NaN/Inf in float features').choices(['reject', 'pass']).default('reject'))
     .option('--allow-specs <dir>', "--role precompute: the folder of specs' files (Parquet inputs, featurizers); scheduled specs read nothing outside it (default: they may name no file)")
     .option('--allow-inputs <folder>', '--role precompute: remote Parquet inputs (webhdfs://, hdfs://) scheduled specs may read under this folder; repeatable (default: none)', collect, [] as string[])
