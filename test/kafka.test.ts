@@ -182,7 +182,7 @@ describe('Kafka transport', () => {
         await raw.send({ topic, messages: [{ key: b.id, value: b.value, headers: b.headers ?? { [KAFKA_HEADERS.id]: b.id } }] });
       }
       await good(i++);
-      await waitFor(() => dead.messages.length === bad.length && replies.messages.length >= i, 'dead letters and good replies', 30_000);
+      await waitFor(() => dead.messages.length === bad.length && replies.messages.map(parseKafkaReply).filter((r) => r.ok).length >= i, 'dead letters and good replies', 30_000);
       for (const b of bad) {
         const d = dead.messages.find((m) => header(m, KAFKA_HEADERS.id) === b.id);
         expect(d, `dead letter of ${b.id}`).toBeDefined();

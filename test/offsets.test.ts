@@ -1,6 +1,6 @@
 /** The Kafka worker's commit rule: never past a message whose results are not written, however messages finish. */
 import { describe, expect, it } from 'vitest';
-import { OffsetTracker } from '../workers/src/transports/offsets.js';
+import { OffsetTracker, startedUpTo } from '../workers/src/transports/offsets.js';
 
 const pending = (t: OffsetTracker): Record<string, string> => Object.fromEntries(t.pending().map((o) => [`${o.topic}/${o.partition}`, o.offset]));
 
@@ -53,6 +53,22 @@ describe('OffsetTracker', () => {
     expect(pending(t)).toEqual({});
     t.recommitAll();
     expect(pending(t)).toEqual({ 'a/0': '6' });
+  });
+
+  it('each commit carries the highest offset taken, and offers it again when only that moved', () => {
+    const t = new OffsetTracker();
+    for (let o = 0; o <= 3; o++) t.take('a', 0, o);
+    t.done('a', 0, 0);
+    expect(t.pending()).toEqual([{ topic: 'a', partition: 0, offset: '1', metadata: '3' }]);
+    t.committed(t.pending());
+    expect(t.pending()).toEqual([]);
+    // Message 1 is still running while 4..9 are taken (and may be answered): the metadata moves on its own.
+    for (let o = 4; o <= 9; o++) t.take('a', 0, o);
+    expect(t.pending()).toEqual([{ topic: 'a', partition: 0, offset: '1', metadata: '9' }]);
+    t.committed(t.pending());
+    expect(t.pending()).toEqual([]);
+    expect(startedUpTo('9')).toBe(9);
+    for (const bad of [null, undefined, '', 'x', '-1', '1e3', ' 7']) expect(startedUpTo(bad)).toBe(-1);
   });
 
   it('stays correct over a long run with random completion order (compaction of its arrays included)', () => {

@@ -27,8 +27,10 @@
  */
 import { hostname } from 'node:os';
 import { Kafka, logLevel as kafkaLogLevel } from 'kafkajs';
-import type { Consumer, EachBatchPayload, IHeaders, KafkaConfig, KafkaMessage, LogEntry, Message, Producer, logCreator } from 'kafkajs';
+import type { Admin, Consumer, EachBatchPayload, IHeaders, KafkaConfig, KafkaMessage, LogEntry, Message, Producer, logCreator } from 'kafkajs';
 import {
+  ConfigError,
+  ConnectionError,
   ConsumerRestarter,
   ENVELOPE_CONTENT_TYPE,
   InferqError,
@@ -43,9 +45,11 @@ import type { Envelope, NonFinitePolicy } from '@inferq/shared';
 import type { Logger } from '../logging.js';
 import type { ModelPool } from '../models/model-pool.js';
 import type { ParquetSink } from '../sinks/parquet-sink.js';
+import { deadlineRace } from './deadline.js';
 import { inferEnvelope } from './infer.js';
 import type { Inference } from './infer.js';
-import { OffsetTracker } from './offsets.js';
+import { isPermanentWriteError } from '../sinks/write-errors.js';
+import { OffsetTracker, startedUpTo } from './offsets.js';
 import type { TopicPartitionOffset } from './offsets.js';
 
 export interface KafkaWorkerOptions {
@@ -86,8 +90,15 @@ export interface KafkaWorkerOptions {
    * itself when kafkajs will not (default 8, backoff from 0.5 s doubling to 30 s).
    */
   readonly maxConsumerRestarts?: number;
-  /** Called when the consumer crashed for good: more than `maxConsumerRestarts` times in a row (the process should exit and be restarted). */
+  /**
+   * Called when the worker cannot go on: the consumer crashed more than `maxConsumerRestarts`
+   * times in a row, or a sink refuses every write (the process should exit and be restarted).
+   */
   readonly onFatal?: (err: Error) => void;
+  /** Create the request topic with this many partitions when it does not exist. Default: a missing topic fails start(). */
+  readonly createTopic?: { readonly partitions: number };
+  /** How long start() waits for the brokers and the group (its rebalance) before it fails with ConnectionError. Default 60 s. */
+  readonly connectTimeoutMs?: number;
 }
 
 export interface KafkaWorkerStats {
@@ -147,6 +158,10 @@ export class KafkaWorker {
   private commitTimer: NodeJS.Timeout | undefined;
   private commitFailures = 0;
   private readonly restarter: ConsumerRestarter;
+  private admin: Admin | undefined;
+  /** Per partition, the highest offset taken by whoever held it before (from the committed offset's metadata). */
+  private startedBefore: Promise<Map<number, number>> = Promise.resolve(new Map());
+  private fatalReported = false;
 
   constructor(options: KafkaWorkerOptions) {
     this.opts = options;
@@ -191,9 +206,42 @@ export class KafkaWorker {
     return { ...this.counters, consumerRestarts: this.restarter.restarts };
   }
 
-  /** Connects, joins the group and starts consuming. Resolves once the first partitions are assigned. */
+  /**
+   * Checks the request topic, connects, joins the group and starts consuming. Resolves once
+   * the first partitions are assigned; rejects with ConfigError when the topic does not exist
+   * (unless `createTopic`), and with ConnectionError when the brokers or the group do not
+   * answer within `connectTimeoutMs`.
+   */
   async start(): Promise<void> {
-    await ensureTopic(this.kafka, this.deadLetters);
+    const timeoutMs = this.opts.connectTimeoutMs ?? 60_000;
+    const starting = this.connect();
+    starting.catch(() => undefined);
+    if ((await deadlineRace(starting, Date.now() + timeoutMs)) === 'deadline') {
+      const address = this.opts.brokers.join(',');
+      throw new ConnectionError(`cannot reach Kafka at ${address} or join group "${this.opts.group}" (waited ${timeoutMs} ms)`, { address });
+    }
+    await starting;
+    // A commit that failed (coordinator moving, broker restarting) is retried even when no further message
+    // finishes; and every 5 s all positions are committed again (as Kafka's own auto-commit does), so one
+    // acknowledged by a coordinator that then lost it is repaired.
+    let ticks = 0;
+    this.commitTimer = setInterval(() => {
+      if (++ticks % 5 === 0) this.tracker.recommitAll();
+      if (this.tracker.pending().length > 0) this.scheduleCommit();
+    }, 1000);
+    this.commitTimer.unref();
+    this.log.info({ deadLetters: this.deadLetters }, 'kafka worker started');
+  }
+
+  private async connect(): Promise<void> {
+    // A sink folder that can never be written stops the worker before it takes a message.
+    for (const sink of this.sinks) await sink.probe();
+    // Few retries: a wrong address or refused credentials fail the start at once, with kafkajs's reason.
+    const admin = this.kafka.admin({ retry: { retries: 2 } });
+    this.admin = admin;
+    await admin.connect();
+    await this.checkTopic(admin);
+    await ensureTopic(admin, this.deadLetters);
     await this.producer.connect();
     await this.consumer.connect();
     const joined = new Promise<void>((resolve) => {
@@ -201,6 +249,7 @@ export class KafkaWorker {
         const assigned = new Map<string, number[]>(Object.entries(e.payload.memberAssignment));
         this.tracker.retain(assigned);
         this.assignSinks(assigned.get(this.opts.topic) ?? []);
+        this.startedBefore = this.fetchStartedBefore();
         this.tracker.recommitAll();
         this.rebalancing = false;
         this.restarter.joined();
@@ -218,16 +267,31 @@ export class KafkaWorker {
     this.consumer.on(this.consumer.events.CRASH, (e) => this.onCrash(e.payload.error, e.payload.restart));
     await this.runConsumer();
     await joined;
-    // A commit that failed (coordinator moving, broker restarting) is retried even when no further message
-    // finishes; and every 5 s all positions are committed again (as Kafka's own auto-commit does), so one
-    // acknowledged by a coordinator that then lost it is repaired.
-    let ticks = 0;
-    this.commitTimer = setInterval(() => {
-      if (++ticks % 5 === 0) this.tracker.recommitAll();
-      if (this.tracker.pending().length > 0) this.scheduleCommit();
-    }, 1000);
-    this.commitTimer.unref();
-    this.log.info({ deadLetters: this.deadLetters }, 'kafka worker started');
+  }
+
+  /** The request topic must exist (a worker on a mistyped topic would wait forever); `createTopic` creates it. */
+  private async checkTopic(admin: Admin): Promise<void> {
+    if ((await admin.listTopics()).includes(this.opts.topic)) return;
+    const create = this.opts.createTopic;
+    if (create === undefined) {
+      throw new ConfigError(`topic "${this.opts.topic}" does not exist on ${this.opts.brokers.join(',')}: create it, or start the worker with --create-topic --partitions N`);
+    }
+    await admin.createTopics({ topics: [{ topic: this.opts.topic, numPartitions: create.partitions }], waitForLeaders: true });
+    this.log.info({ partitions: create.partitions }, 'request topic created');
+  }
+
+  /**
+   * Per partition, the highest offset anyone had taken at the group's last commit: a message at
+   * or below it may have been answered before a crash, so it is not failed for its deadline now.
+   */
+  private async fetchStartedBefore(): Promise<Map<number, number>> {
+    try {
+      const [entry] = await this.admin!.fetchOffsets({ groupId: this.opts.group, topics: [this.opts.topic] });
+      return new Map((entry?.partitions ?? []).map((p) => [p.partition, startedUpTo(p.metadata)]));
+    } catch (err) {
+      this.log.warn({ err }, 'could not read the committed offsets\' metadata; deadlines apply to every message');
+      return new Map();
+    }
   }
 
   private async runConsumer(): Promise<void> {
@@ -259,15 +323,19 @@ export class KafkaWorker {
 
   private async doClose(timeoutMs: number): Promise<void> {
     this.draining = true;
+    const deadline = Date.now() + timeoutMs;
+    // Keep the last part of the time for the final commit and leaving the group.
+    const soft = deadline - Math.min(3000, timeoutMs / 3);
     // Paused, the consumer stays in the group (so the final commit is accepted) but fetches nothing.
     this.applyPause(true);
-    const deadline = Date.now() + timeoutMs;
-    const drained = await this.waitIdle(timeoutMs);
+    const drained = await this.waitIdle(Math.max(0, soft - Date.now()));
     if (!drained) this.log.warn({ inFlight: this.inFlightMessages, timeoutMs }, 'in-flight messages did not finish in time; they are not committed and the next owner runs them again');
     clearInterval(this.commitTimer);
-    await this.flushCommits(Math.max(1000, deadline - Date.now()));
-    await this.consumer.disconnect().catch((err: unknown) => this.log.warn({ err }, 'consumer disconnect failed'));
-    await this.producer.disconnect().catch((err: unknown) => this.log.warn({ err }, 'producer disconnect failed'));
+    await deadlineRace(this.flushCommits(Math.max(500, deadline - 1000 - Date.now())), deadline - 1000);
+    for (const client of [this.consumer, this.producer, this.admin]) {
+      if (client === undefined) continue;
+      if ((await deadlineRace(client.disconnect(), Math.min(deadline, Date.now() + 1000))) === 'deadline') this.log.warn('a Kafka client did not disconnect in time; leaving it');
+    }
   }
 
   private waitIdle(timeoutMs: number): Promise<boolean> {
@@ -318,6 +386,7 @@ export class KafkaWorker {
     const sinkState = this.sinks.length > 0 ? this.sinkState.get(sinkGroup(topic, partition)) : undefined;
     // Messages a published roll already holds were answered and written before it: not again.
     const written = sinkState === undefined ? -1 : await sinkState.recovered;
+    const startedBefore = (await this.startedBefore).get(partition) ?? -1;
     for (const message of batch.messages) {
       if (this.draining || !isRunning() || isStale()) return;
       if (this.overLimit()) {
@@ -343,7 +412,7 @@ export class KafkaWorker {
       this.inFlightMessages++;
       if (this.inFlightMessages > this.counters.peakInFlight) this.counters.peakInFlight = this.inFlightMessages;
       this.inFlightRows += Number.isFinite(rows) && rows > 0 ? rows : 1;
-      void this.handle(topic, partition, message, sinkState).finally(() => {
+      void this.handle(topic, partition, message, sinkState, offset <= startedBefore).finally(() => {
         this.inFlightMessages--;
         this.inFlightRows -= Number.isFinite(rows) && rows > 0 ? rows : 1;
         this.tracker.done(topic, partition, offset);
@@ -388,14 +457,18 @@ export class KafkaWorker {
     }
   }
 
-  /** Runs one message to the end: its reply or its dead letter is written when this resolves. Never rejects. */
-  private async handle(topic: string, partition: number, message: KafkaMessage, sinkState: SinkState | undefined): Promise<void> {
+  /**
+   * Runs one message to the end: its reply or its dead letter is written when this resolves.
+   * Never rejects. A message some owner may have started before (`startedBefore`) is not
+   * failed for its deadline: its first run may have answered already.
+   */
+  private async handle(topic: string, partition: number, message: KafkaMessage, sinkState: SinkState | undefined, startedBefore: boolean): Promise<void> {
     const attempts = this.opts.attempts ?? 3;
     let envelope: Envelope | undefined;
     for (let attempt = 1; ; attempt++) {
       try {
         envelope ??= this.decode(message);
-        const result = await inferEnvelope(this.opts.models, envelope, this.opts.nonFinite ?? 'reject');
+        const result = await inferEnvelope(this.opts.models, startedBefore ? { ...envelope, deadline: undefined } : envelope, this.opts.nonFinite ?? 'reject');
         if (envelope.replyTo !== undefined) await this.writeForever([this.reply(envelope, result)], envelope.id);
         // Buffered here; durable when the roll that covers this offset is published, before its commit.
         // Not when the partition was revoked meanwhile (its state replaced): the next owner writes it.
@@ -575,21 +648,34 @@ export class KafkaWorker {
       const range = st.retry ?? { first: st.rollFrom ?? next, last: next - 1 };
       const buffered = range.first <= range.last && this.sinks.some((sink) => sink.has(group, range.first, range.last));
       if (buffered) {
-        if (st.retry === undefined && !this.draining && !this.sinks.some((sink) => sink.due(group))) continue;
+        if (st.retry === undefined && !this.draining && !this.sinks.some((sink) => sink.due(group))) {
+          // Not due yet: the position stays where the unwritten results start, but the metadata moves on.
+          ok.push({ ...o, offset: String(range.first) });
+          continue;
+        }
         st.retry = range;
         try {
           for (const sink of this.sinks) await sink.roll(group, range.first, range.last);
         } catch (err) {
-          this.log.warn({ err, group, first: range.first, last: range.last }, 'sink roll failed; retrying (the offset waits)');
+          if (isPermanentWriteError(err)) this.sinkRefused(err as Error);
+          else this.log.warn({ err, group, first: range.first, last: range.last }, 'sink roll failed; retrying (the offset waits)');
           continue;
         }
         st.retry = undefined;
         this.counters.rolls++;
       }
       st.rollFrom = range.last + 1;
-      ok.push({ topic: o.topic, partition: o.partition, offset: String(range.last + 1) });
+      ok.push({ ...o, offset: String(range.last + 1) });
     }
     return ok;
+  }
+
+  /** A worker sink that refuses every write: nothing past it can ever be committed, so the worker stops (once). */
+  private sinkRefused(err: Error): void {
+    if (this.fatalReported) return;
+    this.fatalReported = true;
+    this.log.error({ err }, 'a sink refused the rows for good; the offsets cannot move past them');
+    this.opts.onFatal?.(err);
   }
 
   private async flushCommits(timeoutMs: number): Promise<void> {
@@ -650,14 +736,8 @@ class CoalescingSender {
 }
 
 /** Creates a topic (broker defaults for partitions and replication) unless it exists. */
-async function ensureTopic(kafka: Kafka, topic: string): Promise<void> {
-  const admin = kafka.admin();
-  await admin.connect();
-  try {
-    await admin.createTopics({ topics: [{ topic }], waitForLeaders: true });
-  } finally {
-    await admin.disconnect();
-  }
+async function ensureTopic(admin: Admin, topic: string): Promise<void> {
+  await admin.createTopics({ topics: [{ topic }], waitForLeaders: true });
 }
 
 /** A sink group: one Kafka partition (its roll files are named after it). */

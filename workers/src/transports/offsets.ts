@@ -14,6 +14,10 @@
  * Offsets need not be contiguous (compaction and transaction markers leave gaps).
  * A partition revoked in a rebalance is forgotten: nothing is committed for it
  * again, whatever its in-flight messages do later.
+ *
+ * Each commit carries, as its metadata, the highest offset taken so far: a worker that
+ * gets the partition next knows which messages may have been started (and answered)
+ * before, and does not fail those for their deadline (see KafkaWorker).
  */
 
 interface PartitionState {
@@ -25,6 +29,8 @@ interface PartitionState {
   highest: number;
   /** Next offset to commit that was last committed (or -1). */
   committed: number;
+  /** The highest offset taken when the last commit was made (or -1). */
+  highestCommitted: number;
   /** The next offset to commit, once computed; -1 while nothing is done. */
   commitable: number;
 }
@@ -34,6 +40,14 @@ export interface TopicPartitionOffset {
   readonly partition: number;
   /** The next offset to consume, as Kafka commits it (a string, as kafkajs wants it). */
   readonly offset: string;
+  /** The highest offset taken so far (a decimal string; Kafka stores it beside the offset). */
+  readonly metadata?: string;
+}
+
+/** The highest offset a previous owner had taken, from a committed offset's metadata; -1 when it says nothing. */
+export function startedUpTo(metadata: string | null | undefined): number {
+  const n = Number(metadata ?? '');
+  return metadata !== null && metadata !== undefined && /^\d{1,18}$/.test(metadata) && Number.isSafeInteger(n) ? n : -1;
 }
 
 const key = (topic: string, partition: number): string => `${topic}\u0000${partition}`;
@@ -49,7 +63,7 @@ export class OffsetTracker {
     const k = key(topic, partition);
     let p = this.parts.get(k);
     if (p === undefined) {
-      p = { topic, partition, offsets: [], done: [], head: 0, highest: -1, committed: -1, commitable: -1 };
+      p = { topic, partition, offsets: [], done: [], head: 0, highest: -1, committed: -1, highestCommitted: -1, commitable: -1 };
       this.parts.set(k, p);
     }
     if (offset <= p.highest) return false;
@@ -76,11 +90,12 @@ export class OffsetTracker {
     }
   }
 
-  /** Offsets that moved past what was last committed. */
+  /** Offsets that moved past what was last committed, or whose highest taken offset did. */
   pending(): TopicPartitionOffset[] {
     const out: TopicPartitionOffset[] = [];
     for (const p of this.parts.values()) {
-      if (p.commitable > p.committed) out.push({ topic: p.topic, partition: p.partition, offset: String(p.commitable) });
+      if (p.commitable < 0) continue;
+      if (p.commitable > p.committed || p.highest > p.highestCommitted) out.push({ topic: p.topic, partition: p.partition, offset: String(p.commitable), metadata: String(p.highest) });
     }
     return out;
   }
@@ -89,7 +104,9 @@ export class OffsetTracker {
   committed(offsets: readonly TopicPartitionOffset[]): void {
     for (const o of offsets) {
       const p = this.parts.get(key(o.topic, o.partition));
-      if (p !== undefined) p.committed = Math.max(p.committed, Number(o.offset));
+      if (p === undefined) continue;
+      p.committed = Math.max(p.committed, Number(o.offset));
+      p.highestCommitted = Math.max(p.highestCommitted, startedUpTo(o.metadata));
     }
   }
 
@@ -99,7 +116,10 @@ export class OffsetTracker {
    * acknowledged may not be what the group holds now; committing again is harmless.
    */
   recommitAll(): void {
-    for (const p of this.parts.values()) p.committed = -1;
+    for (const p of this.parts.values()) {
+      p.committed = -1;
+      p.highestCommitted = -1;
+    }
   }
 
   /** Keeps only these partitions (after a rebalance); the others are forgotten. */
