@@ -10,7 +10,8 @@
  * ioredis itself never holds a command: no offline queue, no retry of a command in flight
  * (`enableOfflineQueue: false`, `maxRetriesPerRequest: 0`), so nothing sent under a call the
  * SDK has failed can run later. It keeps reconnecting in the background (backoff up to 1 s),
- * so the same connection serves again once the server is back.
+ * so the same connection serves again once the server is back. BullMQ accepts this for the
+ * Producer's Queue: only a Worker's blocking connection must have `maxRetriesPerRequest: null`.
  */
 import { Redis, ReplyError } from 'ioredis';
 import type { RedisOptions } from 'ioredis';
