@@ -186,15 +186,21 @@ describe('Kafka over SASL_SSL and mTLS', () => {
     expect(w.output()).not.toContain('not-the-password');
   });
 
-  it('a worker without credentials on the SASL_SSL listener exits non-zero, naming the broker', async () => {
+  it('a worker without SASL settings, or without a client certificate on the mTLS listener, exits non-zero with one line naming the broker', async () => {
     const topic = topicName('auth');
-    const w = worker(workerArgs(topic, saslBrokers), { KAFKA_CA_FILE: certs.caFile });
-    const { code } = await w.exited;
-    expect(code).toBe(1);
-    const { line, stackFrames } = lastLine(w);
-    expect(stackFrames, w.output()).toBe(0);
-    expect(line).toMatch(/^inferq: error: /);
-    expect(line).toContain(saslBrokers);
+    for (const [brokers, reason] of [
+      [saslBrokers, /could not connect: .*Closed connection \(the broker hung up/],
+      [sslBrokers, /could not connect: .*alert bad certificate.*\(TLS: /],
+    ] as const) {
+      const w = worker(workerArgs(topic, brokers), { KAFKA_CA_FILE: certs.caFile });
+      const { code } = await w.exited;
+      expect(code).toBe(1);
+      const { line, stackFrames } = lastLine(w);
+      expect(stackFrames, w.output()).toBe(0);
+      expect(line).toMatch(/^inferq: error: kafka /);
+      expect(line).toContain(brokers);
+      expect(line).toMatch(reason);
+    }
   });
 
   it('the SDK is refused without credentials, with a wrong password, and without the client certificate', async () => {

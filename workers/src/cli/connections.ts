@@ -19,7 +19,7 @@ import type { Command } from 'commander';
 import type { RedisOptions } from 'ioredis';
 import kafkajs from 'kafkajs';
 import type { KafkaConfig, SASLOptions } from 'kafkajs';
-import { ConfigError, ConnectionError, InferqError } from '@inferq/shared';
+import { ConfigError, ConnectionError } from '@inferq/shared';
 import { setWebHdfsDefaults } from '../io/webhdfs.js';
 import type { WebHdfsDefaults } from '../io/webhdfs.js';
 
@@ -161,10 +161,10 @@ export function webHdfsDefaults(flags: ConnectionFlags, env: Env = process.env):
 // kafkajs is CommonJS and builds its export list by spreading: node's ESM loader sees no named error classes.
 const { KafkaJSError, KafkaJSSASLAuthenticationError, KafkaJSConnectionError } = kafkajs;
 
-/** The first error in a kafkajs retry chain that says more than "retries exceeded". */
+/** The SASL or connection error inside a kafkajs retry chain ("retries exceeded" wraps it), or the error itself. */
 function rootCause(err: Error): Error {
   let e = err;
-  for (let i = 0; i < 5 && e.cause instanceof Error && e instanceof KafkaJSError && !(e instanceof KafkaJSSASLAuthenticationError); i++) e = e.cause;
+  for (let i = 0; i < 5 && !(e instanceof KafkaJSSASLAuthenticationError) && !(e instanceof KafkaJSConnectionError) && e.cause instanceof KafkaJSError; i++) e = e.cause;
   return e;
 }
 
@@ -173,20 +173,22 @@ function rootCause(err: Error): Error {
  * what to check; anything else is returned as it is.
  */
 export function kafkaStartFailure(err: unknown, brokers: string): unknown {
-  if (!(err instanceof KafkaJSError) || err instanceof InferqError) return err;
+  if (!(err instanceof KafkaJSError)) return err;
   const root = rootCause(err);
   const address = root instanceof KafkaJSConnectionError && root.broker !== undefined ? root.broker : brokers;
   if (root instanceof KafkaJSSASLAuthenticationError) {
-    return new ConnectionError(`kafka ${address}: ${root.message} (check --kafka-sasl-mechanism, --kafka-sasl-username and KAFKA_SASL_PASSWORD / --kafka-sasl-password-file)`, { address, code: 'SASL_AUTHENTICATION_FAILED', cause: err });
+    return new ConnectionError(`kafka ${address}: ${root.message.replace(/\s+/g, ' ').trim()} (check --kafka-sasl-mechanism, --kafka-sasl-username and KAFKA_SASL_PASSWORD / --kafka-sasl-password-file)`, { address, code: 'SASL_AUTHENTICATION_FAILED', cause: err });
   }
   if (root instanceof KafkaJSConnectionError) {
-    const code = (root.cause as NodeJS.ErrnoException | undefined)?.code;
+    const socketCode = (root as { code?: unknown }).code; // kafkajs copies the socket's code; its types omit it
+    const code = typeof socketCode === 'string' ? socketCode : undefined;
     const hint = /closed connection/i.test(root.message)
       ? ' (the broker hung up: a SASL_SSL or SSL listener needs --kafka-ssl / --kafka-ca-file, SASL settings, or a client certificate)'
       : /certificate|SSL|TLS/i.test(root.message)
         ? ' (TLS: --kafka-ca-file for a private CA, --kafka-cert-file / --kafka-key-file for a listener that requires a client certificate)'
         : '';
-    return new ConnectionError(`kafka ${address}: could not connect: ${root.message}${hint}`, { address, code, cause: err });
+    // OpenSSL's messages end in a newline: the error stays one line.
+    return new ConnectionError(`kafka ${address}: could not connect: ${root.message.replace(/\s+/g, ' ').trim()}${hint}`, { address, code, cause: err });
   }
   return err;
 }
