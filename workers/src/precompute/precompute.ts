@@ -47,6 +47,8 @@ export interface PrecomputeOptions {
   readonly to: PrecomputeTarget;
   /** Redis URL (targets redis/both). */
   readonly redis?: string;
+  /** ioredis options beside the URL: TLS files, user, password (the CLI's connection flags). */
+  readonly redisOptions?: RedisOptions;
   readonly logger: Logger;
   /** rows: done so far, including `startRows` that a resumed run found done. */
   readonly onProgress?: (p: { rows: number; totalRows: number; startRows: number }) => void;
@@ -91,7 +93,7 @@ export async function precompute(options: PrecomputeOptions): Promise<Precompute
   // Everything that can fail before the try below opens nothing: a client left open kept the process alive.
   const { space, close: closeSpace } = await openSpace(spec);
   const redis = useRedis
-    ? await connectRedis(options.redis!).catch(async (err: unknown) => {
+    ? await connectRedis(options.redis!, options.redisOptions).catch(async (err: unknown) => {
         await closeSpace();
         throw err;
       })

@@ -19,7 +19,7 @@ import { readFile, realpath } from 'node:fs/promises';
 import { basename, dirname, relative, resolve } from 'node:path';
 import { Queue, UnrecoverableError, Worker } from 'bullmq';
 import type { Job } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { Redis, RedisOptions } from 'ioredis';
 import { z } from 'zod';
 import { ConfigError, DEFAULT_PREFIX, InferqError, printable } from '@inferq/shared';
 import type { Logger } from '../logging.js';
@@ -79,8 +79,14 @@ export interface ScheduleInfo {
 
 const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex');
 
-async function openQueue(redisUrl: string, prefix: string): Promise<{ q: Queue; close(): Promise<void> }> {
-  const connection = await connectRedis(redisUrl);
+/** A Redis URL, with ioredis options beside it (TLS files, user, password) when the CLI's connection flags gave any. */
+export type RedisEndpoint = string | { readonly url: string; readonly options?: RedisOptions | undefined };
+
+const endpointOf = (r: RedisEndpoint): { url: string; options: RedisOptions } => (typeof r === 'string' ? { url: r, options: {} } : { url: r.url, options: r.options ?? {} });
+
+async function openQueue(redis: RedisEndpoint, prefix: string): Promise<{ q: Queue; close(): Promise<void> }> {
+  const { url, options } = endpointOf(redis);
+  const connection = await connectRedis(url, options);
   const q = new Queue(SCHEDULE_QUEUE, { connection, prefix });
   return {
     q,
@@ -138,7 +144,7 @@ export async function scheduleJob(name: string, options: AddScheduleOptions): Pr
 }
 
 /** Adds or replaces a schedule. */
-export async function addSchedule(redisUrl: string, name: string, cron: string, options: AddScheduleOptions): Promise<ScheduleJob> {
+export async function addSchedule(redisUrl: RedisEndpoint, name: string, cron: string, options: AddScheduleOptions): Promise<ScheduleJob> {
   const data = await scheduleJob(name, options);
   const { q, close } = await openQueue(redisUrl, options.prefix ?? DEFAULT_PREFIX);
   try {
@@ -152,7 +158,7 @@ export async function addSchedule(redisUrl: string, name: string, cron: string, 
   return data;
 }
 
-export async function listSchedules(redisUrl: string, prefix = DEFAULT_PREFIX): Promise<ScheduleInfo[]> {
+export async function listSchedules(redisUrl: RedisEndpoint, prefix = DEFAULT_PREFIX): Promise<ScheduleInfo[]> {
   const { q, close } = await openQueue(redisUrl, prefix);
   try {
     return (await q.getJobSchedulers(0, -1, true)).map((s) => {
@@ -171,7 +177,7 @@ export async function listSchedules(redisUrl: string, prefix = DEFAULT_PREFIX): 
   }
 }
 
-export async function removeSchedule(redisUrl: string, name: string, prefix = DEFAULT_PREFIX): Promise<boolean> {
+export async function removeSchedule(redisUrl: RedisEndpoint, name: string, prefix = DEFAULT_PREFIX): Promise<boolean> {
   const { q, close } = await openQueue(redisUrl, prefix);
   try {
     return await q.removeJobScheduler(name);
@@ -212,6 +218,8 @@ export async function admitJob(data: unknown, trust: SpecTrust): Promise<{ job: 
 
 export interface PrecomputeWorkerOptions {
   readonly redis: string;
+  /** ioredis options beside the URL: TLS files, user, password. */
+  readonly redisOptions?: RedisOptions | undefined;
   /** Key prefix of the schedules queue. Default "inferq". */
   readonly prefix?: string | undefined;
   /** The model repository (a local folder): the only one scheduled runs load from. */
@@ -245,7 +253,7 @@ export class PrecomputeWorker {
   /** Checks the allowed folders, connects (an unreachable Redis fails here), then takes jobs. */
   async start(): Promise<void> {
     this.trust = await workerTrust(this.opts);
-    this.connection = await connectRedis(this.opts.redis, { maxRetriesPerRequest: null });
+    this.connection = await connectRedis(this.opts.redis, { ...this.opts.redisOptions, maxRetriesPerRequest: null });
     this.worker = new Worker(SCHEDULE_QUEUE, (job: Job) => this.run(job), { connection: this.connection, prefix: this.opts.prefix ?? DEFAULT_PREFIX, concurrency: 1, autorun: false });
     this.worker.on('error', (err) => this.opts.logger.error({ err }, 'schedule worker error'));
     void this.worker.run().catch((err: unknown) => this.opts.logger.error({ err }, 'schedule worker stopped'));
@@ -280,7 +288,7 @@ export class PrecomputeWorker {
   private async execute(job: ScheduleJob, spec: LoadedSpec, log: Logger): Promise<RunResult> {
     const model = await loadModel(this.repo, spec.spec.model, spec.spec.version, { ...this.opts.model, logger: log });
     try {
-      const summary = await precompute({ spec, model, to: job.to, redis: this.opts.redis, logger: log });
+      const summary = await precompute({ spec, model, to: job.to, redis: this.opts.redis, ...(this.opts.redisOptions === undefined ? {} : { redisOptions: this.opts.redisOptions }), logger: log });
       log.info({ runId: summary.runId, rows: summary.rows, seconds: summary.seconds }, 'scheduled precompute run complete');
       this.opts.onRun?.(summary);
       return { runId: summary.runId, rows: summary.rows };

@@ -5,7 +5,9 @@ import { PrecomputeWorker } from '../../precompute/schedules.js';
 import type { parseDevice } from '../../runners/device.js';
 import { throughputThreads } from '../../runners/onnx.js';
 import { formatDevice } from '../../runners/runner.js';
+import { redisClientOptions } from '../connections.js';
 import { modelRepoDir } from '../flags.js';
+import { serve } from '../serve.js';
 import type { WorkerFlags } from './worker.js';
 
 /**
@@ -17,6 +19,7 @@ export async function precomputeWorker(flags: WorkerFlags, device: ReturnType<ty
   if (flags.modelRepo === undefined) throw new ConfigError('worker --role precompute: --model-repo is required (scheduled runs load models only from it)');
   const worker = new PrecomputeWorker({
     redis: flags.redis,
+    redisOptions: redisClientOptions(flags, flags.redis),
     prefix: flags.prefix,
     modelRepo: await modelRepoDir(flags.modelRepo),
     allowSpecs: flags.allowSpecs,
@@ -25,18 +28,8 @@ export async function precomputeWorker(flags: WorkerFlags, device: ReturnType<ty
     logger,
     model: { device, ...throughputThreads(flags, device) },
   });
-  await new Promise<void>((resolve, reject) => {
-    const onSignal = (): void => void worker.close(flags.shutdownTimeoutMs).then(resolve, reject);
-    process.once('SIGTERM', onSignal);
-    process.once('SIGINT', onSignal);
-    worker.start().then(
-      () => process.stdout.write(`inferq worker: serving precompute schedules on ${formatDevice(device)} (pid ${process.pid})\n`),
-      (err: unknown) => {
-        process.off('SIGTERM', onSignal);
-        process.off('SIGINT', onSignal);
-        // What start opened before it failed is closed, so the process can exit with the error.
-        void worker.close(1000).then(() => reject(err), () => reject(err));
-      },
-    );
-  });
+  await serve(
+    { start: () => worker.start(), stop: (timeoutMs) => worker.close(timeoutMs), stats: () => ({}) },
+    { logger, shutdownTimeoutMs: flags.shutdownTimeoutMs, servingLine: () => `inferq worker: serving precompute schedules on ${formatDevice(device)} (pid ${process.pid})` },
+  );
 }

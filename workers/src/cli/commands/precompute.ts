@@ -12,8 +12,10 @@ import { parseDevice } from '../../runners/device.js';
 import { throughputThreads } from '../../runners/onnx.js';
 import { defaultRedisUrl, modelRepoDir, positiveInt } from '../flags.js';
 import { ProgressBar, fmt } from '../progress.js';
+import { addConnectionOptions, redisClientOptions } from '../connections.js';
+import type { ConnectionFlags } from '../connections.js';
 
-interface PrecomputeFlags {
+interface PrecomputeFlags extends ConnectionFlags {
   spec: string;
   to: PrecomputeTarget;
   redis: string;
@@ -47,6 +49,7 @@ async function precomputeCommand(flags: PrecomputeFlags): Promise<void> {
       model,
       to: flags.to,
       redis: flags.redis,
+      redisOptions: redisClientOptions(flags, flags.redis),
       logger,
       signal: abort.signal,
       ...(flags.lockTtlMs === undefined ? {} : { lockTtlMs: flags.lockTtlMs }),
@@ -68,7 +71,7 @@ async function precomputeCommand(flags: PrecomputeFlags): Promise<void> {
 }
 
 export function registerPrecompute(program: Command): void {
-  program
+  const command = program
     .command('precompute')
     .description('Predict a whole feature space offline into a lookup table (Redis and/or Parquet); resumable.')
     .requiredOption('--spec <spec.yaml>', 'the table, model, feature space, key template and encoding')
@@ -81,4 +84,5 @@ export function registerPrecompute(program: Command): void {
     .option('--lock-ttl-ms <n>', 'lifetime of the table lock (renewed while the run lives); a crashed run blocks the next this long', positiveInt)
     .option('--no-progress', 'no progress bar')
     .action(precomputeCommand);
+  addConnectionOptions(command, ['redis', 'hdfs']);
 }

@@ -16,9 +16,11 @@ import { throughputThreads } from '../../runners/onnx.js';
 import { formatDevice } from '../../runners/runner.js';
 import { modelRepoDir, positiveInt } from '../flags.js';
 import { guardOutput } from '../output-guard.js';
+import { addConnectionOptions } from '../connections.js';
+import type { ConnectionFlags } from '../connections.js';
 import { ProgressBar, fmt } from '../progress.js';
 
-interface PredictFlags {
+interface PredictFlags extends ConnectionFlags {
   modelRepo: string;
   model: string;
   version?: string;
@@ -88,7 +90,7 @@ async function predictCommand(flags: PredictFlags): Promise<void> {
 }
 
 export function registerPredict(program: Command): void {
-  program
+  const command = program
     .command('predict')
     .description('Predict a Parquet file offline (no queue, no server): Parquet in → model → Parquet out.')
     .requiredOption('--model-repo <dir>', 'model repository: <dir>/<name>/<version>/model.onnx (a local folder, or webhdfs:// / hdfs://, copied locally at start)')
@@ -105,4 +107,5 @@ export function registerPredict(program: Command): void {
     .option('--overwrite', 'replace an existing output (default: an existing output is refused)', false)
     .option('--no-progress', 'no progress bar')
     .action(predictCommand);
+  addConnectionOptions(command, ['hdfs']);
 }

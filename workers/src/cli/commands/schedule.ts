@@ -4,9 +4,12 @@ import type { Command } from 'commander';
 import { ConfigError, DEFAULT_PREFIX } from '@inferq/shared';
 import type { PrecomputeTarget } from '../../precompute/precompute.js';
 import { addSchedule, listSchedules, removeSchedule } from '../../precompute/schedules.js';
+import type { RedisEndpoint } from '../../precompute/schedules.js';
+import { addConnectionOptions, redisClientOptions } from '../connections.js';
+import type { ConnectionFlags } from '../connections.js';
 import { defaultRedisUrl } from '../flags.js';
 
-interface AddFlags {
+interface AddFlags extends ConnectionFlags {
   cron: string;
   spec: string;
   specsRoot?: string;
@@ -15,6 +18,13 @@ interface AddFlags {
   redis: string;
   prefix: string;
 }
+
+interface ListFlags extends ConnectionFlags {
+  redis: string;
+  prefix: string;
+}
+
+const endpoint = (f: ConnectionFlags & { redis: string }): RedisEndpoint => ({ url: f.redis, options: redisClientOptions(f, f.redis) });
 
 export function registerSchedule(program: Command): void {
   const schedule = program
@@ -31,7 +41,7 @@ export function registerSchedule(program: Command): void {
     .option('--redis <url>', 'Redis URL', defaultRedisUrl())
     .option('--prefix <prefix>', "key prefix of the schedules queue (the worker's --prefix)", DEFAULT_PREFIX)
     .action(async (name: string, f: AddFlags) => {
-      const job = await addSchedule(f.redis, name, f.cron, { spec: f.spec, specsRoot: f.specsRoot, modelRepo: f.modelRepo, to: f.to, prefix: f.prefix });
+      const job = await addSchedule(endpoint(f), name, f.cron, { spec: f.spec, specsRoot: f.specsRoot, modelRepo: f.modelRepo, to: f.to, prefix: f.prefix });
       process.stdout.write(`inferq schedule: "${name}" runs ${job.spec.dir}/${job.spec.file} (sha256 ${job.spec.sha256.slice(0, 12)}…, --to ${job.to}) at "${f.cron}"\n`);
     });
   schedule
@@ -39,8 +49,8 @@ export function registerSchedule(program: Command): void {
     .description('list the schedules and their next run')
     .option('--redis <url>', 'Redis URL', defaultRedisUrl())
     .option('--prefix <prefix>', 'key prefix of the schedules queue', DEFAULT_PREFIX)
-    .action(async (f: { redis: string; prefix: string }) => {
-      for (const s of await listSchedules(f.redis, f.prefix)) {
+    .action(async (f: ListFlags) => {
+      for (const s of await listSchedules(endpoint(f), f.prefix)) {
         process.stdout.write(`${s.name}\t${s.cron ?? ''}\tnext ${s.next === undefined ? '-' : new Date(s.next).toISOString()}\t${s.spec}\t${s.to}\n`);
       }
     });
@@ -49,8 +59,9 @@ export function registerSchedule(program: Command): void {
     .description('remove a schedule')
     .option('--redis <url>', 'Redis URL', defaultRedisUrl())
     .option('--prefix <prefix>', 'key prefix of the schedules queue', DEFAULT_PREFIX)
-    .action(async (name: string, f: { redis: string; prefix: string }) => {
-      if (!(await removeSchedule(f.redis, name, f.prefix))) throw new ConfigError(`no schedule named "${name}"`);
+    .action(async (name: string, f: ListFlags) => {
+      if (!(await removeSchedule(endpoint(f), name, f.prefix))) throw new ConfigError(`no schedule named "${name}"`);
       process.stdout.write(`inferq schedule: "${name}" removed\n`);
     });
+  for (const sub of schedule.commands) addConnectionOptions(sub, ['redis']);
 }
