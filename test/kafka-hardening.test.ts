@@ -35,7 +35,7 @@ function args(topic: string, more: string[] = [], on: string[] = brokers): strin
 const errorLines = (out: string): string[] => out.split('\n').filter((l) => l.startsWith('inferq: error:'));
 
 describe('Kafka worker start', () => {
-  it('a missing request topic stops the worker with one line naming it; --create-topic --partitions N creates it and serves', async () => {
+  it('a missing request topic stops the worker with one line naming it; --create-topic --partitions N creates it and serves (zero-row jobs too)', async () => {
     const topic = topicName('missing');
     const missing = startWorker(args(topic));
     expect((await missing.exited).code).toBe(1);
@@ -50,6 +50,9 @@ describe('Kafka worker start', () => {
       expect(meta.topics[0]!.partitions).toHaveLength(3);
       const reply = await producer.predict('mlp', features(2, 1), { timeoutMs: 20_000 });
       expect(reply.outputs['score']!.shape).toEqual([2, 2]);
+      // An empty batch is a zero-row job, answered with every output.
+      const empty = await producer.predict('mlp', [], { timeoutMs: 20_000 });
+      expect(empty.outputs['score']!.shape).toEqual([0, 2]);
     } finally {
       w.child.kill('SIGTERM');
       await w.exited;

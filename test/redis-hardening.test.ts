@@ -329,7 +329,7 @@ describe('job runs', () => {
     const producer = new Producer({ redis: url, queue });
     try {
       await worker.start();
-      const batches: FeatureBatch[] = [{ features: { dtype: 'float32', shape: [0, 4], data: new Float32Array(0) } }, {}];
+      const batches: FeatureBatch[] = [{ features: { dtype: 'float32', shape: [0, 4], data: new Float32Array(0) } }, {}, []];
       for (const batch of batches) {
         const reply = await producer.predict('mlp', batch, { timeoutMs: 10_000 });
         expect(reply.ok).toBe(true);

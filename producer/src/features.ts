@@ -25,7 +25,8 @@ export function toTensors(batch: FeatureBatch, input = 'features'): TensorMap {
     return map;
   }
   const rows = batch as readonly unknown[];
-  if (rows.length === 0) throw new InvalidInputError('feature batch is empty: expected at least one row');
+  // An empty batch is a zero-row job: its reply holds every model output with zero rows.
+  if (rows.length === 0) return {};
   if (Array.isArray(rows[0])) return { [input]: fromMatrix(rows as readonly (readonly number[])[], input) };
   return fromObjects(rows as readonly Readonly<Record<string, number | readonly number[]>>[]);
 }
