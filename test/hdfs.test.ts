@@ -193,7 +193,7 @@ describe('a model repository on HDFS', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain('1,797 rows');
     expect(r.stdout).toContain('model digit-tags:1');
-    const missing = await runCli(['predict', '--model-repo', `webhdfs://${hostPort}/inferq-test/no-such-repo`, '--model', 'digit-tags', '--input', 'examples/data/digits.parquet', '--output', out, '--no-progress']);
+    const missing = await runCli(['predict', '--model-repo', `webhdfs://${hostPort}/inferq-test/no-such-repo`, '--model', 'digit-tags', '--input', 'examples/data/digits.parquet', '--output', `${out}.2`, '--no-progress']);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toContain('/inferq-test/no-such-repo": no such folder, or it is empty');
   }, 120_000);

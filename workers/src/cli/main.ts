@@ -23,26 +23,35 @@ function cliVersion(): string {
   return version;
 }
 
+const logLevelOption = (): Option =>
+  new Option('--log-level <level>', 'log level on stderr; default warn for predict and precompute, info for worker').choices(LOG_LEVELS).env('INFERQ_LOG_LEVEL');
+
 export function buildProgram(): Command {
   const program = new Command('inferq')
     .description('Queue-driven, batched ML prediction: workers, offline predict and precompute.')
     .version(cliVersion(), '-V, --version', 'print the version of inferq')
-    .addOption(
-      new Option('--log-level <level>', 'log level on stderr; default warn for predict and precompute, info for worker')
-        .choices(LOG_LEVELS)
-        .env('INFERQ_LOG_LEVEL'),
-    )
+    .addOption(logLevelOption())
+    // The program's own options go before the command: `inferq predict --version 2` is predict's --version.
+    .enablePositionalOptions()
     .showHelpAfterError()
     .configureOutput({ outputError: (s, write) => write(s) });
   // Commands and the processes they start read the level from the environment, so the flag is applied there.
-  program.hook('preAction', (root) => {
-    const { logLevel } = root.opts<{ logLevel?: string }>();
+  program.hook('preAction', (root, action) => {
+    const logLevel = action.opts<{ logLevel?: string }>().logLevel ?? root.opts<{ logLevel?: string }>().logLevel;
     if (logLevel !== undefined) process.env['INFERQ_LOG_LEVEL'] = logLevel;
   });
   registerPredict(program);
   registerPrecompute(program);
   registerSchedule(program);
   registerWorker(program);
+  // --log-level is also taken after the command name (`inferq worker --log-level debug …`).
+  const addLogLevel = (command: Command): void => {
+    for (const sub of command.commands) {
+      if (sub.commands.length > 0) addLogLevel(sub);
+      else sub.addOption(logLevelOption());
+    }
+  };
+  addLogLevel(program);
   return program;
 }
 
