@@ -37,7 +37,9 @@ export function buildProgram(): Command {
     .configureOutput({ outputError: (s, write) => write(s) });
   // Commands and the processes they start read the level from the environment, so the flag is applied there.
   program.hook('preAction', (root, action) => {
-    const logLevel = action.opts<{ logLevel?: string }>().logLevel ?? root.opts<{ logLevel?: string }>().logLevel;
+    // A flag (before or after the command name) beats the environment.
+    const given = [action, root].find((c) => c.getOptionValueSource('logLevel') === 'cli') ?? action;
+    const logLevel = given.opts<{ logLevel?: string }>().logLevel ?? root.opts<{ logLevel?: string }>().logLevel;
     if (logLevel !== undefined) process.env['INFERQ_LOG_LEVEL'] = logLevel;
   });
   registerPredict(program);
