@@ -20,7 +20,9 @@ export {
   printable,
   shortId,
 } from './errors.js';
-export type { ErrorContext, InferqErrorOptions } from './errors.js';
+export type { ConnectionErrorOptions, ErrorContext, InferqErrorOptions } from './errors.js';
+export { ERROR_CODES, isErrorCode, readErrorCode, readRetriable, writeRetriable } from './error-codes.js';
+export type { ErrorCode } from './error-codes.js';
 export { DEFAULT_BATCHING, parseModelConfig, resolveBatching } from './model-config.js';
 export type { BatchingConfig, ModelConfig, TensorSpec, VersionPolicy } from './model-config.js';
 export { describe, elementCount } from './tensor.js';
