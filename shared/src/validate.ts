@@ -2,6 +2,7 @@
  * Validation of a job's tensors against a model's declared inputs. Runs before
  * anything is batched, so a bad job fails alone with a message naming the value.
  */
+import type { ErrorCode } from './error-codes.js';
 import { InvalidInputError, jobSuffix } from './errors.js';
 import type { TensorSpec } from './model-config.js';
 import { describe } from './tensor.js';
@@ -33,24 +34,21 @@ export function describeSpec(spec: TensorSpec): string {
  * no undeclared tensor is sent, and that all share one row count. Returns the rows.
  */
 export function validateInputs(tensors: TensorMap, inputs: readonly TensorSpec[], ctx: ValidateContext): number {
-  const err = (message: string): InvalidInputError =>
-    new InvalidInputError(`${message}${jobSuffix(ctx.jobId)}`, { jobId: ctx.jobId, model: ctx.model, version: ctx.version });
+  const err = (code: ErrorCode, message: string): InvalidInputError =>
+    new InvalidInputError(`${message}${jobSuffix(ctx.jobId)}`, { code, jobId: ctx.jobId, model: ctx.model, version: ctx.version });
   let rows: number | undefined;
   for (const spec of inputs) {
     const t = tensors[spec.name];
     if (t === undefined) {
-      throw err(`missing input "${spec.name}" (${describeSpec(spec)}) for model ${ctx.model}:${ctx.version}; got ${listNames(tensors)}`);
+      throw err('MISSING_INPUT', `missing input "${spec.name}" (${describeSpec(spec)}) for model ${ctx.model}:${ctx.version}; got ${listNames(tensors)}`);
     }
-    const shapeOk =
-      t.dtype === spec.dtype &&
-      t.shape.length === spec.shape.length &&
-      spec.shape.every((d, i) => i === 0 || d < 0 || d === t.shape[i]);
-    if (!shapeOk) {
-      throw err(`input "${spec.name}": expected ${describeSpec(spec)}, got ${describe(t.dtype, t.shape)}`);
+    const shapeOk = t.shape.length === spec.shape.length && spec.shape.every((d, i) => i === 0 || d < 0 || d === t.shape[i]);
+    if (t.dtype !== spec.dtype || !shapeOk) {
+      throw err(t.dtype !== spec.dtype ? 'BAD_DTYPE' : 'BAD_SHAPE', `input "${spec.name}": expected ${describeSpec(spec)}, got ${describe(t.dtype, t.shape)}`);
     }
     const r = t.shape[0]!;
     if (rows !== undefined && r !== rows) {
-      throw err(`input "${spec.name}": ${r} rows, but other inputs have ${rows}`);
+      throw err('BAD_SHAPE', `input "${spec.name}": ${r} rows, but other inputs have ${rows}`);
     }
     rows = r;
     if ((ctx.nonFinite ?? 'reject') === 'reject' && (t.dtype === 'float32' || t.dtype === 'float64')) {
@@ -58,13 +56,13 @@ export function validateInputs(tensors: TensorMap, inputs: readonly TensorSpec[]
       const bad = firstNonFinite(data);
       if (bad >= 0) {
         const width = r === 0 ? 1 : data.length / r;
-        throw err(`input "${spec.name}": non-finite value ${data[bad]} at row ${(ctx.rowOffset ?? 0) + Math.floor(bad / width)}, column ${bad % width}`);
+        throw err('NON_FINITE', `input "${spec.name}": non-finite value ${data[bad]} at row ${(ctx.rowOffset ?? 0) + Math.floor(bad / width)}, column ${bad % width}`);
       }
     }
   }
   for (const name of Object.keys(tensors)) {
     if (!inputs.some((s) => s.name === name)) {
-      throw err(`unknown input "${name}" for model ${ctx.model}:${ctx.version}; it takes ${inputs.map((s) => `"${s.name}"`).join(', ')}`);
+      throw err('UNKNOWN_INPUT', `unknown input "${name}" for model ${ctx.model}:${ctx.version}; it takes ${inputs.map((s) => `"${s.name}"`).join(', ')}`);
     }
   }
   return rows ?? 0;

@@ -47,7 +47,7 @@ export function checkModelName(name: string): void {
 /** Refuses a version that is not a version folder name (an integer). */
 export function checkVersion(name: string, version: string): void {
   if (!VERSION_DIR.test(version)) {
-    throw new UnknownModelError(`model "${name}" version "${printable(version)}" is not valid: versions are integers`, { model: name, version });
+    throw new UnknownModelError(`model "${name}" version "${printable(version)}" is not valid: versions are integers`, { model: name, version, code: 'UNKNOWN_VERSION' });
   }
 }
 
@@ -89,7 +89,7 @@ export class ModelRepository {
     if (!served.includes(v)) {
       const all = await this.versionDirs(name);
       const why = all.includes(v) ? 'is present but not served by its versionPolicy' : 'does not exist';
-      throw new UnknownModelError(`model "${name}" version "${v}" ${why}; served versions: ${served.join(', ')}`, { model: name, version: v });
+      throw new UnknownModelError(`model "${name}" version "${v}" ${why}; served versions: ${served.join(', ')}`, { model: name, version: v, code: 'UNKNOWN_VERSION' });
     }
     const dir = join(this.root, name, v);
     const source = join(dir, MODEL_FILE);

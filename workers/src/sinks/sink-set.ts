@@ -116,7 +116,7 @@ export class SinkSet {
   /** Checks one job sink against the allowed folders (lexically); returns its canonical key. */
   check(spec: string, jobId: string): string {
     const refuse = (why: string): never => {
-      throw new InvalidInputError(`job sink "${printable(String(spec))}"${why.startsWith(':') ? '' : ' '}${why}${jobSuffix(jobId)}`, { jobId });
+      throw new InvalidInputError(`job sink "${printable(String(spec))}"${why.startsWith(':') ? '' : ' '}${why}${jobSuffix(jobId)}`, { jobId, code: 'SINK_NOT_ALLOWED' });
     };
     if (typeof spec !== 'string') refuse('is not a string');
     // eslint-disable-next-line no-control-regex -- exactly the characters refused
@@ -149,7 +149,7 @@ export class SinkSet {
         if (root !== undefined && key.startsWith('file://')) {
           const [real, realRoot] = await Promise.all([realDeepest(key.slice('file://'.length)), realDeepest(root.key.slice('file://'.length))]);
           if (real !== realRoot && !real.startsWith(`${realRoot}/`)) {
-            throw new InvalidInputError(`job sink "${printable(key)}" is not allowed: it resolves to ${printable(real)}, outside "${root.uri}" (a symlink)${jobSuffix(jobId)}`, { jobId });
+            throw new InvalidInputError(`job sink "${printable(key)}" is not allowed: it resolves to ${printable(real)}, outside "${root.uri}" (a symlink)${jobSuffix(jobId)}`, { jobId, code: 'SINK_NOT_ALLOWED' });
           }
         }
         const sink = this.opts.open(key);
