@@ -1,8 +1,14 @@
 /** Replies as the workers write them: Redis reply stream entries (see REPLY_FIELDS) and Kafka reply messages (KAFKA_HEADERS). */
 import type { KafkaMessage } from 'kafkajs';
-import { KAFKA_HEADERS, REPLY_FIELDS, decodeEnvelope, unpackJobs } from '@inferq/shared';
+import { KAFKA_HEADERS, REPLY_FIELDS, decodeEnvelope, readErrorCode, readRetriable, unpackJobs } from '@inferq/shared';
 import type { TensorMap } from '@inferq/shared';
 import { RemoteJobError } from './errors.js';
+import type { RemoteFailure } from './errors.js';
+
+/** Why a job failed, as its error reply says: the message, its code and whether a retry may help. */
+export interface ReplyError extends RemoteFailure {
+  readonly message: string;
+}
 
 export interface Reply {
   /** Job id (correlation id). */
@@ -13,7 +19,8 @@ export interface Reply {
   /** Model outputs, rows in the job's order (empty when the job failed). */
   readonly outputs: TensorMap;
   readonly rowIds: readonly string[] | undefined;
-  readonly error: { readonly message: string; readonly kind: string } | undefined;
+  /** Why the job failed (undefined when it succeeded). */
+  readonly error: ReplyError | undefined;
   /** The stream entry id, when read from a stream (the replies of one packed entry share it). */
   readonly entryId?: string;
 }
@@ -45,7 +52,7 @@ export function parseReplies(fields: readonly Buffer[], entryId?: string): Reply
       version,
       outputs: {},
       rowIds: undefined,
-      error: { message: get(REPLY_FIELDS.error)?.toString() ?? 'unknown error', kind: get(REPLY_FIELDS.kind)?.toString() ?? 'Error' },
+      error: replyError((name) => get(name)?.toString(), REPLY_FIELDS),
       ...entry,
     },
   ];
@@ -65,7 +72,24 @@ export function settleWaiter(waiters: Map<string, ReplyWaiter>, reply: Reply): v
   waiters.delete(reply.id);
   clearTimeout(w.timer);
   if (reply.ok) w.resolve(reply);
-  else w.reject(new RemoteJobError(`job ${reply.id} failed: ${reply.error?.message ?? 'unknown error'}`, reply.error?.kind ?? 'Error', { jobId: reply.id, model: reply.model }));
+  else {
+    const failure: ReplyError = reply.error ?? { message: 'unknown error', code: 'INTERNAL', retriable: false, kind: 'Error' };
+    w.reject(new RemoteJobError(`job ${reply.id} failed: ${failure.message}`, failure, { jobId: reply.id, model: reply.model, version: reply.version }));
+  }
+}
+
+/**
+ * The error of an error reply, from its fields (Redis) or headers (Kafka), all untrusted: a
+ * reply from a worker older than `code` gets the code its `kind` names (see readErrorCode).
+ */
+function replyError(read: (name: string) => string | undefined, names: { readonly error: string; readonly code: string; readonly retriable: string; readonly kind: string }): ReplyError {
+  const kind = read(names.kind);
+  return {
+    message: read(names.error) ?? 'unknown error',
+    code: readErrorCode(read(names.code), kind),
+    retriable: readRetriable(read(names.retriable)),
+    kind: kind ?? 'Error',
+  };
 }
 
 /** A reply message as the workers write it (see KAFKA_HEADERS in @inferq/shared). */
@@ -88,7 +112,7 @@ export function parseKafkaReply(message: KafkaMessage): Reply {
     version: header(KAFKA_HEADERS.version),
     outputs: {},
     rowIds: undefined,
-    error: { message: header(KAFKA_HEADERS.error) ?? 'unknown error', kind: header(KAFKA_HEADERS.kind) ?? 'Error' },
+    error: replyError(header, KAFKA_HEADERS),
     entryId: message.offset,
   };
 }

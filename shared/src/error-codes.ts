@@ -6,9 +6,9 @@
 
 /** Every error code, in the order of the flow (queue data → input → model → run → sinks → operations). */
 export const ERROR_CODES = [
-  /** The queue job's data is not an inferq job (not an object, missing or wrong fields). */
+  /** The queue job's data is not an inferq job's: wrong fields, a payload key or size it does not own, a Kafka message without a value. */
   'BAD_JOB_DATA',
-  /** The job's payload is gone: its Redis key expired or was never written, or a Kafka message has no value. */
+  /** The job's payload is gone: its Redis payload key expired or was never written. */
   'PAYLOAD_MISSING',
   /** The job's payload is larger than the worker accepts. */
   'PAYLOAD_TOO_LARGE',
@@ -16,8 +16,6 @@ export const ERROR_CODES = [
   'BAD_ENVELOPE',
   /** The envelope's job id differs from the id the job was queued under (job id, Kafka header). */
   'ID_MISMATCH',
-  /** The job asks for something this source does not offer (a packed envelope over Kafka). */
-  'UNSUPPORTED',
   /** A tensor the model declares as an input is missing from the job. */
   'MISSING_INPUT',
   /** The job sends a tensor the model does not declare as an input. */

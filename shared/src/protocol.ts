@@ -69,8 +69,23 @@ export function checkJobData(value: unknown): JobData | string {
   return d as unknown as JobData;
 }
 
-/** Fields of a reply stream entry. `env` (binary result envelope) on success, `error`/`kind` on failure. */
-export const REPLY_FIELDS = { id: 'id', status: 'status', env: 'env', error: 'error', kind: 'kind', model: 'model', version: 'version', jobs: 'jobs' } as const;
+/**
+ * Fields of a reply stream entry. `env` (binary result envelope) on success; on failure
+ * `error` (the message), `code` (an ErrorCode), `retriable` ("true"/"false", see
+ * writeRetriable) and `kind` (the worker's error class: informational only).
+ */
+export const REPLY_FIELDS = {
+  id: 'id',
+  status: 'status',
+  env: 'env',
+  error: 'error',
+  code: 'code',
+  retriable: 'retriable',
+  kind: 'kind',
+  model: 'model',
+  version: 'version',
+  jobs: 'jobs',
+} as const;
 
 
 /** Content type of an inferq envelope (the `content-type` header of Kafka messages). */
@@ -94,6 +109,11 @@ export const KAFKA_HEADERS = {
   contentType: 'content-type',
   status: 'inferq-status',
   error: 'inferq-error',
+  /** The ErrorCode of an error reply or dead letter. */
+  code: 'inferq-code',
+  /** Whether a retry may help, "true" or "false" (see writeRetriable), on error replies and dead letters. */
+  retriable: 'inferq-retriable',
+  /** The worker's error class: informational only (classify by `code`). */
   kind: 'inferq-kind',
   sourceTopic: 'inferq-source-topic',
   sourcePartition: 'inferq-source-partition',
