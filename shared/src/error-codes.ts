@@ -16,6 +16,8 @@ export const ERROR_CODES = [
   'BAD_ENVELOPE',
   /** The envelope's job id differs from the id the job was queued under (job id, Kafka header). */
   'ID_MISMATCH',
+  /** The job asks for something its source does not offer (a packed envelope over Kafka). */
+  'UNSUPPORTED',
   /** A tensor the model declares as an input is missing from the job. */
   'MISSING_INPUT',
   /** The job sends a tensor the model does not declare as an input. */
@@ -38,7 +40,7 @@ export const ERROR_CODES = [
   'DEADLINE',
   /** Running the model failed inside the inference engine. */
   'INFERENCE',
-  /** A job sink the worker may not write: outside its allowed folders, invalid, or over its job-sink limit. */
+  /** A job sink the worker may not write: outside its allowed folders, invalid, over its job-sink limit, or sent to a Kafka worker. */
   'SINK_NOT_ALLOWED',
   /** A sink folder refused the rows for good (not a folder, no permission). */
   'SINK_REFUSED',
