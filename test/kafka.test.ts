@@ -10,11 +10,8 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { KAFKA_HEADERS, encodeEnvelope } from '@inferq/shared';
 import { KafkaProducer, PredictTimeoutError, RemoteJobError, parseKafkaReply } from '@inferq/producer';
 import type { Reply } from '@inferq/producer';
-import { silentLogger } from '../workers/src/logging.js';
-import { ModelPool } from '../workers/src/models/model-pool.js';
-import { ModelRepository } from '../workers/src/models/repository.js';
-import { KafkaWorker } from '../workers/src/transports/kafka.js';
-import type { KafkaWorkerOptions } from '../workers/src/transports/kafka.js';
+import { KafkaWorker, ModelPool, ModelRepository, silentLogger } from '@inferq/workers';
+import type { KafkaWorkerOptions } from '@inferq/workers';
 import { startKafka } from './infra/kafka.js';
 import { committedTotal, createTopic, header, readTopic, testKafka, topicName } from './helpers/kafka.js';
 import type { TopicReader } from './helpers/kafka.js';
@@ -217,7 +214,7 @@ describe('Kafka transport', () => {
     const n = 600;
     await Promise.all(Array.from({ length: n }, (_, k) => producer.enqueue('mlp', features(3, k), { jobId: `bp-${k}`, replyTo: replyTopic })));
     const replies = await readTopic(brokers, replyTopic);
-    const w = await inProcessWorker(topic, { maxInFlightMessages: 16 });
+    const w = await inProcessWorker(topic, { concurrency: 16 });
     try {
       await waitFor(() => replyIds(replies.messages).size === n, `${n} replies`, 60_000);
       expect(w.worker.stats.peakInFlight).toBeLessThanOrEqual(16);

@@ -2,9 +2,8 @@
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { silentLogger } from '../workers/src/logging.js';
-import { ParquetSink } from '../workers/src/sinks/parquet-sink.js';
-import type { SinkRecord } from '../workers/src/sinks/parquet-sink.js';
+import { ParquetSink, silentLogger } from '@inferq/workers';
+import type { SinkRecord } from '@inferq/workers';
 import { tempDir } from './helpers/models.js';
 
 const record = (seq: number, model = 'm'): SinkRecord => ({

@@ -11,10 +11,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Producer } from '@inferq/producer';
 import type { FeatureBatch } from '@inferq/producer';
 import { forwardMlp } from '../examples/build/onnx-builder.js';
-import { silentLogger } from '../workers/src/logging.js';
-import { ModelPool } from '../workers/src/models/model-pool.js';
-import { ModelRepository } from '../workers/src/models/repository.js';
-import { RedisWorker } from '../workers/src/transports/redis.js';
+import { ModelPool, ModelRepository, RedisWorker, WebHdfs, silentLogger } from '@inferq/workers';
 import { startHdfs } from './infra/hdfs.js';
 import { freePort, startRedis } from './infra/redis.js';
 import { readLocalDataset } from './helpers/datasets.js';
@@ -201,7 +198,6 @@ describe('shutdown and start, whatever is down', () => {
       await w.ready;
       await waitFor(() => idle(url, queue), 'the jobs to be written by the next worker', 120_000, 200);
       const local = await tempDir();
-      const { WebHdfs } = await import('../workers/src/io/webhdfs.js');
       const fs = new WebHdfs({ url: hdfs.url });
       const copy = async (dir: string, to: string): Promise<void> => {
         await mkdir(to, { recursive: true });

@@ -9,6 +9,8 @@ import { crc32 } from './checksum.js';
 export interface RedisKeys {
   /** Binary envelope of a job (payload mode "key"). */
   payload(jobId: string): string;
+  /** What every payload key of the queue starts with (a worker reads no other key a job names). */
+  readonly payloadPrefix: string;
   /** Dead letters: a stream of { id, reason, kind, model, version, attempts, ts, payloadKey }. */
   readonly deadLetters: string;
   /** Default reply inbox of one producer instance (for predict()). */
@@ -28,6 +30,7 @@ export function redisKeys(prefix: string, queue: string): RedisKeys {
   const base = `${prefix}:${queue}`;
   return {
     payload: (jobId) => `${base}:payload:${jobId}`,
+    payloadPrefix: `${base}:payload:`,
     deadLetters: `${base}:dead`,
     inbox: (producerId) => `${base}:inbox:${producerId}`,
     run: (runId) => `${base}:run:${runId}`,

@@ -13,13 +13,19 @@ import { SinkSet } from './sink-set.js';
 /** The journal a source would keep (Redis keeps it per job run), in memory. */
 class MemoryJournal implements RollJournal {
   readonly records = new Map<string, RollRecord>();
+  async written(job: SinkJob, targets: readonly { key: string; sink: ParquetSink }[], sinks: SinkSet): Promise<Set<string>> {
+    const done = new Set<string>();
+    const record = this.records.get(`${job.run}/${job.id}`);
+    for (const t of targets) {
+      const checked = record?.[t.key] === undefined ? undefined : await sinks.recordedFiles(t.key, record[t.key], job.id);
+      if (checked !== undefined && (await Promise.all(checked.files.map((f) => checked.sink.location.store.exists(f)))).every(Boolean)) done.add(t.key);
+    }
+    return done;
+  }
   async record(entries: readonly { job: SinkJob; files: RollRecord }[]): Promise<void> {
     for (const e of entries) this.records.set(`${e.job.run}/${e.job.id}`, e.files);
   }
-  async lookup(job: SinkJob): Promise<unknown> {
-    return this.records.get(`${job.run}/${job.id}`);
-  }
-  async forget(jobs: readonly SinkJob[]): Promise<void> {
+    async forget(jobs: readonly SinkJob[]): Promise<void> {
     for (const j of jobs) this.records.delete(`${j.run}/${j.id}`);
   }
 }
@@ -74,7 +80,7 @@ describe('RollCoordinator', () => {
     const { root, coordinator } = await setup();
     const first = coordinator('p1').c;
     const writes = [first.write(job('a'), result(2)), first.write(job('b', { sinks: [join(root, 'jobs', 't')] }), result(3))];
-    await first.drain(Date.now() + 10_000);
+    await first.flush(Date.now() + 10_000);
     expect(await Promise.all(writes)).toEqual(['written', 'written']);
     // a's rows in the worker's sink; b's in it and in its own (one roll or two, as the jobs arrived).
     const written = await partFiles(root);
@@ -88,7 +94,7 @@ describe('RollCoordinator', () => {
     // b's file in its own sink is gone (never published): only that sink gets b's rows again.
     await rm(written.find((f) => f.includes('/jobs/'))!);
     const again = second.write(job('b', { rerun: true, sinks: [join(root, 'jobs', 't')] }), result(3));
-    await second.drain(Date.now() + 10_000);
+    await second.flush(Date.now() + 10_000);
     expect(await again).toBe('written');
     const now = await partFiles(root);
     expect(now.filter((f) => f.includes('/all/'))).toEqual(written.filter((f) => f.includes('/all/')));
@@ -96,7 +102,7 @@ describe('RollCoordinator', () => {
     // A first run (rerun false) never reads the journal, whatever it holds.
     const third = coordinator('p3').c;
     const fresh = third.write(job('a'), result(2));
-    await third.drain(Date.now() + 10_000);
+    await third.flush(Date.now() + 10_000);
     expect(await fresh).toBe('written');
   });
 
@@ -109,7 +115,7 @@ describe('RollCoordinator', () => {
     const bad = c.write(job('bad', { sinks: [join(root, 'jobs', 'bad')] }), result(2));
     bad.catch(() => undefined);
     const alsoGood = c.write(job('also-good', { sinks: [join(root, 'jobs', 'fine')] }), result(1));
-    await c.drain(Date.now() + 10_000);
+    await c.flush(Date.now() + 10_000);
     await expect(good).resolves.toBe('written');
     await expect(alsoGood).resolves.toBe('written');
     await expect(bad).rejects.toBeInstanceOf(SinkRefusedError);
@@ -130,7 +136,7 @@ describe('RollCoordinator', () => {
     const c = new RollCoordinator({ sinks, journal: new MemoryJournal(), group: 'p1', logger: silentLogger(), maxWaiting: 1000, tickMs: 5, onFatal: (e) => fatal.push(e) });
     const w = c.write(job('x'), result(1));
     w.catch(() => undefined);
-    expect(await c.drain(Date.now() + 10_000)).toBe(false);
+    expect(await c.flush(Date.now() + 10_000)).toBe(false);
     await expect(w).rejects.toBeInstanceOf(RollAbandonedError);
     expect(fatal).toHaveLength(1);
     expect(fatal[0]!.message).toMatch(/ENOTDIR/);
@@ -147,11 +153,11 @@ describe('RollCoordinator', () => {
     const w = stuck.write(job('z'), result(1));
     w.catch(() => undefined);
     const t0 = Date.now();
-    expect(await stuck.drain(Date.now() + 1500)).toBe(false);
+    expect(await stuck.flush(Date.now() + 1500)).toBe(false);
     expect(Date.now() - t0).toBeLessThan(3000);
     await expect(w).rejects.toBeInstanceOf(RollAbandonedError);
     // An idle coordinator drains at once.
-    expect(await c.drain(Date.now() + 1000)).toBe(true);
+    expect(await c.flush(Date.now() + 1000)).toBe(true);
     expect(await partFiles(root)).toEqual([]);
   });
 });

@@ -60,6 +60,16 @@ export class SinkSet {
     return [...this.byKey.values()];
   }
 
+  /** The worker's own sinks. */
+  defaults(): ParquetSink[] {
+    return this.defaultKeys.map((k) => this.byKey.get(k)!);
+  }
+
+  /** Whether jobs may name sinks of their own. */
+  get allowsJobSinks(): boolean {
+    return this.allowed.length > 0;
+  }
+
   /** The key under which a sink's rolls are recorded. */
   keyOf(sink: ParquetSink): string {
     return canonicalKey(sink.location.uri);

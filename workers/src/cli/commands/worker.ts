@@ -7,8 +7,8 @@ import { createLogger } from '../../logging.js';
 import { ModelRepository } from '../../models/repository.js';
 import { ModelPool } from '../../models/model-pool.js';
 import { ParquetSink } from '../../sinks/parquet-sink.js';
-import { KafkaWorker } from '../../transports/kafka.js';
-import { RedisWorker } from '../../transports/redis.js';
+import { KafkaWorker } from '../../sources/kafka/worker.js';
+import { RedisWorker } from '../../sources/redis/worker.js';
 import { parseDevice } from '../../runners/device.js';
 import { formatDevice } from '../../runners/runner.js';
 import { addConnectionOptions, kafkaClientConfig, kafkaStartFailure, redisClientOptions } from '../connections.js';
@@ -84,42 +84,37 @@ async function workerCommand(flags: WorkerFlags): Promise<void> {
     return openSink(m[1]!);
   });
   let onFatal: (err: Error) => void = () => undefined;
-  if (flags.transport === 'kafka' && flags.allowJobSinks.length > 0) {
-    throw new ConfigError('--allow-job-sinks: job sinks are honoured by Redis workers only (a Kafka worker writes every result to its --sink folders)');
-  }
+  // What both transports take alike: --concurrency is the jobs in flight, on either.
+  const common = {
+    models: pool,
+    logger,
+    concurrency: flags.concurrency,
+    nonFinite: flags.nan,
+    sinks,
+    allowJobSinksUnder: flags.allowJobSinks.map((spec) => spec.replace(/^parquet:/, '')),
+    openSink,
+    ...(flags.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: flags.connectTimeoutMs }),
+    onFatal: (err: Error) => onFatal(err),
+  };
   const worker =
     flags.transport === 'kafka'
       ? new KafkaWorker({
+          ...common,
           brokers: flags.brokers.split(',').map((b) => b.trim()).filter((b) => b !== ''),
           client: kafkaClientConfig(flags),
           topic: flags.topic,
           group: flags.group,
           ...(flags.deadLetterTopic === undefined ? {} : { deadLetterTopic: flags.deadLetterTopic }),
           ...(flags.sessionTimeoutMs === undefined ? {} : { sessionTimeoutMs: flags.sessionTimeoutMs }),
-          models: pool,
-          logger,
-          maxInFlightMessages: flags.concurrency * 16,
           ...(flags.createTopic ? { createTopic: { partitions: flags.partitions } } : {}),
-          ...(flags.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: flags.connectTimeoutMs }),
-          onFatal: (err) => onFatal(err),
-          sinks,
-          nonFinite: flags.nan,
         })
       : new RedisWorker({
+          ...common,
           redis: flags.redis,
           client: redisClientOptions(flags, flags.redis),
           queue: flags.queue,
           ...(flags.prefix === undefined ? {} : { prefix: flags.prefix }),
-          models: pool,
-          logger,
-          concurrency: flags.concurrency,
           ...(flags.lockDurationMs === undefined ? {} : { lockDurationMs: flags.lockDurationMs }),
-          nonFinite: flags.nan,
-          sinks,
-          allowJobSinksUnder: flags.allowJobSinks.map((spec) => spec.replace(/^parquet:/, '')),
-          openSink,
-          ...(flags.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: flags.connectTimeoutMs }),
-          onFatal: (err) => onFatal(err),
         });
   const source = flags.transport === 'kafka' ? `topic "${flags.topic}" (group "${flags.group}")` : `queue "${flags.queue}"`;
   let fatal: (err: Error) => void = () => undefined;
@@ -157,14 +152,14 @@ export function registerWorker(program: Command): void {
     .option('--brokers <host:port,…>', 'Kafka bootstrap brokers', process.env['KAFKA_BROKERS'] ?? '127.0.0.1:9092')
     .option('--dead-letter-topic <name>', 'dead-letter topic (Kafka; default <topic>.dead)')
     .option('--sink <parquet:uri>', 'also write every result to Parquet files under this folder (local path, file://, webhdfs://, hdfs://); repeatable', collect, [] as string[])
-    .option('--allow-job-sinks <folder>', 'redis: let a job name sinks of its own (enqueue option `sinks`) under this folder; repeatable (default: jobs may name none)', collect, [] as string[])
+    .option('--allow-job-sinks <folder>', 'let a job name sinks of its own (enqueue option `sinks`) under this folder; repeatable (default: jobs may name none)', collect, [] as string[])
     .option('--sink-roll-rows <n>', 'roll a sink file at this many rows (default 100000)', positiveInt)
     .option('--sink-roll-ms <n>', 'roll a sink file when its oldest row is this old (default 10000)', positiveInt)
     .option('--session-timeout-ms <n>', 'Kafka: a worker silent this long leaves the group and its partitions move (default 30000)', positiveInt)
     .option('--model-repo <dir>', 'model repository (a local folder, or webhdfs:// / hdfs://, copied locally at start); required')
     .option('--models <a,b>', 'serve only these models, loaded and warmed at start (default: any, loaded on first use)')
     .option('--device <device>', 'cpu or cuda:N', 'cpu')
-    .option('--concurrency <n>', 'jobs in flight (enough to fill batches; Kafka: the topic is paused at 16× this many messages)', positiveInt, 256)
+    .option('--concurrency <n>', 'jobs (Redis jobs or Kafka messages) in flight at once: enough to fill batches, and the bound on memory', positiveInt, 256)
     .option('--max-batch <n>', 'largest batch in rows (overrides config.yaml)', positiveInt)
     .option('--max-delay-ms <n>', 'longest wait for a batch to fill', Number)
     .option('--threads <n>', 'ONNX Runtime intra-op threads per instance (default: the CPUs shared out over the instances; --role precompute: 1)', positiveInt)

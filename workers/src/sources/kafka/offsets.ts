@@ -21,9 +21,10 @@
  */
 
 interface PartitionState {
-  /** Offsets taken, in order, from `head`; done flags beside them. */
+  /** Offsets taken, in order, from `head`; done flags beside them, and whether their sink rows are buffered. */
   readonly offsets: number[];
   readonly done: boolean[];
+  readonly ready: boolean[];
   head: number;
   /** Highest offset ever taken (messages at or below it are already ours). */
   highest: number;
@@ -63,14 +64,36 @@ export class OffsetTracker {
     const k = key(topic, partition);
     let p = this.parts.get(k);
     if (p === undefined) {
-      p = { topic, partition, offsets: [], done: [], head: 0, highest: -1, committed: -1, highestCommitted: -1, commitable: -1 };
+      p = { topic, partition, offsets: [], done: [], ready: [], head: 0, highest: -1, committed: -1, highestCommitted: -1, commitable: -1 };
       this.parts.set(k, p);
     }
     if (offset <= p.highest) return false;
     p.highest = offset;
     p.offsets.push(offset);
     p.done.push(false);
+    p.ready.push(false);
     return true;
+  }
+
+  /** Marks a message whose sink rows are buffered (or that has none): a roll may cover it before it is done. */
+  ready(topic: string, partition: number, offset: number): void {
+    const p = this.parts.get(key(topic, partition));
+    if (p === undefined) return;
+    const i = lowerBound(p.offsets, p.head, offset);
+    if (p.offsets[i] === offset) p.ready[i] = true;
+  }
+
+  /**
+   * The highest offset up to which every message taken is done or has its rows buffered: a roll
+   * of the partition may cover up to it (rolls cover contiguous offsets). -1 when none.
+   */
+  readyUpTo(topic: string, partition: number): number {
+    const p = this.parts.get(key(topic, partition));
+    if (p === undefined) return -1;
+    let i = p.head;
+    while (i < p.offsets.length && (p.done[i] || p.ready[i])) i++;
+    if (i < p.offsets.length) return p.offsets[i]! - 1;
+    return p.highest;
   }
 
   /** Marks a message done. Ignored for partitions no longer tracked (revoked). */
@@ -86,6 +109,7 @@ export class OffsetTracker {
     if (p.head > 1024 && p.head * 2 > p.offsets.length) {
       p.offsets.splice(0, p.head);
       p.done.splice(0, p.head);
+      p.ready.splice(0, p.head);
       p.head = 0;
     }
   }

@@ -1,6 +1,6 @@
 /** The Kafka worker's commit rule: never past a message whose results are not written, however messages finish. */
 import { describe, expect, it } from 'vitest';
-import { OffsetTracker, startedUpTo } from '../workers/src/transports/offsets.js';
+import { OffsetTracker, startedUpTo } from './offsets.js';
 
 const pending = (t: OffsetTracker): Record<string, string> => Object.fromEntries(t.pending().map((o) => [`${o.topic}/${o.partition}`, o.offset]));
 

@@ -1,7 +1,7 @@
 /** Connection handling shared by the Redis worker's steps: bounded waits, readable failures, quiet retries. */
 import type { Redis } from 'ioredis';
 import { ConnectionError } from '@inferq/shared';
-import type { Logger } from '../logging.js';
+import type { Logger } from '../../logging.js';
 
 /** "host:port" (or the unix socket) an ioredis client connects to. */
 export function describeRedis(client: Redis): string {

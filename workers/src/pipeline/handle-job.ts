@@ -1,0 +1,180 @@
+/**
+ * One job, whatever its source: the same steps for Redis, Kafka and any other source.
+ *
+ * ```
+ *  delivery ─► payload ─► decode envelope ─► id as the source says? ─► job sinks allowed and writable?
+ *      ─► answered before? (a run delivered again) ─► pack? ─► packs.ts
+ *      ─► model pool: route to model/version ─► validate ─► batcher ─► outputs
+ *      ─► reply sink (unless an earlier run's reply went out) ─► Parquet rows (roll coordinator)
+ *      ─► done                                   every sink durable: the source acknowledges
+ *  any error ─► hand back (worker stopping) | retry (retriable, attempts left) | dead letter(s) ─► failed
+ * ```
+ *
+ * A job whose deadline passed before it started fails with DEADLINE, unless an earlier run of
+ * it may have answered (then a second, contradicting answer is never given).
+ */
+import { InvalidInputError, SinkRefusedError, decodeEnvelope, printable, unpackJobs } from '@inferq/shared';
+import type { Envelope, NonFinitePolicy } from '@inferq/shared';
+import type { Logger } from '../logging.js';
+import type { ModelPool } from '../models/model-pool.js';
+import type { RollCoordinator } from '../sinks/roll-coordinator.js';
+import type { Sink, SinkJob, SinkResult } from '../sinks/sink.js';
+import type { SinkSet } from '../sinks/sink-set.js';
+import type { Answered, DeadLetter, Delivery, Handler, Outcome } from '../sources/source.js';
+import { codeOf, deadLetterOf } from './dead-letter.js';
+import { inferEnvelope } from './infer.js';
+import type { Inference } from './infer.js';
+import { DEFAULT_RETRY, isHandBack, isRetriable, retryDelay } from './outcome.js';
+import type { RetryPolicy } from './outcome.js';
+import { runPack } from './packs.js';
+
+export interface PipelineOptions {
+  readonly models: Pick<ModelPool, 'get'>;
+  /** The worker's sinks and allow-list: a job naming a sink it may not write fails before it runs. */
+  readonly sinks: SinkSet;
+  /** Parquet rolls; undefined when the worker writes no Parquet. */
+  readonly rolls: RollCoordinator | undefined;
+  /** The source's replies. */
+  readonly replies: Sink;
+  readonly nonFinite: NonFinitePolicy;
+  readonly retry?: RetryPolicy;
+  readonly logger: Logger;
+}
+
+export interface PipelineStats {
+  readonly completed: number;
+  readonly deadLettered: number;
+  readonly retried: number;
+  readonly handedBack: number;
+  /** Packed envelopes whose jobs were run one by one (one of them was bad or late). */
+  readonly packsSplit: number;
+}
+
+export class JobPipeline {
+  readonly opts: PipelineOptions;
+  private readonly log: Logger;
+  readonly counters = { completed: 0, deadLettered: 0, retried: 0, handedBack: 0, packsSplit: 0 };
+
+  constructor(options: PipelineOptions) {
+    this.opts = options;
+    this.log = options.logger;
+  }
+
+  get stats(): PipelineStats {
+    return { ...this.counters };
+  }
+
+  /** The handler a source calls for each delivery; never rejects. */
+  readonly handle: Handler = (d) => this.run(d);
+
+  private async run(d: Delivery): Promise<Outcome> {
+    let envelope: Envelope | undefined;
+    let answered: Answered = 'no';
+    try {
+      envelope = decodeEnvelope(await d.payload());
+      if (d.expectedId !== undefined && envelope.id !== d.expectedId) {
+        throw new InvalidInputError(`envelope id "${printable(envelope.id)}" does not match job id "${printable(d.expectedId)}"`, { jobId: d.expectedId, code: 'ID_MISMATCH' });
+      }
+      d.check?.(envelope);
+      // A job sink this worker may not (or cannot) write fails the job before it runs, not after its reply.
+      await this.opts.sinks.forJob(envelope.sinks, envelope.id);
+      answered = await d.answered();
+      const rows = envelope.jobs !== undefined ? await runPack(this, d, envelope, answered) : await this.runOne(d, envelope, answered);
+      this.counters.completed++;
+      return { kind: 'done', rows };
+    } catch (err) {
+      return this.fail(d, envelope, answered, err);
+    }
+  }
+
+  private async runOne(d: Delivery, envelope: Envelope, answered: Answered): Promise<number> {
+    const result = await this.infer(envelope, answered);
+    if (envelope.replyTo !== undefined && answered !== 'yes') await this.opts.replies.write(sinkJob(d, envelope), sinkResult(result));
+    await this.writeRows(d, [[envelope, result]]);
+    return result.rows;
+  }
+
+  /** Validates and runs an envelope; one that may have answered before is not failed for its deadline. */
+  infer(envelope: Envelope, answered: Answered): Promise<Inference> {
+    return inferEnvelope(this.opts.models, answered === 'no' ? envelope : { ...envelope, deadline: undefined }, this.opts.nonFinite);
+  }
+
+  /** Whether a failure of this delivery is to be retried (retriable, attempts left). */
+  shouldRetry(d: Delivery, err: unknown): boolean {
+    return !isHandBack(err) && isRetriable(err) && d.attempt < d.maxAttempts;
+  }
+
+  /**
+   * Puts the Parquet rows of a job's parts into their sinks and waits until they are durable.
+   * A job sink that refuses them (after the reply went out) gets the job a dead letter without
+   * an error reply: the caller already has its answer.
+   */
+  async writeRows(d: Delivery, parts: readonly (readonly [Envelope, Inference])[]): Promise<void> {
+    const rolls = this.opts.rolls;
+    if (rolls === undefined || parts.length === 0) {
+      d.rowsBuffered?.();
+      return;
+    }
+    const buffered = await Promise.allSettled(parts.map(([env, result]) => rolls.buffer(sinkJob(d, env), sinkResult(result))));
+    d.rowsBuffered?.();
+    const durable = await Promise.allSettled(buffered.map((b) => (b.status === 'fulfilled' ? b.value.durable : Promise.reject(b.reason))));
+    const refused: DeadLetter[] = [];
+    for (const [i, s] of durable.entries()) {
+      if (s.status === 'fulfilled') continue;
+      if (!(s.reason instanceof SinkRefusedError)) throw s.reason;
+      const env = parts[i]![0];
+      refused.push(deadLetterOf(s.reason, env.id, env, d, false));
+    }
+    if (refused.length > 0) await this.deadLetter(d, refused);
+  }
+
+  /** Writes dead letters and counts them; a dead letter that cannot be written leaves the job unacknowledged. */
+  async deadLetter(d: Delivery, letters: readonly DeadLetter[]): Promise<void> {
+    await d.deadLetter(letters);
+    for (const l of letters) {
+      this.counters.deadLettered++;
+      this.log.warn({ jobId: printable(l.id), code: l.code, reason: l.reason }, 'job dead-lettered');
+    }
+  }
+
+  private async fail(d: Delivery, envelope: Envelope | undefined, answered: Answered, err: unknown): Promise<Outcome> {
+    d.rowsBuffered?.();
+    if (isHandBack(err)) {
+      this.counters.handedBack++;
+      return { kind: 'handBack', err };
+    }
+    if (this.shouldRetry(d, err)) {
+      this.counters.retried++;
+      this.log.warn({ err, jobId: printable(d.id), code: codeOf(err), attempt: d.attempt }, 'job failed; it will be retried');
+      return { kind: 'retry', err, delayMs: retryDelay(this.opts.retry ?? DEFAULT_RETRY, d.attempt) };
+    }
+    // A pack that fails as a whole: each of its jobs gets its dead letter (and error reply).
+    const parts = envelope?.jobs !== undefined ? unpackJobs(envelope).map((p) => ({ id: p.id, envelope: p })) : [{ id: envelope?.id ?? d.id, envelope }];
+    try {
+      await this.deadLetter(d, parts.map((p) => deadLetterOf(err, p.id, p.envelope, d, answered !== 'yes')));
+    } catch (writeErr) {
+      this.log.warn({ err: writeErr, jobId: printable(d.id) }, 'could not write the dead letter; the job is left unacknowledged');
+      this.counters.handedBack++;
+      return { kind: 'handBack', err: writeErr };
+    }
+    return { kind: 'failed', err };
+  }
+}
+
+/** What a sink needs of a job: its identity at the source and where its results go. */
+export function sinkJob(d: Delivery, env: Envelope): SinkJob {
+  return {
+    id: env.id,
+    run: d.run,
+    rerun: d.rerun,
+    rowIds: env.rowIds,
+    sinks: env.sinks,
+    replyTo: env.replyTo,
+    jobs: env.jobs?.map((j) => ({ id: j.id, rows: j.rows })),
+    position: d.position,
+  };
+}
+
+export function sinkResult(r: Inference): SinkResult {
+  return { outputs: r.outputs, rows: r.rows, model: r.model.name, version: r.model.version };
+}

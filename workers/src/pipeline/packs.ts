@@ -1,0 +1,88 @@
+/**
+ * A packed envelope (the producer's linger): many small jobs whose rows travel as one tensor.
+ *
+ * ```
+ *  every job in time and the pack valid ─► one batcher entry ─► one reply entry for all (`jobs` lists them)
+ *  otherwise (a job past its deadline, a NaN in one job's row…) ─► each job alone:
+ *      bad ones ─► dead letters (and error replies) first
+ *      good ones ─► one reply entry listing only them
+ * ```
+ *
+ * Dead letters go out before the reply, which marks the run answered: a crash between the two
+ * repeats a dead letter, never a reply; a run found answered writes only its Parquet rows.
+ */
+import { allocate, sliceRows, unpackJobs } from '@inferq/shared';
+import type { Envelope, Tensor, TensorMap } from '@inferq/shared';
+import type { Answered, Delivery } from '../sources/source.js';
+import { deadLetterOf } from './dead-letter.js';
+import type { JobPipeline } from './handle-job.js';
+import { sinkJob, sinkResult } from './handle-job.js';
+import type { Inference } from './infer.js';
+
+/** Runs a pack; resolves with its rows once every reply and row is durable. */
+export async function runPack(p: JobPipeline, d: Delivery, envelope: Envelope, answered: Answered): Promise<number> {
+  const now = Date.now();
+  if (answered !== 'no' || envelope.jobs!.every((j) => j.deadline === undefined || j.deadline > now)) {
+    let result: Inference | undefined;
+    try {
+      result = await p.infer({ ...envelope, deadline: undefined }, answered);
+    } catch (err) {
+      if (p.shouldRetry(d, err)) throw err;
+    }
+    if (result !== undefined) {
+      if (envelope.replyTo !== undefined && answered !== 'yes') await p.opts.replies.write(sinkJob(d, envelope), sinkResult(result));
+      let start = 0;
+      const parts = unpackJobs(envelope).map((part) => {
+        const outputs = sliceRows(result.outputs, start, start + part.rows);
+        start += part.rows;
+        return [part, { ...result, outputs, rows: part.rows }] as const;
+      });
+      await p.writeRows(d, parts);
+      return result.rows;
+    }
+  }
+  p.counters.packsSplit++;
+  return runEach(p, d, envelope, unpackJobs(envelope), answered);
+}
+
+/** Runs a pack's jobs one by one: the bad ones are dead-lettered alone. */
+async function runEach(p: JobPipeline, d: Delivery, envelope: Envelope, parts: readonly Envelope[], answered: Answered): Promise<number> {
+  const settled = await Promise.allSettled(parts.map((env) => p.infer(env, answered)));
+  const retriable = settled.find((s) => s.status === 'rejected' && p.shouldRetry(d, s.reason));
+  if (retriable !== undefined) throw (retriable as PromiseRejectedResult).reason;
+  const ok = settled.flatMap((s, i) => (s.status === 'fulfilled' ? [[parts[i]!, s.value] as const] : []));
+  if (answered !== 'yes') {
+    const failed = settled.flatMap((s, i) => (s.status === 'rejected' ? [deadLetterOf(s.reason, parts[i]!.id, parts[i], d, true)] : []));
+    if (failed.length > 0) await p.deadLetter(d, failed);
+    if (envelope.replyTo !== undefined && ok.length > 0) {
+      const jobs = ok.map(([env]) => ({ id: env.id, rows: env.rows }));
+      const rows = ok.reduce((n, [, r]) => n + r.rows, 0);
+      const reply: Envelope = { ...envelope, jobs: jobs.map((j) => ({ ...j })), rows, rowIds: concatIds(ok.map(([env]) => env.rowIds)) };
+      await p.opts.replies.write(sinkJob(d, reply), { ...sinkResult(ok[0]![1]), outputs: concatRows(ok.map(([, r]) => r.outputs)), rows });
+    }
+  }
+  await p.writeRows(d, ok);
+  return ok.reduce((n, [, r]) => n + r.rows, 0);
+}
+
+function concatIds(lists: readonly (readonly string[] | undefined)[]): string[] | undefined {
+  return lists.every((l) => l !== undefined) ? lists.flatMap((l) => [...l!]) : undefined;
+}
+
+/** The rows of several output maps (same names, dtypes and row shapes), one after the other. */
+function concatRows(maps: readonly TensorMap[]): TensorMap {
+  const out: Record<string, Tensor> = {};
+  for (const name of Object.keys(maps[0]!)) {
+    const parts = maps.map((m) => m[name]!);
+    const first = parts[0]!;
+    const rows = parts.reduce((n, t) => n + (t.shape[0] ?? 0), 0);
+    const data = allocate(first.dtype, parts.reduce((n, t) => n + t.data.length, 0));
+    let at = 0;
+    for (const t of parts) {
+      (data as Float32Array).set(t.data as Float32Array, at);
+      at += t.data.length;
+    }
+    out[name] = { dtype: first.dtype, shape: [rows, ...first.shape.slice(1)], data };
+  }
+  return out;
+}

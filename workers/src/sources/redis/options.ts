@@ -1,0 +1,63 @@
+/** Options of the Redis source, with their defaults in one place and checked when a source is made. */
+import type { Redis, RedisOptions } from 'ioredis';
+import { z } from 'zod';
+import { ConfigError } from '@inferq/shared';
+import type { Logger } from '../../logging.js';
+
+export interface RedisSourceOptions {
+  /** A Redis URL, or a client (duplicated: the source opens connections of its own). */
+  readonly redis: string | Redis;
+  /** ioredis options merged into the URL's: TLS files, user, password (cli/connections.ts). The URL's own credentials win. */
+  readonly client?: Pick<RedisOptions, 'tls' | 'username' | 'password'>;
+  readonly queue: string;
+  /** Key prefix. Default "inferq". */
+  readonly prefix?: string;
+  readonly logger: Logger;
+  /** Jobs in flight at once (enough to fill batches; also the bound on memory). Default 256. */
+  readonly concurrency?: number;
+  /** A job whose worker stops renewing its lock for this long is given to another worker. Default 30 s. */
+  readonly lockDurationMs?: number;
+  /** How often to look for stalled jobs. Default lockDurationMs / 2. */
+  readonly stalledIntervalMs?: number;
+  /** Approximate length cap of reply streams (XADD MAXLEN ~). Default 100,000. */
+  readonly replyMaxLen?: number;
+  /** Largest accepted payload. Default 256 MiB. */
+  readonly maxPayloadBytes?: number;
+  /** How long start() waits for Redis before it fails with ConnectionError. Default 15 s. */
+  readonly connectTimeoutMs?: number;
+}
+
+const DEFAULTS = {
+  prefix: 'inferq',
+  concurrency: 256,
+  lockDurationMs: 30_000,
+  replyMaxLen: 100_000,
+  maxPayloadBytes: 256 * 1024 * 1024,
+  connectTimeoutMs: 15_000,
+};
+
+const positive = z.number().int().positive();
+const schema = z.object({
+  queue: z.string().regex(/^[A-Za-z0-9_.-]{1,200}$/, 'a queue name of letters, digits, _, . and -'),
+  prefix: z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'a key prefix of letters, digits, _, ., : and -'),
+  concurrency: positive,
+  lockDurationMs: positive,
+  stalledIntervalMs: positive.optional(),
+  replyMaxLen: positive,
+  maxPayloadBytes: positive,
+  connectTimeoutMs: positive,
+});
+
+export type ResolvedRedisSourceOptions = RedisSourceOptions & typeof DEFAULTS;
+
+/** Fills in the defaults and checks the values; a bad one is a ConfigError naming the option. */
+export function resolveRedisSourceOptions(options: RedisSourceOptions): ResolvedRedisSourceOptions {
+  const out: Record<string, unknown> = { ...options };
+  for (const [k, v] of Object.entries(DEFAULTS)) if (out[k] === undefined) out[k] = v;
+  const parsed = schema.safeParse(out);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new ConfigError(`redis source option "${issue.path.join('.')}": ${issue.message}`);
+  }
+  return out as unknown as ResolvedRedisSourceOptions;
+}
