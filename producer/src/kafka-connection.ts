@@ -97,7 +97,7 @@ export class KafkaLink {
     const last = this.lastCause !== undefined && Date.now() - this.lastCause.at <= ms ? this.lastCause : undefined;
     const why = last === undefined ? 'no answer' : last.message;
     const code = (last === undefined ? undefined : /\b(E[A-Z]{3,})\b/.exec(last.message)?.[1]) ?? 'ETIMEDOUT';
-    return new ConnectionError(`kafka ${last?.broker ?? this.address}: ${what} within ${ms} ms: ${why}`, { address: last?.broker ?? this.address, code });
+    return new ConnectionError(`kafka ${last?.broker ?? this.address}: ${what} within ${ms} ms: ${why}`, { address: last?.broker ?? this.address, causeCode: code });
   }
 
   /** A kafkajs error (or one it wraps) that says the brokers could not be reached or refused us, as a ConnectionError; else undefined. */
@@ -118,7 +118,7 @@ export class KafkaLink {
       }
       if (code !== undefined) {
         const address = broker ?? this.address;
-        return new ConnectionError(`kafka ${address}: ${what}: ${e.message}`, { address, code, cause: err });
+        return new ConnectionError(`kafka ${address}: ${what}: ${e.message}`, { address, causeCode: code, cause: err });
       }
     }
     return undefined;

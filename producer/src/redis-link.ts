@@ -130,7 +130,7 @@ export class RedisLink {
   error(what: string): ConnectionError {
     const cause = this.lastError;
     const why = cause === undefined ? '' : `: ${describeError(cause)}`;
-    return new ConnectionError(`redis ${this.address}: ${what}${why}`, { address: this.address, code: causeCode(cause) ?? (cause === undefined ? 'ETIMEDOUT' : 'ECONNRESET'), cause });
+    return new ConnectionError(`redis ${this.address}: ${what}${why}`, { address: this.address, causeCode: causeCode(cause) ?? (cause === undefined ? 'ETIMEDOUT' : 'ECONNRESET'), cause });
   }
 
   /**
@@ -181,7 +181,7 @@ export class RedisLink {
     // The socket's error when there was one; ioredis's own ("max retries… (which is 0)") would only confuse.
     const socket = this.lastError !== undefined && this.lastErrorAt >= started ? this.lastError : undefined;
     const why = socket === undefined ? '' : `: ${describeError(socket)}`;
-    return new ConnectionError(`redis ${this.address}: connection lost during the command${why}`, { address: this.address, code: causeCode(socket) ?? 'ECONNRESET', cause: socket ?? err });
+    return new ConnectionError(`redis ${this.address}: connection lost during the command${why}`, { address: this.address, causeCode: causeCode(socket) ?? 'ECONNRESET', cause: socket ?? err });
   }
 
   /** An error seen elsewhere (BullMQ re-emits the connection's): logged, at most once a minute per cause. */

@@ -11,7 +11,7 @@ export interface RedisKeys {
   payload(jobId: string): string;
   /** What every payload key of the queue starts with (a worker reads no other key a job names). */
   readonly payloadPrefix: string;
-  /** Dead letters: a stream of { id, reason, kind, model, version, attempts, ts, payloadKey }. */
+  /** Dead letters: a stream of { id, code, reason, retriable, kind, model, version, attempts, payloadKey, ts }. */
   readonly deadLetters: string;
   /** Default reply inbox of one producer instance (for predict()). */
   inbox(producerId: string): string;

@@ -177,7 +177,7 @@ export function kafkaStartFailure(err: unknown, brokers: string): unknown {
   const root = rootCause(err);
   const address = root instanceof KafkaJSConnectionError && root.broker !== undefined ? root.broker : brokers;
   if (root instanceof KafkaJSSASLAuthenticationError) {
-    return new ConnectionError(`kafka ${address}: ${root.message.replace(/\s+/g, ' ').trim()} (check --kafka-sasl-mechanism, --kafka-sasl-username and KAFKA_SASL_PASSWORD / --kafka-sasl-password-file)`, { address, code: 'SASL_AUTHENTICATION_FAILED', cause: err });
+    return new ConnectionError(`kafka ${address}: ${root.message.replace(/\s+/g, ' ').trim()} (check --kafka-sasl-mechanism, --kafka-sasl-username and KAFKA_SASL_PASSWORD / --kafka-sasl-password-file)`, { address, causeCode: 'SASL_AUTHENTICATION_FAILED', cause: err });
   }
   if (root instanceof KafkaJSConnectionError) {
     const socketCode = (root as { code?: unknown }).code; // kafkajs copies the socket's code; its types omit it
@@ -188,7 +188,7 @@ export function kafkaStartFailure(err: unknown, brokers: string): unknown {
         ? ' (TLS: --kafka-ca-file for a private CA, --kafka-cert-file / --kafka-key-file for a listener that requires a client certificate)'
         : '';
     // OpenSSL's messages end in a newline: the error stays one line.
-    return new ConnectionError(`kafka ${address}: could not connect: ${root.message.replace(/\s+/g, ' ').trim()}${hint}`, { address, code, cause: err });
+    return new ConnectionError(`kafka ${address}: could not connect: ${root.message.replace(/\s+/g, ' ').trim()}${hint}`, { address, causeCode: code, cause: err });
   }
   return err;
 }

@@ -71,7 +71,8 @@ export class WebHdfsError extends InferqError {
   readonly javaClassName: string | undefined;
 
   constructor(message: string, opts: { status?: number | undefined; exception?: string | undefined; javaClassName?: string | undefined; retriable: boolean; cause?: unknown }) {
-    super(message, { retriable: opts.retriable, cause: opts.cause });
+    // A server that may answer later is unavailable; one that refused is an I/O error of ours.
+    super(message, { retriable: opts.retriable, cause: opts.cause, code: opts.retriable ? 'UNAVAILABLE' : 'IO' });
     this.status = opts.status;
     this.exception = opts.exception;
     this.javaClassName = opts.javaClassName;

@@ -18,7 +18,7 @@ import type { Envelope, NonFinitePolicy } from '@inferq/shared';
 import type { Logger } from '../logging.js';
 import type { ModelPool } from '../models/model-pool.js';
 import type { RollCoordinator } from '../sinks/roll-coordinator.js';
-import type { Sink, SinkJob, SinkResult } from '../sinks/sink.js';
+import type { Sink } from '../sinks/sink.js';
 import type { SinkSet } from '../sinks/sink-set.js';
 import type { Answered, DeadLetter, Delivery, Handler, Outcome } from '../sources/source.js';
 import { codeOf, deadLetterOf } from './dead-letter.js';
@@ -27,6 +27,7 @@ import type { Inference } from './infer.js';
 import { DEFAULT_RETRY, isHandBack, isRetriable, retryDelay } from './outcome.js';
 import type { RetryPolicy } from './outcome.js';
 import { runPack } from './packs.js';
+import { sinkJob, sinkResult } from './sink-job.js';
 
 export interface PipelineOptions {
   readonly models: Pick<ModelPool, 'get'>;
@@ -71,11 +72,13 @@ export class JobPipeline {
     let envelope: Envelope | undefined;
     let answered: Answered = 'no';
     try {
-      envelope = decodeEnvelope(await d.payload());
-      if (d.expectedId !== undefined && envelope.id !== d.expectedId) {
-        throw new InvalidInputError(`envelope id "${printable(envelope.id)}" does not match job id "${printable(d.expectedId)}"`, { jobId: d.expectedId, code: 'ID_MISMATCH' });
+      const decoded = decodeEnvelope(await d.payload());
+      if (d.expectedId !== undefined && decoded.id !== d.expectedId) {
+        throw new InvalidInputError(`envelope id "${printable(decoded.id)}" does not match job id "${printable(d.expectedId)}"`, { jobId: d.expectedId, code: 'ID_MISMATCH' });
       }
-      d.check?.(envelope);
+      d.check?.(decoded);
+      // Only an envelope the source vouches for names the dead letters' jobs and reply stream.
+      envelope = decoded;
       // A job sink this worker may not (or cannot) write fails the job before it runs, not after its reply.
       await this.opts.sinks.forJob(envelope.sinks, envelope.id);
       answered = await d.answered();
@@ -159,22 +162,4 @@ export class JobPipeline {
     }
     return { kind: 'failed', err };
   }
-}
-
-/** What a sink needs of a job: its identity at the source and where its results go. */
-export function sinkJob(d: Delivery, env: Envelope): SinkJob {
-  return {
-    id: env.id,
-    run: d.run,
-    rerun: d.rerun,
-    rowIds: env.rowIds,
-    sinks: env.sinks,
-    replyTo: env.replyTo,
-    jobs: env.jobs?.map((j) => ({ id: j.id, rows: j.rows })),
-    position: d.position,
-  };
-}
-
-export function sinkResult(r: Inference): SinkResult {
-  return { outputs: r.outputs, rows: r.rows, model: r.model.name, version: r.model.version };
 }

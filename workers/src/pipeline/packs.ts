@@ -16,7 +16,7 @@ import type { Envelope, Tensor, TensorMap } from '@inferq/shared';
 import type { Answered, Delivery } from '../sources/source.js';
 import { deadLetterOf } from './dead-letter.js';
 import type { JobPipeline } from './handle-job.js';
-import { sinkJob, sinkResult } from './handle-job.js';
+import { sinkJob, sinkResult } from './sink-job.js';
 import type { Inference } from './infer.js';
 
 /** Runs a pack; resolves with its rows once every reply and row is durable. */

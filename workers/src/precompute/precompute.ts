@@ -220,7 +220,7 @@ export async function connectRedis(url: string, options: RedisOptions = {}, time
     // A server's own refusal (WRONGPASS, NOAUTH) says more than the socket's last error.
     const cause: Error = err instanceof ReplyError ? (err as Error) : (last ?? (err as Error));
     const code = (cause as NodeJS.ErrnoException).code ?? /^[A-Z]{3,}/.exec(cause.message)?.[0];
-    throw new ConnectionError(`redis ${where}: cannot connect: ${cause.message}`, { address: where, code, cause });
+    throw new ConnectionError(`redis ${where}: cannot connect: ${cause.message}`, { address: where, causeCode: code, cause });
   } finally {
     clearTimeout(timer);
   }
@@ -230,7 +230,7 @@ async function lock(redis: Redis, keys: TableKeys, owner: string, table: string,
   const ok = await redis.set(keys.lock, owner, 'PX', ttlMs, 'NX');
   if (ok !== 'OK') {
     const holder = await redis.get(keys.lock);
-    throw new InferqError(`table "${table}": a run is already in progress (held by ${holder ?? 'another process'}); at most one run per table at a time`, { retriable: true });
+    throw new InferqError(`table "${table}": a run is already in progress (held by ${holder ?? 'another process'}); at most one run per table at a time`, { retriable: true, code: 'BUSY' });
   }
 }
 

@@ -98,7 +98,7 @@ export async function predictParquet(model: LoadedModel, options: PredictOptions
         try {
           validateInputs(tensors, model.inputs, { model: model.name, version: model.version, nonFinite: options.nonFinite ?? 'reject', rowOffset: firstRow });
         } catch (err) {
-          throw err instanceof InvalidInputError ? new InvalidInputError(`${source}: ${err.message}`, { cause: err, model: model.name, version: model.version }) : err;
+          throw err instanceof InvalidInputError ? new InvalidInputError(`${source}: ${err.message}`, { cause: err, model: model.name, version: model.version, code: err.code }) : err;
         }
         const result = batcher
           .submit({ id: `${options.input}@${firstRow}`, tensors, rows: batch.numRows })

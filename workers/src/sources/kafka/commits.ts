@@ -78,7 +78,7 @@ export class Committer {
     try {
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new InferqError(`offset commit got no answer within ${COMMIT_TIMEOUT_MS} ms`, { retriable: true })), COMMIT_TIMEOUT_MS);
+        timer = setTimeout(() => reject(new InferqError(`offset commit got no answer within ${COMMIT_TIMEOUT_MS} ms`, { retriable: true, code: 'UNAVAILABLE' })), COMMIT_TIMEOUT_MS);
       });
       await Promise.race([this.consumer.commitOffsets(offsets), timeout]).finally(() => clearTimeout(timer));
       this.tracker.committed(offsets);

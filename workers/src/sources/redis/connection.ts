@@ -23,7 +23,7 @@ export function connectionFailure(client: Redis, last: Error | undefined, waited
   const address = describeRedis(client);
   const code = errorCode(last);
   const why = last === undefined ? 'no answer' : `${last.message}`;
-  return new ConnectionError(`cannot reach Redis at ${address}: ${why} (waited ${waitedMs} ms)`, { address, code, cause: last });
+  return new ConnectionError(`cannot reach Redis at ${address}: ${why} (waited ${waitedMs} ms)`, { address, causeCode: code, cause: last });
 }
 
 /** Logs a connection error once, then at most once a minute with how many were suppressed: a server down for long does not flood the log. */

@@ -66,6 +66,6 @@ function addDeadLetter(tx: ChainableCommander, keys: RedisKeys, l: DeadLetter, p
     'ts', String(Date.now()),
   );
   if (l.reply && l.replyTo !== undefined) {
-    tx.xadd(l.replyTo, 'MAXLEN', '~', String(replyMaxLen), '*', REPLY_FIELDS.id, l.id, REPLY_FIELDS.status, 'error', REPLY_FIELDS.error, l.reason, 'code', l.code, 'retriable', String(l.retriable), REPLY_FIELDS.kind, l.kind, REPLY_FIELDS.model, l.model);
+    tx.xadd(l.replyTo, 'MAXLEN', '~', String(replyMaxLen), '*', REPLY_FIELDS.id, l.id, REPLY_FIELDS.status, 'error', REPLY_FIELDS.error, l.reason, REPLY_FIELDS.code, l.code, REPLY_FIELDS.retriable, String(l.retriable), REPLY_FIELDS.kind, l.kind, REPLY_FIELDS.model, l.model);
   }
 }
