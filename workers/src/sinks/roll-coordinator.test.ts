@@ -7,28 +7,10 @@ import { openParquet } from '../io/parquet.js';
 import { silentLogger } from '../logging.js';
 import { ParquetSink } from './parquet-sink.js';
 import { RollAbandonedError, RollCoordinator } from './roll-coordinator.js';
-import type { RollJournal, RollRecord, SinkJob } from './roll-coordinator.js';
+import type { SinkJob } from './roll-coordinator.js';
 import { SinkSet } from './sink-set.js';
+import { MemoryJournal } from '../sources/memory/source.js';
 
-/** The journal a source would keep (Redis keeps it per job run), in memory. */
-class MemoryJournal implements RollJournal {
-  readonly records = new Map<string, RollRecord>();
-  async written(job: SinkJob, targets: readonly { key: string; sink: ParquetSink }[], sinks: SinkSet): Promise<Set<string>> {
-    const done = new Set<string>();
-    const record = this.records.get(`${job.run}/${job.id}`);
-    for (const t of targets) {
-      const checked = record?.[t.key] === undefined ? undefined : await sinks.recordedFiles(t.key, record[t.key], job.id);
-      if (checked !== undefined && (await Promise.all(checked.files.map((f) => checked.sink.location.store.exists(f)))).every(Boolean)) done.add(t.key);
-    }
-    return done;
-  }
-  async record(entries: readonly { job: SinkJob; files: RollRecord }[]): Promise<void> {
-    for (const e of entries) this.records.set(`${e.job.run}/${e.job.id}`, e.files);
-  }
-    async forget(jobs: readonly SinkJob[]): Promise<void> {
-    for (const j of jobs) this.records.delete(`${j.run}/${j.id}`);
-  }
-}
 
 const open = (uri: string): ParquetSink => new ParquetSink({ location: uri, logger: silentLogger(), rollRows: 1_000_000, rollMs: 3_600_000 });
 

@@ -40,7 +40,7 @@ class MemoryReplies implements Sink {
 }
 
 /** Roll records by run and job id, as Redis keeps them. */
-class MemoryJournal implements RollJournal {
+export class MemoryJournal implements RollJournal {
   readonly records = new Map<string, RollRecord>();
 
   async written(job: SinkJob, targets: readonly { readonly key: string; readonly sink: ParquetSink }[], sinks: SinkSet): Promise<Set<string>> {
