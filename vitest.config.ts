@@ -1,8 +1,11 @@
 import { fileURLToPath } from 'node:url';
-import { defineConfig } from 'vitest/config';
+import { configDefaults, defineConfig } from 'vitest/config';
 import { PlainSummaryReporter } from './test/infra/summary-reporter.js';
 
 const src = (ws: string): string => fileURLToPath(new URL(`./${ws}/src/index.ts`, import.meta.url));
+
+/** Suites under test/ that need no server (they run with the unit tests). */
+const UNIT_IN_TEST = ['test/package-deps.test.ts', 'test/examples.test.ts', 'test/infra/**/*.test.ts'];
 
 export default defineConfig({
   resolve: {
@@ -14,11 +17,28 @@ export default defineConfig({
     },
   },
   test: {
-    include: ['shared/src/**/*.test.ts', 'producer/src/**/*.test.ts', 'workers/src/**/*.test.ts', 'test/**/*.test.ts'],
-    globalSetup: ['test/infra/global-setup.ts'],
     testTimeout: 60_000,
     hookTimeout: 300_000,
     pool: 'forks',
     reporters: ['default', new PlainSummaryReporter()],
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: 'unit',
+          include: ['shared/src/**/*.test.ts', 'producer/src/**/*.test.ts', 'workers/src/**/*.test.ts', ...UNIT_IN_TEST],
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'integration',
+          include: ['test/**/*.test.ts'],
+          exclude: [...configDefaults.exclude, ...UNIT_IN_TEST],
+          // Starts each server the first time a suite asks for it (test/infra/servers.ts).
+          globalSetup: ['test/infra/global-setup.ts'],
+        },
+      },
+    ],
   },
 });

@@ -1,54 +1,34 @@
 /**
- * Vitest global set-up: one real redis-server, one real Kafka broker and one real HDFS
- * (MiniDFSCluster with WebHDFS) for the whole run, started side by side, handed to the
- * suites with provide('redisUrl' | 'kafkaBrokers' | 'webhdfsUrl'). REDIS_URL /
- * KAFKA_BROKERS / WEBHDFS_URL point the suites at external servers instead. Each suite
- * uses its own random queue, topic, group and folder names.
+ * Vitest global set-up of the "integration" project: starts no server itself, only the
+ * broker that starts each shared server the first time a suite asks for it (servers.ts:
+ * redisServer(), kafkaServer(), hdfsServer()), and stops what was started at the end of the
+ * run. A run of suites that need no server starts nothing.
  */
 import type { TestProject } from 'vitest/node';
 import { startHdfs } from './hdfs.js';
-import type { HdfsServer } from './hdfs.js';
 import { startKafka } from './kafka.js';
-import type { KafkaServer } from './kafka.js';
 import { startRedis } from './redis.js';
-import type { RedisServer } from './redis.js';
+import { startServerBroker } from './server-broker.js';
+import type { Starter } from './server-broker.js';
+import type { ServerKind } from './servers.js';
 
-declare module 'vitest' {
-  export interface ProvidedContext {
-    redisUrl: string;
-    kafkaBrokers: string[];
-    webhdfsUrl: string;
-  }
-}
-
-let redis: RedisServer | undefined;
-let kafka: KafkaServer | undefined;
-let hdfs: HdfsServer | undefined;
-
-const external = (name: string): string | undefined => {
-  const v = process.env[name];
-  return v === undefined || v === '' ? undefined : v;
+const starters: Readonly<Record<ServerKind, Starter>> = {
+  redis: async () => {
+    const s = await startRedis();
+    return { address: s.url, stop: () => s.stop() };
+  },
+  kafka: async () => {
+    const s = await startKafka();
+    return { address: s.brokers.join(','), stop: () => s.destroy() };
+  },
+  hdfs: async () => {
+    const s = await startHdfs();
+    return { address: s.url, stop: () => s.destroy() };
+  },
 };
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
-  const redisUrl = external('REDIS_URL');
-  const kafkaBrokers = external('KAFKA_BROKERS');
-  const webhdfsUrl = external('WEBHDFS_URL');
-  const [r, k, h] = await Promise.allSettled([
-    redisUrl === undefined ? startRedis().then((s) => (redis = s)) : Promise.resolve(undefined),
-    kafkaBrokers === undefined ? startKafka().then((s) => (kafka = s)) : Promise.resolve(undefined),
-    webhdfsUrl === undefined ? startHdfs().then((s) => (hdfs = s)) : Promise.resolve(undefined),
-  ]);
-  const teardown = async (): Promise<void> => {
-    await Promise.allSettled([redis?.stop(), kafka?.destroy(), hdfs?.destroy()]);
-  };
-  const failed = [r, k, h].find((x): x is PromiseRejectedResult => x.status === 'rejected');
-  if (failed !== undefined) {
-    await teardown();
-    throw failed.reason;
-  }
-  project.provide('redisUrl', redisUrl ?? redis!.url);
-  project.provide('kafkaBrokers', kafkaBrokers?.split(',') ?? kafka!.brokers);
-  project.provide('webhdfsUrl', webhdfsUrl ?? hdfs!.url);
-  return teardown;
+  const broker = await startServerBroker(starters);
+  project.provide('testServers', broker.socket);
+  return () => broker.close();
 }

@@ -44,7 +44,7 @@ export interface HdfsServer {
 }
 
 /** Fetches the minicluster jars once; returns the libs folder. */
-export function hadoopLibs(version = HADOOP_VERSION): string {
+export function hadoopLibs(version = HADOOP_VERSION): Promise<string> {
   return mavenLibs({
     name: `hadoop-${version}`,
     pom: join(dirname(fileURLToPath(import.meta.url)), 'hdfs', 'pom.xml'),
@@ -60,7 +60,7 @@ export interface StartHdfsOptions {
 }
 
 /** Fetches MiniKdc's jars once (only Kerby and hadoop-minikdc: the rest is in hadoopLibs); returns the libs folder. */
-export function minikdcLibs(version = HADOOP_VERSION): string {
+export function minikdcLibs(version = HADOOP_VERSION): Promise<string> {
   return mavenLibs({
     name: `hadoop-minikdc-${version}`,
     pom: join(dirname(fileURLToPath(import.meta.url)), 'hdfs', 'minikdc-pom.xml'),
@@ -86,7 +86,7 @@ function sslServerXml(certs: TestCerts): string {
 }
 
 export async function startHdfs(options: StartHdfsOptions = {}): Promise<HdfsServer> {
-  const libs = hadoopLibs();
+  const libs = await hadoopLibs();
   const launcher = join(dirname(fileURLToPath(import.meta.url)), 'hdfs', 'MiniHdfs.java');
   const dir = await mkdtemp(join(tmpdir(), 'inferq-hdfs-'));
   const ports: number[] = [];
@@ -99,7 +99,7 @@ export async function startHdfs(options: StartHdfsOptions = {}): Promise<HdfsSer
   const extra: string[] = [];
   const jvm: string[] = [];
   if (options.https?.kerberos === true) {
-    classpath += `:${minikdcLibs()}/*`;
+    classpath += `:${await minikdcLibs()}/*`;
     extra.push('inferq.kerberos=true');
     // MiniKdc refreshes the JDK's Kerberos config through sun.security.krb5 internals.
     jvm.push('--add-exports=java.security.jgss/sun.security.krb5=ALL-UNNAMED', '--add-opens=java.security.jgss/sun.security.krb5=ALL-UNNAMED');

@@ -6,7 +6,7 @@
  * kafka.tools.StorageTool and the broker runs as `java -cp 'libs/*' kafka.Kafka`.
  * `KAFKA_BROKERS` set in the environment points the suites at an external cluster.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { Kafka, logLevel } from 'kafkajs';
 import { securityConfig } from './kafka-security.js';
 import type { KafkaSecurityOptions, SecuredListeners } from './kafka-security.js';
-import { mavenLibs, stopChild } from './process.js';
+import { mavenLibs, runCommand, stopChild } from './process.js';
 import { freePort } from './redis.js';
 
 /** The broker version tests run against; KAFKA_VERSION overrides it (the compatibility runs in the README). */
@@ -40,7 +40,7 @@ export interface KafkaServer {
 }
 
 /** Fetches the broker jars for `version` once (Maven Central through the throw-away pom); returns the libs folder. */
-export function kafkaLibs(version = KAFKA_VERSION): string {
+export function kafkaLibs(version = KAFKA_VERSION): Promise<string> {
   return mavenLibs({
     name: `kafka-${version}`,
     pom: join(dirname(fileURLToPath(import.meta.url)), 'kafka', 'pom.xml'),
@@ -82,7 +82,7 @@ export interface StartKafkaOptions {
 
 export async function startKafka(options: StartKafkaOptions = {}): Promise<KafkaServer> {
   const version = options.version ?? KAFKA_VERSION;
-  const libs = kafkaLibs(version);
+  const libs = await kafkaLibs(version);
   const [port, controllerPort] = [await freePort(), await freePort()];
   const dir = await mkdtemp(join(tmpdir(), 'inferq-kafka-'));
   const sec = options.security === undefined ? undefined : securityConfig(options.security, await freePort(), await freePort());
@@ -115,8 +115,8 @@ export async function startKafka(options: StartKafkaOptions = {}): Promise<Kafka
   writeFileSync(propsFile, Object.entries(props).map(([k, v]) => `${k}=${v}`).join('\n') + '\n');
   const cp = `${libs}/*`;
   const clusterId = randomBytes(16).toString('base64url');
-  const fmt = spawnSync('java', ['-cp', cp, 'kafka.tools.StorageTool', 'format', `--cluster-id=${clusterId}`, '-c', propsFile, '--ignore-formatted', ...(sec?.formatArgs ?? [])], { encoding: 'utf8', timeout: 120_000 });
-  if (fmt.status !== 0) throw new Error(`kafka StorageTool format failed (exit ${fmt.status}): ${fmt.stderr}${fmt.stdout}`);
+  const fmt = await runCommand('java', ['-cp', cp, 'kafka.tools.StorageTool', 'format', `--cluster-id=${clusterId}`, '-c', propsFile, '--ignore-formatted', ...(sec?.formatArgs ?? [])], { timeoutMs: 120_000 });
+  if (fmt.code !== 0) throw new Error(`kafka StorageTool format failed (exit ${fmt.code ?? fmt.signal}): ${fmt.output}`);
 
   const brokers = [`127.0.0.1:${port}`];
   let child: ChildProcess | undefined;

@@ -1,9 +1,13 @@
-/** What the test servers share: Maven-fetched jar folders, and stopping a child process. */
-import { spawnSync } from 'node:child_process';
+/** What the test servers share: Maven-fetched jar folders, running a command, and stopping a child process. */
+import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { onceUnderLock } from './lock.js';
+
+const MAVEN_TIMEOUT_MS = 20 * 60_000;
 
 export const cacheRoot = (): string => process.env['INFERQ_CACHE'] ?? join(homedir(), '.cache', 'inferq');
 
@@ -22,20 +26,57 @@ export interface MavenLibs {
 /**
  * Fetches a pom's runtime dependencies once (`mvn dependency:copy-dependencies`) into
  * ~/.cache/inferq/<name>/libs; a `.complete` marker makes a half-finished download retry.
+ * A lock keeps two processes (a suite's own server and a shared one) from fetching at once;
+ * nothing here blocks the event loop (the vitest main process answers its workers meanwhile).
  */
-export function mavenLibs(m: MavenLibs): string {
+export async function mavenLibs(m: MavenLibs): Promise<string> {
   const dir = join(cacheRoot(), m.name);
   const libs = join(dir, 'libs');
   const done = join(dir, '.complete');
-  if (existsSync(done)) return libs;
-  if (spawnSync('java', ['-version'], { stdio: 'ignore' }).status !== 0) throw new Error(`java is not on PATH: ${m.what} needs Java 17 (or set ${m.instead})`);
-  mkdirSync(dir, { recursive: true });
-  console.error(`[test/infra] fetching ${m.what} jars from Maven Central into ${libs} (once)`);
-  const props = Object.entries(m.properties).map(([k, v]) => `-D${k}=${v}`);
-  const r = spawnSync('mvn', ['-q', '-B', '-f', m.pom, 'dependency:copy-dependencies', '-DincludeScope=runtime', ...props, `-DoutputDirectory=${libs}`], { stdio: 'inherit', timeout: 20 * 60_000 });
-  if (r.status !== 0) throw new Error(`mvn could not fetch the ${m.what} jars (exit ${r.status}); is Maven Central reachable? Or set ${m.instead}`);
-  writeFileSync(done, new Date().toISOString());
+  const fetched = (): Promise<boolean> => Promise.resolve(existsSync(done));
+  if (await fetched()) return libs;
+  if ((await runCommand('java', ['-version'])).code !== 0) throw new Error(`java is not on PATH: ${m.what} needs Java 17 (or set ${m.instead})`);
+  await mkdir(dir, { recursive: true });
+  await onceUnderLock(join(cacheRoot(), `${m.name}.lock`), { done: fetched, waitMs: MAVEN_TIMEOUT_MS }, async () => {
+    console.error(`[test/infra] fetching ${m.what} jars from Maven Central into ${libs} (once)`);
+    const props = Object.entries(m.properties).map(([k, v]) => `-D${k}=${v}`);
+    const r = await runCommand('mvn', ['-q', '-B', '-f', m.pom, 'dependency:copy-dependencies', '-DincludeScope=runtime', ...props, `-DoutputDirectory=${libs}`], { timeoutMs: MAVEN_TIMEOUT_MS, inherit: true });
+    if (r.code !== 0) throw new Error(`mvn could not fetch the ${m.what} jars (exit ${r.code ?? r.signal}); is Maven Central reachable? Or set ${m.instead}`);
+    await writeFile(done, new Date().toISOString());
+  });
   return libs;
+}
+
+export interface CommandResult {
+  /** The exit status, or null when a signal (or the timeout) ended it. */
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly output: string;
+}
+
+/**
+ * Runs a command to its end without blocking the event loop; `output` is its stdout and
+ * stderr (the last 16 kB), empty with `inherit`. A failure to spawn resolves with code null.
+ */
+export function runCommand(cmd: string, args: readonly string[], options: { timeoutMs?: number; inherit?: boolean; env?: NodeJS.ProcessEnv } = {}): Promise<CommandResult> {
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { stdio: options.inherit === true ? ['ignore', 'inherit', 'inherit'] : ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env });
+    let output = '';
+    const keep = (d: Buffer): void => {
+      output = (output + d.toString()).slice(-16_000);
+    };
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
+    const timer = options.timeoutMs === undefined ? undefined : setTimeout(() => child.kill('SIGKILL'), options.timeoutMs);
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      resolve({ code: null, signal: null, output: `${cmd}: ${err.message}` });
+    });
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, output });
+    });
+  });
 }
 
 /** SIGTERM, then SIGKILL after `graceMs`; resolves when the process has exited. */

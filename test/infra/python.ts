@@ -12,17 +12,16 @@
  * left by a dead process is taken over.
  */
 import { spawn } from 'node:child_process';
-import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as delay } from 'node:timers/promises';
+import { acquireLock, isErrno, readText } from './lock.js';
 
 /** Packages the cross-checks import. Changing this list rebuilds the venv. */
 export const PYTHON_PACKAGES: readonly string[] = ['pyarrow', 'onnxruntime', 'numpy'];
 
 /** How long to wait for another process that is building the venv. */
 const LOCK_WAIT_MS = 15 * 60_000;
-const LOCK_POLL_MS = 250;
 
 /** `$INFERQ_CACHE`, else `~/.cache/inferq`. */
 export function cacheDir(): string {
@@ -66,7 +65,7 @@ async function build(): Promise<string> {
 
   if (await ready()) return python;
   await mkdir(root, { recursive: true });
-  const release = await acquireLock(join(root, 'venv.lock'), ready);
+  const release = await acquireLock(join(root, 'venv.lock'), { done: ready, waitMs: LOCK_WAIT_MS });
   if (release === undefined) return python; // someone else finished it while we waited
   try {
     if (await ready()) return python;
@@ -78,42 +77,6 @@ async function build(): Promise<string> {
     return python;
   } finally {
     await release();
-  }
-}
-
-/**
- * Takes the lock directory, or returns undefined once `done()` says another
- * holder finished the work. Takes over a lock whose holder pid is gone.
- */
-async function acquireLock(lockDir: string, done: () => Promise<boolean>): Promise<(() => Promise<void>) | undefined> {
-  const deadline = Date.now() + LOCK_WAIT_MS;
-  for (;;) {
-    try {
-      await mkdir(lockDir);
-      await writeFile(join(lockDir, 'pid'), String(process.pid));
-      return () => rm(lockDir, { recursive: true, force: true });
-    } catch (err) {
-      if (!isErrno(err, 'EEXIST')) throw err;
-    }
-    if (await done()) return undefined;
-    const holder = Number.parseInt((await readText(join(lockDir, 'pid'))) ?? '', 10);
-    if (Number.isInteger(holder) && !isAlive(holder)) {
-      await rm(lockDir, { recursive: true, force: true });
-      continue;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`python venv: lock ${lockDir} still held by pid ${Number.isNaN(holder) ? '?' : holder} after ${LOCK_WAIT_MS / 1000}s`);
-    }
-    await delay(LOCK_POLL_MS);
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return isErrno(err, 'EPERM');
   }
 }
 
@@ -147,15 +110,6 @@ function run(command: string, args: readonly string[]): Promise<string> {
   });
 }
 
-async function readText(path: string): Promise<string | undefined> {
-  try {
-    return await readFile(path, 'utf8');
-  } catch (err) {
-    if (isErrno(err, 'ENOENT')) return undefined;
-    throw err;
-  }
-}
-
 async function exists(path: string): Promise<boolean> {
   try {
     await stat(path);
@@ -164,8 +118,4 @@ async function exists(path: string): Promise<boolean> {
     if (isErrno(err, 'ENOENT')) return false;
     throw err;
   }
-}
-
-function isErrno(err: unknown, code: string): boolean {
-  return err instanceof Error && (err as NodeJS.ErrnoException).code === code;
 }

@@ -3,17 +3,19 @@
  * package when the binary is missing (root, apt reachable). `REDIS_URL` set in
  * the environment points the suites at an external Redis instead.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdir, mkdtemp } from 'node:fs/promises';
 import { createConnection, createServer } from 'node:net';
 import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import type { ConnectionOptions } from 'node:tls';
-import { stopChild } from './process.js';
+import { onceUnderLock } from './lock.js';
+import { cacheRoot, runCommand, stopChild } from './process.js';
+import type { CommandResult } from './process.js';
 import type { TestCerts } from './tls.js';
 
 export interface RedisServer {
@@ -39,19 +41,32 @@ export function freePort(): Promise<number> {
   });
 }
 
-function redisBinary(): string {
+async function findRedisBinary(): Promise<string | undefined> {
   for (const p of ['/usr/bin/redis-server', '/usr/local/bin/redis-server']) if (existsSync(p)) return p;
-  const which = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' });
-  if (which.status === 0 && which.stdout.trim() !== '') return which.stdout.trim();
-  console.error('[test/infra] redis-server not found: installing the Debian package (apt-get install -y redis-server)');
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  let r = spawnSync('apt-get', ['install', '-y', '--no-install-recommends', 'redis-server'], { stdio: 'inherit', env });
-  if (r.status !== 0) {
-    spawnSync('apt-get', ['update'], { stdio: 'inherit', env });
-    r = spawnSync('apt-get', ['install', '-y', '--no-install-recommends', 'redis-server'], { stdio: 'inherit', env });
-  }
-  if (r.status !== 0) throw new Error('could not install redis-server with apt-get; install it, or set REDIS_URL to an external Redis');
-  return '/usr/bin/redis-server';
+  const which = await runCommand('sh', ['-c', 'command -v redis-server']);
+  return which.code === 0 && which.output.trim() !== '' ? which.output.trim() : undefined;
+}
+
+/** redis-server's path; installs the Debian package once (under a lock: dpkg allows one install at a time). */
+async function redisBinary(): Promise<string> {
+  const found = await findRedisBinary();
+  if (found !== undefined) return found;
+  await mkdir(cacheRoot(), { recursive: true });
+  const installed = async (): Promise<boolean> => (await findRedisBinary()) !== undefined;
+  await onceUnderLock(join(cacheRoot(), 'redis-apt.lock'), { done: installed, waitMs: 10 * 60_000 }, async () => {
+    console.error('[test/infra] redis-server not found: installing the Debian package (apt-get install -y redis-server)');
+    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+    const install = (): Promise<CommandResult> => runCommand('apt-get', ['install', '-y', '--no-install-recommends', 'redis-server'], { inherit: true, env });
+    let r = await install();
+    if (r.code !== 0) {
+      await runCommand('apt-get', ['update'], { inherit: true, env });
+      r = await install();
+    }
+    if (r.code !== 0) throw new Error('could not install redis-server with apt-get; install it, or set REDIS_URL to an external Redis');
+  });
+  const bin = await findRedisBinary();
+  if (bin === undefined) throw new Error('redis-server is still not on PATH after apt-get install; install it, or set REDIS_URL to an external Redis');
+  return bin;
 }
 
 /** Sends PING until PONG comes back (over TLS with `tls`), or fails after `timeoutMs`. */
@@ -91,7 +106,7 @@ export interface StartRedisOptions {
 }
 
 export async function startRedis(options: StartRedisOptions = {}): Promise<RedisServer> {
-  const bin = redisBinary();
+  const bin = await redisBinary();
   const port = await freePort();
   const dir = await mkdtemp(join(tmpdir(), 'inferq-redis-'));
   const tls = options.tls;
