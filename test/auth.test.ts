@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import type { ConnectionOptions } from 'node:tls';
 import * as ort from 'onnxruntime-node';
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConnectionError, KafkaProducer, Producer } from '@inferq/producer';
 import type { Reply } from '@inferq/producer';
 import { kafkaClientConfig, redisClientOptions, webHdfsDefaults } from '../workers/src/cli/connections.js';
@@ -24,6 +24,7 @@ import { startKafka } from './infra/kafka.js';
 import type { KafkaServer } from './infra/kafka.js';
 import { startRedis } from './infra/redis.js';
 import type { RedisServer } from './infra/redis.js';
+import { redisServer } from './infra/servers.js';
 import { makeTestCerts } from './infra/tls.js';
 import type { TestCerts } from './infra/tls.js';
 import { cliArgv, REPO_ROOT } from './helpers/cli.js';
@@ -387,7 +388,7 @@ describe('WebHDFS over HTTPS (swebhdfs://) with delegation tokens, on a Kerberos
   });
 
   it('a Redis worker writes its Parquet sink to swebhdfs:// with the CA and token from WEBHDFS_CA_FILE / WEBHDFS_TOKEN_FILE', async () => {
-    const redisUrl = inject('redisUrl');
+    const redisUrl = await redisServer();
     const queue = queueName('auth-hdfs');
     const dir = `/inferq-auth/sink-${queue}`;
     const tokenFile = join(certs.dir, `token-${queue}`);

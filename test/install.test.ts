@@ -8,13 +8,14 @@ import { copyFile, mkdir, mkdtemp, readFile, realpath, rm, writeFile } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { forwardMlp } from '../examples/build/onnx-builder.js';
+import { redisServer } from './infra/servers.js';
 import { REPO_ROOT } from './helpers/cli.js';
 import { smallMlp, writeModel } from './helpers/models.js';
 import { dropQueue, queueName, waitFor } from './helpers/redis.js';
 
-const url = inject('redisUrl');
+const url = await redisServer();
 const spec = smallMlp([4, 16, 2], 5);
 const workersManifest = JSON.parse(await readFile(join(REPO_ROOT, 'workers', 'package.json'), 'utf8')) as { version: string; bin: Record<string, string> };
 

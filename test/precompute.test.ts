@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, parseTablePointer, tableKeys } from '@inferq/shared';
 import { Producer } from '@inferq/producer';
 import type { TableRow } from '@inferq/producer';
@@ -18,9 +18,10 @@ import { smallMlp, tempDir, writeModel } from './helpers/models.js';
 import { dropQueue, queueName, startWorker, waitFor } from './helpers/redis.js';
 import { runPython } from './infra/python.js';
 import { startRedis } from './infra/redis.js';
+import { hdfsServer, redisServer } from './infra/servers.js';
 
-const url = inject('redisUrl');
-const webhdfs = inject('webhdfsUrl');
+const url = await redisServer();
+const webhdfs = await hdfsServer();
 // One non-ASCII value: keys are UTF-8 bytes end to end (bucket hash, Redis fields, Parquet).
 const COUNTRIES = ['DE', 'FR', 'España', 'IT'];
 const v1 = smallMlp([6, 16, 2], 21);

@@ -4,14 +4,15 @@
  * replies reject the send that caused them (and only it), AUTH and SELECT from the URL.
  */
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataIOError } from '@inferq/shared';
 import { RespBuilder, RespConnection, replyEnd } from '../workers/src/precompute/resp.js';
 import type { RespEndpoint } from '../workers/src/precompute/resp.js';
 import { startRedis } from './infra/redis.js';
+import { redisServer } from './infra/servers.js';
 import { queueName } from './helpers/redis.js';
 
-const url = inject('redisUrl');
+const url = await redisServer();
 let redis: Redis;
 
 beforeAll(() => {
