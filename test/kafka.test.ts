@@ -6,19 +6,20 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KAFKA_HEADERS, encodeEnvelope } from '@inferq/shared';
 import { KafkaProducer, PredictTimeoutError, RemoteJobError, parseKafkaReply } from '@inferq/producer';
 import type { Reply } from '@inferq/producer';
 import { KafkaWorker, ModelPool, ModelRepository, silentLogger } from '@inferq/workers';
 import type { KafkaWorkerOptions } from '@inferq/workers';
 import { startKafka } from './infra/kafka.js';
+import { kafkaServer } from './infra/servers.js';
 import { committedTotal, createTopic, header, readTopic, testKafka, topicName } from './helpers/kafka.js';
 import type { TopicReader } from './helpers/kafka.js';
 import { smallMlp, tempDir, writeModel } from './helpers/models.js';
 import { startWorker, waitFor } from './helpers/redis.js';
 
-const brokers = inject('kafkaBrokers');
+const brokers = await kafkaServer();
 const spec = smallMlp([4, 16, 2], 9);
 let repo: string;
 let session: ort.InferenceSession;
