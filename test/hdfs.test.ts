@@ -7,7 +7,7 @@
 import { mkdtemp, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { KafkaProducer, Producer } from '@inferq/producer';
@@ -15,13 +15,14 @@ import { forwardMlp } from '../examples/build/onnx-builder.js';
 import { KafkaWorker, ModelPool, ModelRepository, ParquetSink, silentLogger, WebHdfs, WebHdfsError } from '@inferq/workers';
 import { startHdfs } from './infra/hdfs.js';
 import { runPython } from './infra/python.js';
+import { hdfsServer, kafkaServer, redisServer } from './infra/servers.js';
 import { runCli } from './helpers/cli.js';
 import { committedTotal, createTopic, topicName, withAdmin } from './helpers/kafka.js';
 import { smallMlp, tempDir, writeModel } from './helpers/models.js';
 import { dropQueue, queueName, readStream, startWorker, waitFor } from './helpers/redis.js';
 
-const webhdfs = inject('webhdfsUrl');
-const brokers = inject('kafkaBrokers');
+const webhdfs = await hdfsServer();
+const brokers = await kafkaServer();
 const hostPort = webhdfs.replace(/^http:\/\//, '');
 const spec = smallMlp([4, 16, 2], 9);
 let repo: string;
@@ -350,8 +351,8 @@ describe('Kafka workers with a Parquet sink on HDFS', () => {
   }, 300_000);
 });
 
-describe('Redis workers with a Parquet sink on HDFS', () => {
-  const redisUrl = inject('redisUrl');
+describe('Redis workers with a Parquet sink on HDFS', async () => {
+  const redisUrl = await redisServer();
   const args = (queue: string, sink: string, more: string[] = []): string[] => [
     '--transport', 'redis', '--queue', queue, '--redis', redisUrl, '--model-repo', repo, '--models', 'mlp', '--threads', '1',
     '--sink', `parquet:${sink}`, '--sink-roll-rows', '400', '--sink-roll-ms', '300', ...more,
