@@ -5,16 +5,17 @@
  */
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KafkaProducer, parseKafkaReply } from '@inferq/producer';
 import { startKafka } from './infra/kafka.js';
 import { freePort } from './infra/redis.js';
+import { kafkaServer } from './infra/servers.js';
 import { readLocalDataset } from './helpers/datasets.js';
 import { committedTotal, createTopic, readTopic, topicName, withAdmin } from './helpers/kafka.js';
 import { smallMlp, tempDir, writeModel } from './helpers/models.js';
 import { startWorker, waitFor } from './helpers/redis.js';
 
-const brokers = inject('kafkaBrokers');
+const brokers = await kafkaServer();
 let repo: string;
 
 beforeAll(async () => {
