@@ -1,6 +1,7 @@
 /** Lookup-table buckets: the writer (precompute) and every reader (the SDK) must agree on each key's bucket. */
 import { describe, expect, it } from 'vitest';
-import { crc32, tableBucket, tableBucketOfBytes } from '@inferq/shared';
+import { crc32 } from './checksum.js';
+import { tableBucket, tableBucketOfBytes } from './protocol.js';
 
 describe('tableBucket', () => {
   it('is CRC-32 of the key\'s UTF-8 bytes modulo the bucket count, for ASCII and non-ASCII keys', () => {

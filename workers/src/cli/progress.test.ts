@@ -1,7 +1,7 @@
 /** The CLI progress bar: drawn only on a TTY, with rows/s and an ETA. */
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { ProgressBar } from '../workers/src/cli/progress.js';
+import { ProgressBar } from './progress.js';
 
 function stream(isTTY: boolean): { s: NodeJS.WriteStream; text: () => string } {
   let out = '';
