@@ -21,7 +21,7 @@ import { silentLogger } from '../workers/src/logging.js';
 import { loadModel } from '../workers/src/models/loaded-model.js';
 import { ModelRepository } from '../workers/src/models/repository.js';
 import { predictParquet } from '../workers/src/predict/predict.js';
-import { throughputThreads } from '../workers/src/runners/onnx.js';
+import { throughputThreads } from '../workers/src/runners/onnx/runner.js';
 import { buildMlp, randomMlp } from '../examples/build/onnx-builder.js';
 import { writeModel } from '../test/helpers/models.js';
 

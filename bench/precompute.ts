@@ -19,7 +19,7 @@ import { startRedis } from '../test/infra/redis.js';
 import type { RedisServer } from '../test/infra/redis.js';
 import { silentLogger } from '../workers/src/logging.js';
 import { loadModel } from '../workers/src/models/loaded-model.js';
-import { throughputThreads } from '../workers/src/runners/onnx.js';
+import { throughputThreads } from '../workers/src/runners/onnx/runner.js';
 import { ModelRepository } from '../workers/src/models/repository.js';
 import { precompute } from '../workers/src/precompute/precompute.js';
 import type { PrecomputeTarget } from '../workers/src/precompute/precompute.js';

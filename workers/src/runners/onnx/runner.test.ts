@@ -1,14 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError, ModelLoadError } from '@inferq/shared';
 import type * as ort from 'onnxruntime-node';
-import { buildMlp } from '../../../examples/build/onnx-builder.js';
-import { captureLogger, smallMlp } from '../../../test/helpers/models.js';
-import { parseDevice } from './device.js';
-import { cpuBudget } from './budget.js';
-import { OnnxRunner, perCpuInstances, throughputThreads } from './onnx.js';
-import { inThreadSessionFactory } from './ort-session.js';
-import type { OrtSession, OrtSessionFactory } from './ort-session.js';
-import { BufferPool, workerSessionFactory } from './ort-worker.js';
+import { buildMlp } from '../../../../examples/build/onnx-builder.js';
+import { captureLogger, smallMlp } from '../../../../test/helpers/models.js';
+import { cpuBudget } from '../budget.js';
+import { parseDevice } from '../device.js';
+import { OnnxRunner, perCpuInstances, throughputThreads } from './runner.js';
+import { inThreadSessionFactory } from './session.js';
+import type { OrtSession, OrtSessionFactory } from './session.js';
+import { workerSessionFactory } from './worker-session.js';
 
 const model = buildMlp(smallMlp([4, 8, 1]));
 
@@ -268,24 +268,5 @@ describe('model instances', () => {
     expect(throughputThreads({ instances: 2, threads: 4 })).toEqual({ instances: 2, intraOpThreads: 4 });
     expect(throughputThreads({}, { kind: 'cuda', id: 1 })).toEqual({}); // a GPU: one instance
     expect(throughputThreads({ instances: 2 }, { kind: 'cuda', id: 1 })).toEqual({ instances: 2 });
-  });
-});
-
-describe('BufferPool', () => {
-  it('hands back a returned buffer of the same size, keeps at most perSize per size and maxBytes in all', () => {
-    const pool = new BufferPool(2, 100);
-    const a = pool.take(40);
-    expect(a.byteLength).toBe(40);
-    pool.give(a);
-    expect(pool.heldBytes).toBe(40);
-    expect(pool.take(40)).toBe(a);
-    expect(pool.take(40)).not.toBe(a); // none left: a new one
-    expect(pool.heldBytes).toBe(0);
-    for (let i = 0; i < 3; i++) pool.give(new ArrayBuffer(20));
-    expect(pool.heldBytes).toBe(40); // two of one size
-    pool.give(new ArrayBuffer(50));
-    expect(pool.heldBytes).toBe(90);
-    pool.give(new ArrayBuffer(30));
-    expect(pool.heldBytes).toBe(90); // over maxBytes: dropped
   });
 });
