@@ -47,7 +47,7 @@ export type { SinkSetOptions } from './sinks/sink-set.js';
 export type { RollJournal, RollPosition, RollRecord, Sink, SinkJob, SinkResult, WriteOutcome } from './sinks/sink.js';
 export { ModelPool } from './models/model-pool.js';
 export type { ModelPoolOptions } from './models/model-pool.js';
-export { throughputThreads } from './runners/onnx.js';
+export { throughputThreads } from './runners/onnx/runner.js';
 export { HdfsStore, LocalStore, localCopy, parseLocation } from './io/store.js';
 export type { FileStore, Location, StagedFile, StoreEntry } from './io/store.js';
 export { WebHdfs, WebHdfsError, setWebHdfsDefaults } from './io/webhdfs.js';
