@@ -153,25 +153,21 @@ describe('Kafka transport', () => {
       const f32 = (shape: number[], data?: number[]) => ({ dtype: 'float32' as const, shape, data: Float32Array.from(data ?? new Array<number>(shape.reduce((a, b) => a * b, 1)).fill(0.5)) });
       const corrupt = env('bad-crc', 'mlp', { features: f32([1, 4]) });
       corrupt[corrupt.length - 1]! ^= 0xff;
-      const bad: { id: string; value: Buffer | null; reason: RegExp; headers?: Record<string, string> }[] = [
-        { id: 'bad-shape', value: env('bad-shape', 'mlp', { features: f32([2, 3]) }), reason: /features.*\[2,3\]|3.*4/ },
-        { id: 'bad-dtype', value: env('bad-dtype', 'mlp', { features: { dtype: 'int32', shape: [1, 4], data: Int32Array.from([1, 2, 3, 4]) } }), reason: /int32/ },
-        { id: 'bad-model', value: env('bad-model', 'nope', { features: f32([1, 4]) }), reason: /nope/ },
-        { id: 'bad-nan', value: env('bad-nan', 'mlp', { features: f32([1, 4], [0, Number.NaN, 0, 0]) }), reason: /NaN/ },
-        { id: 'bad-crc', value: corrupt, reason: /checksum|crc/i },
-        { id: 'bad-bytes', value: Buffer.from('this is not an envelope'), reason: /magic|envelope/i, headers: { [KAFKA_HEADERS.id]: 'bad-bytes', [KAFKA_HEADERS.replyTo]: replyTopic } },
-        { id: 'bad-size', value: env('bad-size', 'mlp', { features: f32([5000, 4]) }), reason: /exceeds the 65536-byte limit/ },
-        { id: 'bad-tomb', value: null, reason: /tombstone/, headers: { [KAFKA_HEADERS.id]: 'bad-tomb' } },
-        { id: 'bad-id', value: env('env-id', 'mlp', { features: f32([1, 4]) }), reason: /does not match/, headers: { [KAFKA_HEADERS.id]: 'bad-id' } },
-        {
-          id: 'bad-pack',
-          value: Buffer.from(encodeEnvelope({ id: 'bad-pack', model: 'mlp', replyTo: replyTopic, jobs: [{ id: 'p1', rows: 1 }, { id: 'p2', rows: 1 }] }, { features: f32([2, 4]) })),
-          reason: /packs 2 jobs; packed envelopes travel over Redis only/,
-        },
+      const bad: { id: string; code: string; value: Buffer | null; reason: RegExp; headers?: Record<string, string> }[] = [
+        { id: 'bad-shape', code: 'BAD_SHAPE', value: env('bad-shape', 'mlp', { features: f32([2, 3]) }), reason: /features.*\[2,3\]|3.*4/ },
+        { id: 'bad-dtype', code: 'BAD_DTYPE', value: env('bad-dtype', 'mlp', { features: { dtype: 'int32', shape: [1, 4], data: Int32Array.from([1, 2, 3, 4]) } }), reason: /int32/ },
+        { id: 'bad-model', code: 'UNKNOWN_MODEL', value: env('bad-model', 'nope', { features: f32([1, 4]) }), reason: /nope/ },
+        { id: 'bad-nan', code: 'NON_FINITE', value: env('bad-nan', 'mlp', { features: f32([1, 4], [0, Number.NaN, 0, 0]) }), reason: /NaN/ },
+        { id: 'bad-crc', code: 'BAD_ENVELOPE', value: corrupt, reason: /checksum|crc/i },
+        { id: 'bad-bytes', code: 'BAD_ENVELOPE', value: Buffer.from('this is not an envelope'), reason: /magic|envelope/i, headers: { [KAFKA_HEADERS.id]: 'bad-bytes', [KAFKA_HEADERS.replyTo]: replyTopic } },
+        { id: 'bad-size', code: 'PAYLOAD_TOO_LARGE', value: env('bad-size', 'mlp', { features: f32([5000, 4]) }), reason: /exceeds the 65536-byte limit/ },
+        { id: 'bad-tomb', code: 'BAD_JOB_DATA', value: null, reason: /tombstone/, headers: { [KAFKA_HEADERS.id]: 'bad-tomb' } },
+        { id: 'bad-id', code: 'ID_MISMATCH', value: env('env-id', 'mlp', { features: f32([1, 4]) }), reason: /does not match/, headers: { [KAFKA_HEADERS.id]: 'bad-id' } },
         {
           id: 'bad-sinks',
+          code: 'SINK_NOT_ALLOWED',
           value: Buffer.from(encodeEnvelope({ id: 'bad-sinks', model: 'mlp', replyTo: replyTopic, sinks: ['/tmp/x'] }, { features: f32([1, 4]) })),
-          reason: /job sinks \["\/tmp\/x"\] are honoured by Redis workers only/,
+          reason: /job sink "\/tmp\/x" is not allowed: this worker takes no job sinks/,
         },
       ];
       let i = 0;
@@ -185,6 +181,9 @@ describe('Kafka transport', () => {
         const d = dead.messages.find((m) => header(m, KAFKA_HEADERS.id) === b.id);
         expect(d, `dead letter of ${b.id}`).toBeDefined();
         expect(header(d!, KAFKA_HEADERS.error)).toMatch(b.reason);
+        // The stable code and whether a retry could help travel beside the reason.
+        expect(header(d!, KAFKA_HEADERS.code), b.id).toBe(b.code);
+        expect(header(d!, KAFKA_HEADERS.retriable)).toBe('false');
         expect(header(d!, KAFKA_HEADERS.sourceTopic)).toBe(topic);
         expect(header(d!, KAFKA_HEADERS.sourceOffset)).toMatch(/^\d+$/);
         // The original bytes are kept, so a fixed consumer can replay them.
@@ -196,11 +195,14 @@ describe('Kafka transport', () => {
       const errors = replies.messages.map(parseKafkaReply).filter((r) => !r.ok);
       expect(errors.find((r) => r.id === 'bad-bytes')?.error?.kind).toBe('EnvelopeError');
       expect(errors.find((r) => r.id === 'bad-model')?.error?.message).toMatch(/nope/);
+      expect(errors.find((r) => r.id === 'bad-model')?.error?.code).toBe('UNKNOWN_MODEL');
       await waitFor(async () => (await committedTotal(brokers, `g-${topic}`, topic)) === bad.length + i, 'the partition committed past the bad messages', 20_000, 100);
       // predict() of a bad job fails at once with the worker's reason.
       const err = await producer.predict('nope', features(1, 1), { timeoutMs: 20_000 }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(RemoteJobError);
       expect((err as RemoteJobError).kind).toBe('UnknownModelError');
+      expect((err as RemoteJobError).code).toBe('UNKNOWN_MODEL');
+      expect((err as RemoteJobError).retriable).toBe(false);
     } finally {
       await Promise.all([dead.stop(), replies.stop(), raw.disconnect(), producer.close()]);
       await w.close();

@@ -159,35 +159,39 @@ describe('Redis transport', () => {
       const good: Promise<Reply>[] = [];
       const goodX = (i: number) => features(3, 100 + i);
       const bad: Record<string, RegExp> = {};
-      const badJob = async (id: string, reason: RegExp, add: () => Promise<unknown>) => {
+      const codes: Record<string, string> = {};
+      const badJob = async (id: string, reason: RegExp, add: () => Promise<unknown>, code: string) => {
         bad[id] = reason;
+        codes[id] = code;
         await add();
         good.push(producer.predict('mlp', goodX(good.length), { timeoutMs: 20_000 }));
       };
-      await badJob('wrong-width', /input "features": expected float32 \[n,4\], got float32 \[2,3\]/, () => producer.enqueue('mlp', [[1, 2, 3], [4, 5, 6]], { jobId: 'wrong-width' }));
+      await badJob('wrong-width', /input "features": expected float32 \[n,4\], got float32 \[2,3\]/, () => producer.enqueue('mlp', [[1, 2, 3], [4, 5, 6]], { jobId: 'wrong-width' }), 'BAD_SHAPE');
       await badJob('wrong-dtype', /input "features": expected float32 \[n,4\], got float64 \[1,4\]/, () =>
         producer.enqueue('mlp', { features: { dtype: 'float64', shape: [1, 4], data: new Float64Array(4) } }, { jobId: 'wrong-dtype' }),
-      );
-      await badJob('unknown-model', /unknown model "nope" in repository/, () => producer.enqueue('nope', features(1, 1), { jobId: 'unknown-model' }));
-      await badJob('unknown-version', /model "mlp" version "7" does not exist/, () => producer.enqueue('mlp', features(1, 1), { jobId: 'unknown-version', version: '7' }));
-      await badJob('nan', /non-finite value NaN at row 0, column 1/, () => producer.enqueue('mlp', [[0, Number.NaN, 0, 0]], { jobId: 'nan' }));
-      await badJob('oversized', /payload of \d+ bytes exceeds the 65536-byte limit/, () => producer.enqueue('mlp', features(5000, 1), { jobId: 'oversized' }));
+      'BAD_DTYPE');
+      await badJob('unknown-model', /unknown model "nope" in repository/, () => producer.enqueue('nope', features(1, 1), { jobId: 'unknown-model' }), 'UNKNOWN_MODEL');
+      await badJob('unknown-version', /model "mlp" version "7" does not exist/, () => producer.enqueue('mlp', features(1, 1), { jobId: 'unknown-version', version: '7' }), 'UNKNOWN_VERSION');
+      await badJob('nan', /non-finite value NaN at row 0, column 1/, () => producer.enqueue('mlp', [[0, Number.NaN, 0, 0]], { jobId: 'nan' }), 'NON_FINITE');
+      await badJob('oversized', /payload of \d+ bytes exceeds the 65536-byte limit/, () => producer.enqueue('mlp', features(5000, 1), { jobId: 'oversized' }), 'PAYLOAD_TOO_LARGE');
       const good1 = encodeEnvelope({ id: 'corrupt', model: 'mlp' }, { features: { dtype: 'float32', shape: [1, 4], data: new Float32Array(4) } });
       const flipped = Buffer.from(good1);
       flipped[flipped.length - 3]! ^= 0x10;
       await badJob('corrupt', /envelope checksum mismatch/, async () => {
         await redis.set(`inferq:${queue}:payload:corrupt`, flipped);
         await q.add('mlp', { v: 1, model: 'mlp', rows: 1, bytes: flipped.length, key: `inferq:${queue}:payload:corrupt` }, { jobId: 'corrupt' });
-      });
-      await badJob('truncated', /envelope truncated|payload of job has/, async () => {
+      }, 'BAD_ENVELOPE');
+      await badJob('truncated', /envelope truncated/, async () => {
         const t = Buffer.from(good1).subarray(0, 30);
         await redis.set(`inferq:${queue}:payload:truncated`, t);
         await q.add('mlp', { v: 1, model: 'mlp', rows: 1, bytes: t.length, key: `inferq:${queue}:payload:truncated` }, { jobId: 'truncated' });
-      });
-      await badJob('not-ours', /job data version undefined is not supported/, () => q.add('mlp', { hello: 'world' }, { jobId: 'not-ours' }));
+      }, 'BAD_ENVELOPE');
+      await badJob('not-ours', /job data version undefined is not supported/, () => q.add('mlp', { hello: 'world' }, { jobId: 'not-ours' }), 'BAD_JOB_DATA');
+      // A forged job naming a key that is not one of this queue's payload keys: the worker does not read it.
+      await badJob('foreign-key', /payload key "some:other:key" is not one of this queue's/, () => q.add('mlp', { v: 1, model: 'mlp', rows: 1, bytes: 10, key: 'some:other:key' }, { jobId: 'foreign-key' }), 'BAD_JOB_DATA');
       await badJob('missing-payload', /payload key "inferq:.*:payload:missing-payload" is missing/, () =>
         q.add('mlp', { v: 1, model: 'mlp', rows: 1, bytes: 10, key: `inferq:${queue}:payload:missing-payload` }, { jobId: 'missing-payload' }),
-      );
+      'PAYLOAD_MISSING');
       const replies = await Promise.all(good);
       replies.forEach((r, i) => expectMatches(r, goodX(i)));
       const dead = async () => readStream(redis, `inferq:${queue}:dead`);
@@ -198,6 +202,8 @@ describe('Redis transport', () => {
         const id = e.fields.get('id')!.toString();
         expect(e.fields.get('reason')!.toString(), id).toMatch(bad[id]!);
         expect(e.fields.get('attempts')!.toString(), id).toBe('1'); // unrecoverable: not retried
+        expect(e.fields.get('code')!.toString(), id).toBe(codes[id]);
+        expect(e.fields.get('retriable')!.toString(), id).toBe('false');
       }
       // BullMQ's own record agrees: failed, not retried, reason kept.
       const failed = await q.getFailed();
@@ -240,6 +246,10 @@ describe('Redis transport', () => {
       const dead = await readStream(redis, `inferq:${queue}:dead`);
       expect(dead).toHaveLength(1);
       expect(dead[0]!.fields.get('attempts')!.toString()).toBe('3');
+      // A failure a retry could have helped says so on the wire, with its code.
+      expect(dead[0]!.fields.get('retriable')!.toString()).toBe('true');
+      expect((err as RemoteJobError).retriable).toBe(true);
+      expect((err as RemoteJobError).code).toBe(dead[0]!.fields.get('code')!.toString());
     } finally {
       await producer.close();
       await worker.close(10_000);
@@ -255,6 +265,7 @@ describe('Redis transport', () => {
       const err = await producer.predict('mlp', [[1, 2]], { timeoutMs: 10_000 }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(RemoteJobError);
       expect((err as RemoteJobError).kind).toBe('InvalidInputError');
+      expect((err as RemoteJobError).code).toBe('BAD_SHAPE');
       expect((err as Error).message).toMatch(/expected float32 \[n,4\], got float32 \[1,2\]/);
     } finally {
       await producer.close();

@@ -32,8 +32,6 @@ interface PartitionState {
   committed: number;
   /** The highest offset taken when the last commit was made (or -1). */
   highestCommitted: number;
-  /** The next offset to commit, once computed; -1 while nothing is done. */
-  commitable: number;
 }
 
 export interface TopicPartitionOffset {
@@ -64,7 +62,7 @@ export class OffsetTracker {
     const k = key(topic, partition);
     let p = this.parts.get(k);
     if (p === undefined) {
-      p = { topic, partition, offsets: [], done: [], ready: [], head: 0, highest: -1, committed: -1, highestCommitted: -1, commitable: -1 };
+      p = { topic, partition, offsets: [], done: [], ready: [], head: 0, highest: -1, committed: -1, highestCommitted: -1 };
       this.parts.set(k, p);
     }
     if (offset <= p.highest) return false;
@@ -105,7 +103,6 @@ export class OffsetTracker {
     p.done[i] = true;
     if (i !== p.head) return;
     while (p.head < p.offsets.length && p.done[p.head]) p.head++;
-    p.commitable = p.head < p.offsets.length ? p.offsets[p.head]! : p.offsets[p.head - 1]! + 1;
     if (p.head > 1024 && p.head * 2 > p.offsets.length) {
       p.offsets.splice(0, p.head);
       p.done.splice(0, p.head);
@@ -114,12 +111,17 @@ export class OffsetTracker {
     }
   }
 
-  /** Offsets that moved past what was last committed, or whose highest taken offset did. */
+  /**
+   * Positions that moved past what was last committed, or whose highest taken offset did: the
+   * first offset not done (nothing past an unfinished message is ever committed), with the
+   * highest offset taken as metadata.
+   */
   pending(): TopicPartitionOffset[] {
     const out: TopicPartitionOffset[] = [];
     for (const p of this.parts.values()) {
-      if (p.commitable < 0) continue;
-      if (p.commitable > p.committed || p.highest > p.highestCommitted) out.push({ topic: p.topic, partition: p.partition, offset: String(p.commitable), metadata: String(p.highest) });
+      if (p.highest < 0) continue;
+      const position = p.head < p.offsets.length ? p.offsets[p.head]! : p.highest + 1;
+      if (position > p.committed || p.highest > p.highestCommitted) out.push({ topic: p.topic, partition: p.partition, offset: String(position), metadata: String(p.highest) });
     }
     return out;
   }
