@@ -52,7 +52,7 @@ export async function startServerBroker(starters: Readonly<Record<string, Starte
     if (pending === undefined) {
       asked.push(kind);
       const t0 = Date.now();
-      pending = starter().then((s) => {
+      pending = Promise.resolve().then(starter).then((s) => {
         log(`[test/infra] ${kind} started on demand in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${s.address}`);
         return s;
       });
