@@ -207,7 +207,7 @@ export function renderKeys(spec: LoadedSpec, chunk: Chunk): string[] {
 /**
  * Turns a chunk into model inputs. `recycled`: the tensors of a chunk that is done with; the
  * default encoder writes into its buffer when it fits, instead of allocating one per chunk
- * (a new 8 MB buffer per chunk set off a full GC about once a chunk).
+ * (large short-lived buffers make V8 run full collections).
  */
 export type Encoder = (chunk: Chunk, recycled?: TensorMap) => Promise<TensorMap>;
 
