@@ -9,7 +9,7 @@
  * ```
  */
 import { randomUUID } from 'node:crypto';
-import { ConnectionError, DTYPE_BYTES, InferqError, MAX_PACKED_JOBS, encodeEnvelope, viewOf } from '@inferq/shared';
+import { ConnectionError, DTYPE_BYTES, EnvelopeError, InferqError, MAX_PACKED_JOBS, checkTensors, encodeEnvelope, jobSuffix, viewOf } from '@inferq/shared';
 import type { DType, JobData, PackedJob, Tensor, TensorMap } from '@inferq/shared';
 
 /** The `linger` option (see ProducerOptions). */
@@ -25,6 +25,15 @@ export interface PackOptions {
   readonly replyTo?: string | undefined;
   readonly sinks?: readonly string[] | undefined;
   readonly rowIds?: readonly string[] | undefined;
+}
+
+/** A job's options as offer() reads them: its pack's metadata, its deadline, and the BullMQ options a pack cannot carry. */
+export interface OfferOptions extends PackOptions {
+  readonly deadline?: number | undefined;
+  readonly priority?: number | undefined;
+  readonly delay?: number | undefined;
+  readonly attempts?: number | undefined;
+  readonly backoff?: unknown;
 }
 
 /** Writes one job (a lone one or a pack) to the queue. */
@@ -62,7 +71,7 @@ interface Pack {
 
 export class Packer {
   /** A job with at least this many bytes of features goes alone. */
-  readonly maxBytes: number;
+  private readonly maxBytes: number;
   private readonly maxJobs: number;
   private readonly ms: number;
   private readonly addJob: AddJob;
@@ -78,8 +87,28 @@ export class Packer {
     this.addJob = addJob;
   }
 
+  /**
+   * Packs a job that can share a pack (no priority, delay, attempts or backoff of its own, and
+   * smaller than a pack): resolves with `id` once its pack is sent. Undefined: it goes alone.
+   * Throws (at once) what encodeEnvelope() would refuse for this job alone, which must not fail its whole pack later.
+   */
+  offer(id: string, model: string, options: OfferOptions, tensors: TensorMap): Promise<string> | undefined {
+    if (options.priority !== undefined || options.delay !== undefined || options.attempts !== undefined || options.backoff !== undefined) return undefined;
+    let bytes = 0;
+    for (const name in tensors) bytes += tensors[name]!.data.byteLength;
+    if (bytes >= this.maxBytes) return undefined;
+    const rows = checkTensors({ id, model }, tensors);
+    if (options.rowIds !== undefined && (options.rowIds.length !== rows || !options.rowIds.every((r) => typeof r === 'string'))) {
+      throw new EnvelopeError(`rowIds: expected ${rows} strings (one per row), got ${options.rowIds.length} entries${jobSuffix(id)}`, { jobId: id, model });
+    }
+    if (options.deadline !== undefined && !(Number.isSafeInteger(options.deadline) && options.deadline >= 0)) {
+      throw new EnvelopeError(`deadline: expected epoch milliseconds, got ${String(options.deadline)}${jobSuffix(id)}`, { jobId: id, model });
+    }
+    return new Promise<string>((resolve, reject) => this.add(model, options, tensors, { job: { id, rows, deadline: options.deadline }, resolve, reject }));
+  }
+
   /** Adds a job (its input checked already) to the pack its metadata and input signature choose; sends the pack when full. */
-  add(model: string, options: PackOptions, tensors: TensorMap, item: PackedItem): void {
+  private add(model: string, options: PackOptions, tensors: TensorMap, item: PackedItem): void {
     // Jobs share a pack only when their rows can be concatenated and their metadata is one.
     let key = `${model}\u0000${options.version ?? ''}\u0000${options.replyTo ?? ''}\u0000${options.sinks === undefined ? '' : JSON.stringify(options.sinks)}\u0000${options.rowIds === undefined ? 0 : 1}`;
     for (const name in tensors) {

@@ -2,8 +2,10 @@
  * The inferq producer SDK over Redis (BullMQ).
  *
  * ```
- *  enqueue(model, batch) ── toTensors ─► encodeEnvelope ─► MULTI { SET payload-key <envelope> NX EX ttl
- *                                                                 BullMQ add job { model, key } }  ─► job id
+ *  enqueue(model, batch) ── toTensors ─► encodeEnvelope ─► SET <prefix>:<queue>:payload:<job id>:<uuid> <envelope> NX EX ttl
+ *                                                       ─► Queue.add(job { model, key })  ─► job id
+ *     (small envelopes travel inline, base64 in the job, with no key; a key no job names after
+ *      the add, as with a duplicate job id, is deleted)
  *     with linger: calls of one window that share model, version, replyTo, sinks and input
  *     signature are packed into one envelope (their rows concatenated, `jobs` lists each
  *     job's id, rows and deadline) and sent as one BullMQ job
@@ -17,11 +19,11 @@
  * Producer serves again once Redis is back. Nothing is printed: the `logger` hears the rest.
  */
 import { randomUUID } from 'node:crypto';
-import { Job, Queue } from 'bullmq';
+import { Queue } from 'bullmq';
 import type { JobsOptions } from 'bullmq';
 import type { Redis, RedisOptions } from 'ioredis';
-import { ClosedError, DEFAULT_PREFIX, DEFAULT_QUEUE, EnvelopeError, InferqError, checkTensors, encodeEnvelope, jobSuffix, parseTablePointer, redisKeys, tableBucket, tableKeys } from '@inferq/shared';
-import type { JobData, RedisKeys, TensorMap } from '@inferq/shared';
+import { ClosedError, DEFAULT_PREFIX, DEFAULT_QUEUE, InferqError, encodeEnvelope, parseTablePointer, redisKeys, tableBucket, tableKeys } from '@inferq/shared';
+import type { JobData, RedisKeys } from '@inferq/shared';
 import { connectTimeout, handled, within } from './connection.js';
 import type { SdkLogger } from './connection.js';
 import { toTensors } from './features.js';
@@ -57,10 +59,10 @@ export interface ProducerOptions {
   /** Key prefix of every key. Default "inferq". */
   readonly prefix?: string;
   /**
-   * Where the envelope travels: "key" (a binary Redis key written in the same MULTI as the
-   * job; for 256 KB jobs 3.2× faster to enqueue and 1.6× end to end, as measured by
-   * bench/redis.ts), "inline" (base64 in the BullMQ job data: ~1.2× faster for tiny jobs,
-   * it saves the key's SET/GET/DEL), or "auto" (the default): inline below
+   * Where the envelope travels: "key" (a binary Redis key of its own, `<prefix>:<queue>:payload:<job id>:<uuid>`,
+   * written before the job, which names it; for 256 KB jobs 3.2× faster to enqueue and 1.6× end
+   * to end, as measured by bench/redis.ts), "inline" (base64 in the BullMQ job data: ~1.2× faster
+   * for tiny jobs, it saves the key's SET/GET/DEL), or "auto" (the default): inline below
    * `inlineMaxBytes`, a key above.
    */
   readonly payload?: 'auto' | 'key' | 'inline';
@@ -131,6 +133,8 @@ export class Producer {
   private readonly connectTimeoutMs: number;
   private readonly link: RedisLink;
   private readonly queue: Queue;
+  /** Whether BullMQ's side of the connection was ready once (it stays so). */
+  private queueReady = false;
   private readonly waiters = new Map<string, ReplyWaiter>();
   private inboxReader: Inbox | undefined;
   private readonly subscriptions = new Set<Subscription>();
@@ -168,43 +172,60 @@ export class Producer {
   private send(model: string, batch: FeatureBatch, options: EnqueueOptions, id: string, explicitId: boolean): Promise<string> {
     this.assertOpen();
     const tensors = toTensors(batch, options.input);
-    const packer = this.packer;
-    const packable =
-      packer !== undefined &&
-      !explicitId &&
-      options.priority === undefined &&
-      options.delay === undefined &&
-      options.attempts === undefined &&
-      options.backoff === undefined &&
-      byteSize(tensors) < packer.maxBytes; // a job that fills a pack alone goes as it is
-    if (packable) {
-      const rows = checkTensors({ id, model }, tensors);
-      // What encodeEnvelope() would refuse for this job alone must not fail its whole pack later.
-      if (options.rowIds !== undefined && (options.rowIds.length !== rows || !options.rowIds.every((r) => typeof r === 'string'))) {
-        throw new EnvelopeError(`rowIds: expected ${rows} strings (one per row), got ${options.rowIds.length} entries${jobSuffix(id)}`, { jobId: id, model });
-      }
-      if (options.deadline !== undefined && !(Number.isSafeInteger(options.deadline) && options.deadline >= 0)) {
-        throw new EnvelopeError(`deadline: expected epoch milliseconds, got ${String(options.deadline)}${jobSuffix(id)}`, { jobId: id, model });
-      }
-      return new Promise<string>((resolve, reject) => packer.add(model, options, tensors, { job: { id, rows, deadline: options.deadline }, resolve, reject }));
-    }
+    // A caller's job id is never packed: a pack travels under an id of its own.
+    const packed = explicitId ? undefined : this.packer?.offer(id, model, options, tensors);
+    if (packed !== undefined) return packed;
     const envelope = encodeEnvelope(
       { id, model, version: options.version, rowIds: options.rowIds, replyTo: options.replyTo, sinks: options.sinks, deadline: options.deadline },
       tensors,
     );
     const rows = Object.values(tensors)[0]?.shape[0] ?? 0;
-    return this.addJob(id, { v: 1, model, version: options.version, rows, bytes: envelope.byteLength }, envelope, options).then(() => id);
+    return this.addJob(id, { v: 1, model, version: options.version, rows, bytes: envelope.byteLength }, envelope, options, explicitId).then(() => id);
   }
 
-  /** One BullMQ job and its payload in one MULTI/EXEC, once connected (ConnectionError after connectTimeoutMs otherwise). */
-  private addJob(id: string, meta: Omit<JobData, 'key' | 'b64'>, payload: Uint8Array, options: EnqueueOptions): Promise<void> {
-    return this.link.run(() => this.writeJob(id, meta, payload, options));
+  /** One BullMQ job and its payload, once connected (ConnectionError after connectTimeoutMs otherwise). */
+  private addJob(id: string, meta: Omit<JobData, 'key' | 'b64'>, payload: Uint8Array, options: EnqueueOptions, explicitId = false): Promise<void> {
+    // A Redis error reply (OOM, WRONGTYPE…) fails the enqueue; anything else is run()'s to tell (the connection's doing or not).
+    const write = (steady: () => boolean): Promise<void> =>
+      this.writeJob(id, meta, payload, options, explicitId, steady).catch((err: unknown) => {
+        throw isReplyError(err) ? new InferqError(`enqueue of job ${id} to queue "${this.queueName}" failed: ${(err as Error).message}`, { jobId: id, model: meta.model, retriable: true, cause: err }) : err;
+      });
+    return this.link.run(write);
   }
 
-  private async writeJob(id: string, meta: Omit<JobData, 'key' | 'b64'>, payload: Uint8Array, options: EnqueueOptions): Promise<void> {
+  /**
+   * The payload under a key of this enqueue's own (never a key an earlier job with the same id
+   * left behind), then the job through BullMQ's Queue.add: a worker never sees the job before
+   * its payload. A key no job names afterwards (a duplicate id, a job refused) is deleted.
+   */
+  private async writeJob(id: string, meta: Omit<JobData, 'key' | 'b64'>, payload: Uint8Array, options: EnqueueOptions, explicitId: boolean, steady: () => boolean): Promise<void> {
     const mode = this.options.payload ?? 'auto';
-    const inline = mode === 'inline' || (mode === 'auto' && payload.byteLength <= (this.options.inlineMaxBytes ?? 8192));
-    const data: JobData = inline ? { ...meta, b64: Buffer.from(payload).toString('base64') } : { ...meta, key: this.keys.payload(id) };
+    if (mode === 'inline' || (mode === 'auto' && payload.byteLength <= (this.options.inlineMaxBytes ?? 8192))) {
+      return this.addToQueue(id, { ...meta, b64: Buffer.from(payload).toString('base64') }, options);
+    }
+    const key = this.keys.payload(`${id}:${randomUUID()}`);
+    const ttl = Math.max(this.options.payloadTtlSeconds ?? 7 * 86_400, Math.ceil((options.delay ?? 0) / 1000) + 86_400);
+    const stored = await this.link.client.set(key, Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength), 'EX', ttl, 'NX');
+    if (stored !== 'OK') throw new InferqError(`enqueue of job ${id} to queue "${this.queueName}" failed: payload key "${key}" exists already`, { jobId: id, model: meta.model, retriable: true });
+    try {
+      await this.addToQueue(id, { ...meta, key }, options);
+    } catch (err) {
+      // Refused (by Redis or BullMQ) on a connection that stayed up: no add is on its way, so the key
+      // can go unless the job is there. After a drop the add may still arrive: the key is left to expire.
+      if (isReplyError(err) || steady()) await this.dropUnlessNamed(id, key);
+      throw err;
+    }
+    // A generated id is new; a caller's may belong to a job already there, which keeps its own payload.
+    if (explicitId) await this.dropUnlessNamed(id, key);
+  }
+
+  /** Adds the BullMQ job (BullMQ answers a duplicate id with the job that exists, unchanged). */
+  private async addToQueue(id: string, data: JobData, options: EnqueueOptions): Promise<void> {
+    if (!this.queueReady) {
+      // BullMQ readies its side of the connection (its scripts) soon after the connection is ready.
+      await within(this.queue.waitUntilReady(), this.connectTimeoutMs, () => this.link.error('BullMQ did not take the connection'));
+      this.queueReady = true;
+    }
     const opts: JobsOptions = {
       jobId: id,
       attempts: options.attempts ?? 3,
@@ -214,22 +235,19 @@ export class Producer {
       ...(options.priority === undefined ? {} : { priority: options.priority }),
       ...(options.delay === undefined ? {} : { delay: options.delay }),
     };
-    const job = new Job(this.queue, meta.model, data, opts, id);
-    // BullMQ's client wrapper hands out ioredis transactions it can add jobs to (ready soon after the connection is).
-    const client = await within(this.queue.backend.client, this.connectTimeoutMs, () => this.link.error('BullMQ did not take the connection'));
-    const multi = (client as unknown as Redis).multi();
-    if (!inline) {
-      const ttl = Math.max(this.options.payloadTtlSeconds ?? 7 * 86_400, Math.ceil((options.delay ?? 0) / 1000) + 86_400);
-      multi.set(this.keys.payload(id), Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength), 'EX', ttl, 'NX');
-    }
-    // The job and its payload are written in one MULTI/EXEC: a worker never sees one without the other.
-    // Queued, not sent, until exec(); awaited so that a job BullMQ refuses fails here rather than unseen.
-    await job.addJob(multi as unknown as Parameters<Job['addJob']>[0]);
-    const results = await multi.exec();
-    const failed = results?.find(([err]) => err !== null)?.[0];
-    if (failed !== undefined && failed !== null && !isReplyError(failed)) throw failed; // the connection's doing: run() says so
-    if (results === null || failed !== undefined) {
-      throw new InferqError(`enqueue of job ${id} to queue "${this.queueName}" failed: ${failed?.message ?? 'transaction aborted'}`, { jobId: id, model: meta.model, retriable: true });
+    await this.queue.add(data.model, data, opts);
+  }
+
+  /**
+   * Deletes payload key `key` unless job `id` names it (a job that is gone has no use for it
+   * either). Never fails the enqueue: a key it could not delete expires.
+   */
+  private async dropUnlessNamed(id: string, key: string): Promise<void> {
+    try {
+      const job: { data?: Partial<JobData> } | undefined = await this.queue.getJob(id);
+      if (job?.data?.key !== key) await this.link.client.del(key);
+    } catch (err) {
+      this.link.report(err as Error, `payload key ${key} of job ${id} was left to expire`);
     }
   }
 
@@ -400,11 +418,4 @@ export class Producer {
     const client = this.link.client.duplicate(sdkRedisOptions(this.connectTimeoutMs, INBOX_BLOCK_MS));
     this.inboxReader = new Inbox(new RedisLink(client, 'inbox', this.connectTimeoutMs, this.options.logger), this.inbox, this.waiters);
   }
-}
-
-/** Bytes of a job's tensors. */
-function byteSize(tensors: TensorMap): number {
-  let n = 0;
-  for (const name in tensors) n += tensors[name]!.data.byteLength;
-  return n;
 }

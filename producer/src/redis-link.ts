@@ -161,13 +161,15 @@ export class RedisLink {
   /**
    * Runs `op` once the connection is ready. Its failure because the connection dropped under it
    * becomes a ConnectionError; a Redis reply error (WRONGTYPE, OOM…) or an InferqError is passed on as it is.
+   * `steady()` tells `op` whether the connection has stayed up since it began (so no command it
+   * sent can still be on its way to the server).
    */
-  async run<T>(op: () => Promise<T>): Promise<T> {
+  async run<T>(op: (steady: () => boolean) => Promise<T>): Promise<T> {
     await this.ready();
     const closes = this.closes;
     const started = Date.now();
     try {
-      return await op();
+      return await op(() => !this.closed && this.closes === closes && this.usable());
     } catch (err) {
       throw this.classify(err, closes, started);
     }
