@@ -8,7 +8,7 @@ export type { FeatureBatch } from './features.js';
 export { Producer } from './producer.js';
 export type { EnqueueOptions, PredictOptions, ProducerOptions, TableRow } from './producer.js';
 export type { LingerOptions } from './linger.js';
-export { parseKafkaReply, parseReplies } from './replies.js';
+export { parseKafkaReplies, parseKafkaReply, parseReplies } from './replies.js';
 export type { Reply, ReplyError } from './replies.js';
 export { Subscription } from './subscription.js';
 export type { SubscribeOptions } from './subscription.js';

@@ -11,7 +11,7 @@ import { ClosedError, ConsumerRestarter } from '@inferq/shared';
 import { settlesWithin } from './connection.js';
 import { CONSUMER_RETRY, ensureTopic } from './kafka-connection.js';
 import type { KafkaLink } from './kafka-connection.js';
-import { parseKafkaReply } from './replies.js';
+import { parseKafkaReplies } from './replies.js';
 import type { Reply } from './replies.js';
 
 export interface KafkaSubscribeOptions {
@@ -45,12 +45,14 @@ export function subscribeTopic(kafka: Kafka, link: KafkaLink, topic: string, han
     await consumer.subscribe({ topic, fromBeginning: options.fromBeginning ?? true });
     await consumer.run({
       eachMessage: async ({ message }: EachMessagePayload) => {
-        const reply = parseKafkaReply(message);
-        try {
-          await handler(reply);
-        } catch (err) {
-          options.onError?.(err, reply);
-          throw err;
+        // A reply to a pack answers each of its jobs.
+        for (const reply of parseKafkaReplies(message)) {
+          try {
+            await handler(reply);
+          } catch (err) {
+            options.onError?.(err, reply);
+            throw err;
+          }
         }
       },
     });

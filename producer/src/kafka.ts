@@ -5,8 +5,9 @@
  *  enqueue(model, batch) ── toTensors ─► encodeEnvelope ─► message { key: job id | partitionKey,
  *                                                          value: envelope, headers: id, model, version,
  *                                                          reply-to, rows, content-type }
- *                           calls in the same tick (or within linger.ms) go out in one send;
- *                           resolves when the broker has it (acks=all, idempotent producer)
+ *     with linger: calls of one window that share model, version, replyTo, sinks, partition key and
+ *     input signature are packed into one envelope (linger.ts), one message; messages of the same
+ *     tick go out in one send; resolves when the broker has it (acks=all, idempotent producer)
  *  predict(...)  = enqueue(replyTo = the reply topic) + wait for the reply with that job id, read by
  *                  this instance's own consumer group (it reads every reply and keeps its own)
  *  subscribe(topic, handler, { group }) = a consumer group on a reply topic; offsets are committed
@@ -19,18 +20,21 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Kafka, Partitioners } from 'kafkajs';
-import type { Consumer, EachMessagePayload, IHeaders, KafkaConfig, KafkaMessage, Message, Producer as KafkaJsProducer } from 'kafkajs';
-import { ClosedError, ConsumerRestarter, DEFAULT_QUEUE, ENVELOPE_CONTENT_TYPE, InferqError, KAFKA_HEADERS, encodeEnvelope, kafkaReplyTopic } from '@inferq/shared';
+import type { IHeaders, KafkaConfig, Message, Producer as KafkaJsProducer } from 'kafkajs';
+import { ClosedError, DEFAULT_QUEUE, ENVELOPE_CONTENT_TYPE, InferqError, KAFKA_HEADERS, encodeEnvelope, kafkaReplyTopic } from '@inferq/shared';
+import type { JobData, TensorMap } from '@inferq/shared';
 import { afterWait, connectTimeout, handled, settlesWithin } from './connection.js';
+import { KafkaInbox } from './kafka-inbox.js';
+import { Packer } from './linger.js';
+import type { LingerOptions, PackOptions } from './linger.js';
 import type { SdkLogger } from './connection.js';
-import { CONSUMER_RETRY, KafkaLink, ensureTopic, kafkaConfig } from './kafka-connection.js';
+import { KafkaLink, kafkaConfig } from './kafka-connection.js';
 import { subscribeTopic } from './kafka-subscription.js';
 import type { KafkaSubscribeOptions, ReplySubscription } from './kafka-subscription.js';
 import { toTensors } from './features.js';
 import type { FeatureBatch } from './features.js';
 import { PredictTimeoutError } from './errors.js';
 import type { EnqueueOptions } from './producer.js';
-import { parseKafkaReply, settleWaiter } from './replies.js';
 import type { Reply, ReplyWaiter } from './replies.js';
 
 export interface KafkaProducerOptions {
@@ -54,10 +58,14 @@ export interface KafkaProducerOptions {
   /** Topic predict() replies come back on. Default `<topic>.replies`. */
   readonly replyTopic?: string;
   /**
-   * Like Kafka's linger.ms: enqueue() calls within `ms` go out in one produce request.
-   * Default 0: calls made in the same event-loop turn are sent together.
+   * Producer-side batching, as the Redis `Producer` does it: enqueue() and predict() calls within
+   * `ms` that share model, version, replyTo, sinks, partition key and input names/dtypes/row shape
+   * are packed into one envelope — one message, one batcher entry and one reply message, which
+   * the SDK splits back into one reply per job (parseKafkaReplies). A pack is sent at `maxJobs`
+   * (default 1000) or `maxBytes` of features (default 1 MiB), or when the window ends.
+   * Default: off; messages made in the same event-loop turn are still sent in one request.
    */
-  readonly linger?: { readonly ms: number; readonly maxJobs?: number; readonly maxBytes?: number };
+  readonly linger?: LingerOptions;
   /**
    * TLS to the brokers, handed to kafkajs as it is: `true`, or `tls.connect()` options
    * (`ca`, `cert`, `key`, `servername`…). Ignored when `brokers` is a kafkajs client. Default: plaintext.
@@ -71,9 +79,8 @@ export interface KafkaProducerOptions {
   readonly sasl?: KafkaConfig['sasl'];
 }
 
-/** Kafka has no per-message priority, delay or broker-side retry: those Redis options do not exist here. */
-/** Redis's options less those Kafka cannot honour: per-message priority, delay and retries, and job sinks (the Kafka worker writes to its own). */
-export interface KafkaEnqueueOptions extends Omit<EnqueueOptions, 'priority' | 'delay' | 'attempts' | 'backoff' | 'sinks'> {
+/** Redis's options less those Kafka cannot honour: per-message priority, delay and broker-side retries. */
+export interface KafkaEnqueueOptions extends Omit<EnqueueOptions, 'priority' | 'delay' | 'attempts' | 'backoff'> {
   /** Message key (chooses the partition; ordering holds per key). Default: the job id. */
   readonly partitionKey?: string;
 }
@@ -90,13 +97,6 @@ interface Pending {
   readonly reject: (err: Error) => void;
 }
 
-/** A predict() reply reader: `connected` once it reaches the brokers, `ready` once its position is fixed. */
-interface InboxReader {
-  readonly consumer: Consumer;
-  readonly connected: Promise<void>;
-  readonly ready: Promise<void>;
-}
-
 export class KafkaProducer {
   readonly topic: string;
   readonly replyTopic: string;
@@ -107,10 +107,11 @@ export class KafkaProducer {
   private readonly options: KafkaProducerOptions;
   private pending: Pending[] = [];
   private pendingBytes = 0;
-  private flushTimer: NodeJS.Timeout | NodeJS.Immediate | undefined;
+  private flushTimer: NodeJS.Immediate | undefined;
   private readonly sending = new Set<Promise<void>>();
   private readonly waiters = new Map<string, ReplyWaiter>();
-  private inbox: InboxReader | undefined;
+  private readonly inbox: KafkaInbox;
+  private readonly packer: Packer | undefined;
   private readonly subscriptions = new Set<ReplySubscription>();
   private closing: Promise<void> | undefined;
 
@@ -124,6 +125,9 @@ export class KafkaProducer {
     this.kafka = brokers === undefined ? (options.brokers as Kafka) : new Kafka(kafkaConfig({ ...options, brokers }, ms, this.link));
     // Idempotent: a send retried after a lost ack is written once. The partitioner named, as kafkajs asks (its v2 default).
     this.producer = this.kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: true, createPartitioner: Partitioners.DefaultPartitioner });
+    this.inbox = new KafkaInbox(this.kafka, this.link, this.replyTopic, this.waiters, () => this.closing !== undefined);
+    const linger = options.linger;
+    if (linger !== undefined && linger.ms > 0) this.packer = new Packer(linger, (id, meta, payload, pack) => this.produce(this.message(id, meta, payload, pack), payload.byteLength));
   }
 
   /** The producer's connection: one attempt at a time; a failed one is forgotten, so the next call tries again. */
@@ -147,35 +151,37 @@ export class KafkaProducer {
     return handled(
       (async () => {
         this.assertOpen();
-        const { id, message, bytes } = this.prepare(model, batch, options);
-        await this.produce(message, bytes);
+        const id = options.jobId ?? randomUUID();
+        await this.submit(id, model, toTensors(batch, options.input), options);
         return id;
       })(),
     );
   }
 
-  /** The message of a job: its input checked and encoded (throws on bad input). */
-  private prepare(model: string, batch: FeatureBatch, options: KafkaEnqueueOptions): { id: string; message: Message; bytes: number } {
-    const id = options.jobId ?? randomUUID();
-    const tensors = toTensors(batch, options.input);
-    const envelope = encodeEnvelope(
-      { id, model, version: options.version, rowIds: options.rowIds, replyTo: options.replyTo, deadline: options.deadline },
-      tensors,
-    );
+  /** Packs a job (with linger) or sends it alone; resolves once the broker has it. Throws bad input at once. */
+  private submit(id: string, model: string, tensors: TensorMap, options: KafkaEnqueueOptions): Promise<unknown> {
+    const pack = { version: options.version, replyTo: options.replyTo, sinks: options.sinks, rowIds: options.rowIds, group: options.partitionKey };
+    const packed = this.packer?.offer(id, model, { ...pack, deadline: options.deadline }, tensors);
+    if (packed !== undefined) return packed;
+    const envelope = encodeEnvelope({ id, model, version: options.version, rowIds: options.rowIds, replyTo: options.replyTo, sinks: options.sinks, deadline: options.deadline }, tensors);
     const rows = Object.values(tensors)[0]?.shape[0] ?? 0;
-    const headers: IHeaders = {
-      [KAFKA_HEADERS.id]: id,
-      [KAFKA_HEADERS.model]: model,
-      [KAFKA_HEADERS.rows]: String(rows),
-      [KAFKA_HEADERS.contentType]: ENVELOPE_CONTENT_TYPE,
-    };
-    if (options.version !== undefined) headers[KAFKA_HEADERS.version] = options.version;
-    if (options.replyTo !== undefined) headers[KAFKA_HEADERS.replyTo] = options.replyTo;
-    const message: Message = { key: options.partitionKey ?? id, value: Buffer.from(envelope.buffer, envelope.byteOffset, envelope.byteLength), headers };
-    return { id, message, bytes: envelope.byteLength };
+    return this.produce(this.message(id, { v: 1, model, version: options.version, rows, bytes: envelope.byteLength }, envelope, pack), envelope.byteLength);
   }
 
-  /** Connects (once) and sends `message` with the others of its linger window (flush() bounds the send). */
+  /** The message of one envelope (a job or a pack): key, value and the headers that name it before it is decoded. */
+  private message(id: string, meta: Omit<JobData, 'key' | 'b64'>, envelope: Uint8Array, pack: PackOptions): Message {
+    const headers: IHeaders = {
+      [KAFKA_HEADERS.id]: id,
+      [KAFKA_HEADERS.model]: meta.model,
+      [KAFKA_HEADERS.rows]: String(meta.rows),
+      [KAFKA_HEADERS.contentType]: ENVELOPE_CONTENT_TYPE,
+    };
+    if (meta.version !== undefined) headers[KAFKA_HEADERS.version] = meta.version;
+    if (pack.replyTo !== undefined) headers[KAFKA_HEADERS.replyTo] = pack.replyTo;
+    return { key: pack.group ?? id, value: Buffer.from(envelope.buffer, envelope.byteOffset, envelope.byteLength), headers };
+  }
+
+  /** Connects (once) and sends `message` with the others of its tick (flush() bounds the send). */
   private async produce(message: Message, bytes: number): Promise<void> {
     await this.link.within(this.connect(), 'connecting');
     await new Promise<void>((resolve, reject) => this.add({ message, bytes, resolve, reject }));
@@ -184,19 +190,14 @@ export class KafkaProducer {
   private add(item: Pending): void {
     this.pending.push(item);
     this.pendingBytes += item.bytes;
-    const linger = this.options.linger;
-    if (this.pending.length >= (linger?.maxJobs ?? 1000) || this.pendingBytes >= (linger?.maxBytes ?? 8 * 1024 * 1024)) {
-      this.flush();
-    } else if (this.flushTimer === undefined) {
-      this.flushTimer = linger !== undefined && linger.ms > 0 ? setTimeout(() => this.flush(), linger.ms) : setImmediate(() => this.flush());
-    }
+    if (this.pending.length >= 1000 || this.pendingBytes >= 8 * 1024 * 1024) this.flush();
+    else this.flushTimer ??= setImmediate(() => this.flush());
   }
 
   /** Sends what waits as one produce request; each enqueue() in it settles with it. */
   private flush(): void {
     if (this.flushTimer !== undefined) {
-      clearTimeout(this.flushTimer as NodeJS.Timeout);
-      clearImmediate(this.flushTimer as NodeJS.Immediate);
+      clearImmediate(this.flushTimer);
       this.flushTimer = undefined;
     }
     const items = this.pending;
@@ -237,7 +238,9 @@ export class KafkaProducer {
   private async startPredict(model: string, batch: FeatureBatch, options: KafkaPredictOptions): Promise<Reply> {
     this.assertOpen();
     const timeoutMs = options.timeoutMs ?? 30_000;
-    const { id, message, bytes } = this.prepare(model, batch, { ...options, replyTo: this.replyTopic, deadline: options.deadline ?? Date.now() + timeoutMs });
+    const id = options.jobId ?? randomUUID();
+    const tensors = toTensors(batch, options.input);
+    const jobOptions = { ...options, replyTo: this.replyTopic, deadline: options.deadline ?? Date.now() + timeoutMs };
     let waiter: ReplyWaiter | undefined;
     const reply = new Promise<Reply>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -249,11 +252,11 @@ export class KafkaProducer {
     });
     const w = waiter!;
     const send = async (): Promise<void> => {
-      const inbox = this.ensureInbox();
+      const inbox = this.inbox.ensure();
       await this.link.within(inbox.connected, 'connecting the reply reader');
       await inbox.ready; // bounded by this call's timer: a job is sent only once its reply cannot be missed
       if (this.waiters.get(id) !== w) return; // timed out (or closed) meanwhile: nobody waits for a reply
-      await this.produce(message, bytes);
+      await this.submit(id, model, tensors, jobOptions);
     };
     // A job that could not be sent fails this call now, with the reason (its timer and waiter go with it).
     send().catch((err: unknown) => {
@@ -264,73 +267,6 @@ export class KafkaProducer {
       w.reject(err instanceof InferqError ? err : (this.link.classify(err, 'starting the reply reader') ?? new InferqError(`predict of job ${id}: ${reason.message}`, { jobId: id, model, retriable: true, cause: err })));
     });
     return reply;
-  }
-
-  /**
-   * This instance's reader of the reply topic: its own consumer group, starting at the
-   * end of the topic, and ready only after its first fetch has fixed that position —
-   * so no reply to a request sent after this resolves can be skipped.
-   */
-  private ensureInbox(): InboxReader {
-    if (this.inbox !== undefined) return this.inbox;
-    const consumer = this.kafka.consumer({ groupId: `inferq-inbox-${randomUUID()}`, maxWaitTimeInMs: 50, allowAutoTopicCreation: true, retry: CONSUMER_RETRY });
-    const run = async (): Promise<void> => {
-      await consumer.subscribe({ topic: this.replyTopic, fromBeginning: false });
-      await consumer.run({
-        autoCommit: false,
-        eachMessage: async ({ message }: EachMessagePayload) => this.settleReply(message),
-      });
-    };
-    // Through broker outages (see ConsumerRestarter); if it gives up, waiting calls fail now and the next predict() opens a new reader.
-    const restarter = new ConsumerRestarter({
-      run,
-      stopped: () => this.closing !== undefined || this.inbox !== inbox,
-      onGiveUp: (err) => {
-        this.inbox = undefined;
-        const failure = this.link.classify(err, 'reading replies') ?? new InferqError(`the reply reader of topic "${this.replyTopic}" stopped: ${err.message}`, { retriable: true, cause: err });
-        for (const [id, w] of this.waiters) {
-          clearTimeout(w.timer);
-          w.reject(failure);
-          this.waiters.delete(id);
-        }
-        void consumer.disconnect().catch(() => undefined);
-      },
-    });
-    consumer.on(consumer.events.CRASH, (e) => restarter.crashed(e.payload.error, e.payload.restart));
-    consumer.on(consumer.events.GROUP_JOIN, () => restarter.joined());
-    const connected = (async () => {
-      await ensureTopic(this.kafka, this.replyTopic);
-      await consumer.connect();
-    })();
-    const ready = (async () => {
-      await connected;
-      // Ready only after the first fetch has fixed the position at the end of the topic.
-      const fetched = new Promise<void>((resolve) => {
-        const off = consumer.on(consumer.events.FETCH, () => {
-          off();
-          resolve();
-        });
-      });
-      await run();
-      await Promise.race([fetched, restarter.failed]);
-    })();
-    const inbox: InboxReader = { consumer, connected, ready };
-    // A reader that could not start is dropped (and disconnected), so the next predict() tries a new one.
-    ready.catch(() => {
-      if (this.inbox === inbox) this.inbox = undefined;
-      void consumer.disconnect().catch(() => undefined);
-    });
-    this.inbox = inbox;
-    return inbox;
-  }
-
-  /** A reply read by the inbox to the predict() waiting for it; an unreadable one is logged and skipped (replies are untrusted). */
-  private settleReply(message: KafkaMessage): void {
-    try {
-      settleWaiter(this.waiters, parseKafkaReply(message));
-    } catch (err) {
-      this.link.report(err as Error, `unreadable reply at offset ${message.offset} of "${this.replyTopic}" dropped`);
-    }
   }
 
   /**
@@ -360,6 +296,7 @@ export class KafkaProducer {
 
   private async doClose(): Promise<void> {
     const bound = this.link.connectTimeoutMs;
+    await settlesWithin(this.packer?.flush() ?? Promise.resolve(), bound);
     this.flush();
     await settlesWithin(Promise.all(this.sending), bound);
     await Promise.all([...this.subscriptions].map((s) => s.close()));
@@ -368,11 +305,7 @@ export class KafkaProducer {
       w.reject(new ClosedError(`producer closed while waiting for job ${id}`, { jobId: id }));
     }
     this.waiters.clear();
-    if (this.inbox !== undefined) {
-      const { consumer, ready } = this.inbox;
-      await settlesWithin(ready, bound);
-      await settlesWithin(consumer.disconnect(), bound);
-    }
+    await this.inbox.close(bound);
     if (this.connected !== undefined) await settlesWithin(this.producer.disconnect(), bound);
   }
 

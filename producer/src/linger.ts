@@ -1,7 +1,8 @@
 /**
  * Producer-side batching, like Kafka's linger.ms: jobs of one window that share model,
- * version, replyTo, sinks and input signature travel as one envelope (their rows
- * concatenated, `jobs` listing each job's id, rows and deadline) in one BullMQ job.
+ * version, replyTo, sinks, group (Kafka: the partition key) and input signature travel as one
+ * envelope (their rows concatenated, `jobs` listing each job's id, rows and deadline) in one
+ * BullMQ job or Kafka message.
  *
  * ```
  *  add(job) ─► pack of its key ── full (maxJobs / maxBytes) ─► send ─► addJob(one envelope) ─► every job's enqueue() settles
@@ -25,6 +26,8 @@ export interface PackOptions {
   readonly replyTo?: string | undefined;
   readonly sinks?: readonly string[] | undefined;
   readonly rowIds?: readonly string[] | undefined;
+  /** Jobs of different groups never share a pack (Kafka: the partition key, whose order must hold). */
+  readonly group?: string | undefined;
 }
 
 /** A job's options as offer() reads them: its pack's metadata, its deadline, and the BullMQ options a pack cannot carry. */
@@ -36,8 +39,8 @@ export interface OfferOptions extends PackOptions {
   readonly backoff?: unknown;
 }
 
-/** Writes one job (a lone one or a pack) to the queue. */
-export type AddJob = (id: string, meta: Omit<JobData, 'key' | 'b64'>, payload: Uint8Array) => Promise<void>;
+/** Writes one job (a lone one or a pack) to the queue; `pack` is what its jobs share. */
+export type AddJob = (id: string, meta: Omit<JobData, 'key' | 'b64'>, payload: Uint8Array, pack: PackOptions) => Promise<void>;
 
 /** A job waiting in a pack. */
 export interface PackedItem {
@@ -61,6 +64,7 @@ interface Pack {
   readonly version: string | undefined;
   readonly replyTo: string | undefined;
   readonly sinks: readonly string[] | undefined;
+  readonly group: string | undefined;
   readonly items: PackedItem[];
   readonly columns: Map<string, PackColumn>;
   /** Every job's rowIds, concatenated (a pack's jobs either all give rowIds or none does). */
@@ -110,7 +114,7 @@ export class Packer {
   /** Adds a job (its input checked already) to the pack its metadata and input signature choose; sends the pack when full. */
   private add(model: string, options: PackOptions, tensors: TensorMap, item: PackedItem): void {
     // Jobs share a pack only when their rows can be concatenated and their metadata is one.
-    let key = `${model}\u0000${options.version ?? ''}\u0000${options.replyTo ?? ''}\u0000${options.sinks === undefined ? '' : JSON.stringify(options.sinks)}\u0000${options.rowIds === undefined ? 0 : 1}`;
+    let key = `${model}\u0000${options.version ?? ''}\u0000${options.replyTo ?? ''}\u0000${options.sinks === undefined ? '' : JSON.stringify(options.sinks)}\u0000${options.rowIds === undefined ? 0 : 1}\u0000${options.group ?? ''}`;
     for (const name in tensors) {
       const t = tensors[name]!;
       key += `\u0000${name}:${t.dtype}`;
@@ -123,7 +127,7 @@ export class Packer {
         const t = tensors[name]!;
         columns.set(name, { dtype: t.dtype, rowShape: t.shape.slice(1), bytes: new Uint8Array(Math.max(t.data.byteLength, Math.min(t.data.byteLength * 16, 256 * 1024))), used: 0 });
       }
-      pack = { model, version: options.version, replyTo: options.replyTo, sinks: options.sinks, items: [], columns, rowIds: options.rowIds === undefined ? undefined : [], rows: 0, bytes: 0 };
+      pack = { model, version: options.version, replyTo: options.replyTo, sinks: options.sinks, group: options.group, items: [], columns, rowIds: options.rowIds === undefined ? undefined : [], rows: 0, bytes: 0 };
       this.packs.set(key, pack);
     }
     for (const name in tensors) {
@@ -171,7 +175,7 @@ export class Packer {
     const items = pack.items;
     let sent: Promise<void>;
     try {
-      const meta = { model: pack.model, version: pack.version, replyTo: pack.replyTo, sinks: pack.sinks, rowIds: pack.rowIds };
+      const meta = { model: pack.model, version: pack.version, replyTo: pack.replyTo, sinks: pack.sinks, rowIds: pack.rowIds, group: pack.group };
       const tensors: Record<string, Tensor> = {};
       for (const [name, col] of pack.columns) {
         tensors[name] = { dtype: col.dtype, shape: [pack.rows, ...col.rowShape], data: viewOf(col.dtype, col.bytes.buffer, col.bytes.byteOffset, col.used / DTYPE_BYTES[col.dtype]) };
@@ -179,11 +183,11 @@ export class Packer {
       if (items.length === 1) {
         const only = items[0]!.job;
         const payload = encodeEnvelope({ ...meta, id: only.id, deadline: only.deadline }, tensors);
-        sent = this.addJob(only.id, { v: 1, model: pack.model, version: pack.version, rows: pack.rows, bytes: payload.byteLength }, payload);
+        sent = this.addJob(only.id, { v: 1, model: pack.model, version: pack.version, rows: pack.rows, bytes: payload.byteLength }, payload, meta);
       } else {
         const id = randomUUID();
         const payload = encodeEnvelope({ ...meta, id, jobs: items.map((i) => i.job) }, tensors);
-        sent = this.addJob(id, { v: 1, model: pack.model, version: pack.version, rows: pack.rows, bytes: payload.byteLength, bundle: items.length }, payload);
+        sent = this.addJob(id, { v: 1, model: pack.model, version: pack.version, rows: pack.rows, bytes: payload.byteLength, bundle: items.length }, payload, meta);
       }
     } catch (err) {
       sent = Promise.reject(err as Error);

@@ -92,7 +92,20 @@ function replyError(read: (name: string) => string | undefined, names: { readonl
   };
 }
 
-/** A reply message as the workers write it (see KAFKA_HEADERS in @inferq/shared). */
+/**
+ * The replies of a reply message: one, or one per job when a worker answered a packed envelope
+ * (the producer's linger) in one message (see KAFKA_HEADERS in @inferq/shared).
+ */
+export function parseKafkaReplies(message: KafkaMessage): Reply[] {
+  const value = message.value;
+  const ok = message.headers?.[KAFKA_HEADERS.status]?.toString() === 'ok';
+  if (!ok || value === null) return [parseKafkaReply(message)];
+  const e = decodeEnvelope(new Uint8Array(value.buffer, value.byteOffset, value.byteLength));
+  if (e.jobs === undefined) return [parseKafkaReply(message)];
+  return unpackJobs(e).map((part) => ({ id: part.id, ok: true, model: e.model, version: e.version, outputs: part.tensors, rowIds: part.rowIds, error: undefined, entryId: message.offset }));
+}
+
+/** A reply message of one job as the workers write it (see KAFKA_HEADERS in @inferq/shared); parseKafkaReplies() also splits packs. */
 export function parseKafkaReply(message: KafkaMessage): Reply {
   const header = (name: string): string | undefined => {
     const v = message.headers?.[name];
