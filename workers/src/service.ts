@@ -31,8 +31,6 @@ export interface WorkerServiceOptions {
   /** Where models come from (a ModelPool; anything with its `get`). */
   readonly models: Pick<ModelPool, 'get'>;
   readonly logger: Logger;
-  /** Jobs in flight at once (the source's concurrency): a roll starts when as many jobs wait for one. Default 256. */
-  readonly concurrency?: number;
   /** NaN/Inf in features. Default 'reject'. */
   readonly nonFinite?: NonFinitePolicy;
   /** Backoff between in-process retries (sources that retry themselves, Kafka). Default 200 ms doubling to 5 s. */
@@ -75,7 +73,7 @@ export class WorkerService {
           journal: this.source.journal,
           group: `${this.source.name}-${randomBytes(4).toString('hex')}`,
           logger: options.logger,
-          maxWaiting: options.concurrency ?? 256,
+          maxWaiting: this.source.concurrency,
           ...(options.onFatal === undefined ? {} : { onFatal: options.onFatal }),
         })
       : undefined;

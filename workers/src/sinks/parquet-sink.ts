@@ -27,7 +27,8 @@ import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
 import { Field, Int32, RecordBatch, Schema, Struct, TimestampMillisecond, Utf8, makeData, vectorFromArray } from 'apache-arrow';
 import type { Data } from 'apache-arrow';
-import { DataIOError, allocate, elementCount } from '@inferq/shared';
+import { z } from 'zod';
+import { ConfigError, DataIOError, allocate, elementCount } from '@inferq/shared';
 import type { Tensor, TensorMap } from '@inferq/shared';
 import { createParquetWriter } from '../io/parquet.js';
 import { utf8Data } from '../io/utf8.js';
@@ -64,6 +65,12 @@ export interface ParquetSinkOptions {
   readonly logger: Logger;
 }
 
+/** Roll thresholds when none is given. */
+export const PARQUET_SINK_DEFAULTS = { rollRows: 100_000, rollBytes: 64 * 1024 * 1024, rollMs: 10_000 } as const;
+
+const positive = z.number().int().positive().optional();
+const optionsSchema = z.object({ location: z.string().min(1), rollRows: positive, rollBytes: positive, rollMs: positive });
+
 export interface RollResult {
   readonly files: readonly string[];
   readonly rows: number;
@@ -96,8 +103,20 @@ export class ParquetSink {
   private readonly groups = new Map<string, GroupBuffer>();
   private readonly log: Logger;
 
+  private readonly rollRows: number;
+  private readonly rollBytes: number;
+  private readonly rollMs: number;
+
   constructor(options: ParquetSinkOptions) {
+    const checked = optionsSchema.safeParse(options);
+    if (!checked.success) {
+      const issue = checked.error.issues[0]!;
+      throw new ConfigError(`parquet sink option "${issue.path.join('.')}": ${issue.message}`);
+    }
     this.opts = options;
+    this.rollRows = options.rollRows ?? PARQUET_SINK_DEFAULTS.rollRows;
+    this.rollBytes = options.rollBytes ?? PARQUET_SINK_DEFAULTS.rollBytes;
+    this.rollMs = options.rollMs ?? PARQUET_SINK_DEFAULTS.rollMs;
     this.location = parseLocation(options.location);
     this.store = this.location.store;
     this.log = options.logger.child({ sink: options.location });
@@ -116,7 +135,7 @@ export class ParquetSink {
   due(group: string): boolean {
     const g = this.groups.get(group);
     if (g === undefined || g.records.length === 0) return false;
-    return g.rows >= (this.opts.rollRows ?? 100_000) || g.bytes >= (this.opts.rollBytes ?? 64 * 1024 * 1024) || Date.now() - g.since >= (this.opts.rollMs ?? 10_000);
+    return g.rows >= this.rollRows || g.bytes >= this.rollBytes || Date.now() - g.since >= this.rollMs;
   }
 
   /** Whether the group holds records with first ≤ seq ≤ last. */

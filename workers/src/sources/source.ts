@@ -80,6 +80,8 @@ export type Handler = (delivery: Delivery) => Promise<Outcome>;
 export interface Source {
   /** 'redis', 'kafka', …: the transport label of logs and metrics. */
   readonly name: string;
+  /** Jobs in flight at once (`--concurrency`): a roll starts when as many wait for one. */
+  readonly concurrency: number;
   /** Where this source's replies go (a reply stream, a reply topic). */
   readonly replies: Sink;
   /** How this source remembers Parquet rolls. */

@@ -41,6 +41,7 @@ export class KafkaSource implements Source {
   readonly name = 'kafka';
   readonly replies: KafkaReplies;
   readonly journal: KafkaRolls;
+  readonly concurrency: number;
   onRevoked: ((groups: readonly string[]) => void) | undefined;
   private readonly opts: ResolvedKafkaSourceOptions;
   private readonly log: Logger;
@@ -68,6 +69,7 @@ export class KafkaSource implements Source {
   constructor(options: KafkaSourceOptions) {
     this.opts = resolveKafkaSourceOptions(options);
     this.log = options.logger.child({ transport: 'kafka', topic: this.opts.topic, group: this.opts.group });
+    this.concurrency = this.opts.concurrency;
     this.kafka = new Kafka({
       clientId: options.clientId ?? `inferq-worker-${hostname()}-${process.pid}`,
       brokers: [...options.brokers],

@@ -4,7 +4,7 @@ import type { WorkerServiceOptions } from '../../service.js';
 import type { KafkaSourceOptions } from './options.js';
 import { KafkaSource } from './source.js';
 
-export interface KafkaWorkerOptions extends KafkaSourceOptions, Omit<WorkerServiceOptions, 'source' | 'logger' | 'concurrency'> {}
+export interface KafkaWorkerOptions extends KafkaSourceOptions, Omit<WorkerServiceOptions, 'source' | 'logger'> {}
 
 export class KafkaWorker extends WorkerService {
   constructor(options: KafkaWorkerOptions) {

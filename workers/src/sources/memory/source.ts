@@ -64,6 +64,7 @@ export class MemoryJournal implements RollJournal {
 
 export class MemorySource implements Source {
   readonly name = 'memory';
+  readonly concurrency = 256;
   readonly replies = new MemoryReplies();
   readonly journal = new MemoryJournal();
   readonly deadLetters: DeadLetter[] = [];

@@ -34,6 +34,7 @@ export class RedisSource implements Source {
   readonly name = 'redis';
   readonly replies: RedisReplies;
   readonly journal: RedisRuns;
+  readonly concurrency: number;
   private readonly opts: ResolvedRedisSourceOptions;
   private readonly keys: RedisKeys;
   private readonly redis: Redis;
@@ -50,6 +51,7 @@ export class RedisSource implements Source {
   constructor(options: RedisSourceOptions) {
     this.opts = resolveRedisSourceOptions(options);
     this.keys = redisKeys(this.opts.prefix, this.opts.queue);
+    this.concurrency = this.opts.concurrency;
     this.redis =
       typeof options.redis === 'string'
         ? new Redis(options.redis, { maxRetriesPerRequest: null, ...options.client })

@@ -4,7 +4,7 @@ import type { WorkerServiceOptions } from '../../service.js';
 import type { RedisSourceOptions } from './options.js';
 import { RedisSource } from './source.js';
 
-export interface RedisWorkerOptions extends RedisSourceOptions, Omit<WorkerServiceOptions, 'source' | 'logger' | 'concurrency'> {}
+export interface RedisWorkerOptions extends RedisSourceOptions, Omit<WorkerServiceOptions, 'source' | 'logger'> {}
 
 export class RedisWorker extends WorkerService {
   constructor(options: RedisWorkerOptions) {
