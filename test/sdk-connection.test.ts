@@ -45,6 +45,7 @@ function expectRefused(what: string, r: { err: unknown; ms: number }, address: s
   const e = r.err as ConnectionError;
   expect(e.address, what).toBe(address);
   expect(e.causeCode, what).toBe('ECONNREFUSED');
+  expect(e.code, what).toBe('UNAVAILABLE');
   expect(e.retriable, what).toBe(true);
   expect(e.message, what).toContain(address);
   expect(e.message, what).toContain('ECONNREFUSED');
