@@ -2,9 +2,10 @@
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ParquetSink, silentLogger } from '@inferq/workers';
-import type { SinkRecord } from '@inferq/workers';
-import { tempDir } from './helpers/models.js';
+import { tempDir } from '../../../test/helpers/models.js';
+import { silentLogger } from '../logging.js';
+import { ParquetSink } from './parquet-sink.js';
+import type { SinkRecord } from './parquet-sink.js';
 
 const record = (seq: number, model = 'm'): SinkRecord => ({
   seq,
