@@ -68,7 +68,7 @@ const MEDIUM = [256, 1024, 1024, 512, 1];
 
 
 /** Waits for `p` at most `ms` (clean-up steps must not hang when Redis is gone); never rejects. */
-async function bounded(p: Promise<unknown>, ms: number): Promise<void> {
+export async function bounded(p: Promise<unknown>, ms: number): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   await Promise.race([p.catch(() => undefined), new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
   clearTimeout(timer);
@@ -76,7 +76,7 @@ async function bounded(p: Promise<unknown>, ms: number): Promise<void> {
 
 /** The first connection error on one of this bench's own Redis clients (e.g. redis-server went away). */
 let redisTrouble: string | undefined;
-function connectRedis(url: string): Redis {
+export function connectRedis(url: string): Redis {
   const r = new Redis(url, { maxRetriesPerRequest: null });
   r.on('error', (err: Error) => (redisTrouble ??= `${err.message} (at ${new Date().toISOString()})`));
   return r;
@@ -84,7 +84,7 @@ function connectRedis(url: string): Redis {
 
 
 
-function features(rows: number, width: number, seed = 0): TensorMap {
+export function features(rows: number, width: number, seed = 0): TensorMap {
   const data = new Float32Array(rows * width);
   for (let i = 0; i < data.length; i++) data[i] = Math.sin(seed + i * 0.37);
   return { features: { dtype: 'float32', shape: [rows, width], data } };
@@ -98,7 +98,7 @@ function features(rows: number, width: number, seed = 0): TensorMap {
  * reading a reply, and the only way to count the jobs of a packed entry); without, it
  * counts entries (the naive worker's own reply format).
  */
-class ReplyCounter {
+export class ReplyCounter {
   done = 0;
   errors = 0;
   firstError: string | undefined;
@@ -185,7 +185,7 @@ class ReplyCounter {
   }
 }
 
-interface DriveResult {
+export interface DriveResult {
   readonly jobs: number;
   /** Wall seconds until the last reply. */
   readonly seconds: number;
@@ -199,7 +199,7 @@ interface DriveResult {
  * Sends `jobs` jobs as fast as it can (`parallel` calls in flight, at most `window`
  * unanswered), then waits for every reply (skipped when `counter` is undefined).
  */
-async function drive(
+export async function drive(
   jobs: number,
   send: (i: number) => Promise<unknown>,
   counter: ReplyCounter | undefined,
@@ -261,7 +261,7 @@ async function drive(
 }
 
 /** Deletes every key of a queue that no worker serves (BullMQ keys and payload keys). */
-async function dropQueueKeys(redis: Redis, queue: string): Promise<void> {
+export async function dropQueueKeys(redis: Redis, queue: string): Promise<void> {
   let cursor = '0';
   do {
     const [next, keys] = await redis.scan(cursor, 'MATCH', `inferq:${queue}:*`, 'COUNT', 1000);
