@@ -37,10 +37,10 @@ const SOURCE_THREAD = new URL('./thread-from-source.mjs', import.meta.url);
 
 /**
  * The model thread's entry file. Built (dist/), `thread.js` sits next to this file and runs as
- * it is; from sources (vitest, `node --import tsx`) only `thread.ts` exists, and Node 20 applies
- * no loader hooks to a worker thread's modules, not even ones `execArgv` registers
- * (nodejs/node#47747), so `thread-from-source.mjs` loads it through tsx's API (a dev dependency
- * the build never uses).
+ * it is; from sources (vitest, `node --import tsx`) only `thread.ts` exists, and on Node 20 loader
+ * hooks given as flags, the parent's or the worker's own `execArgv`, do not reach a worker
+ * thread's modules (nodejs/node#47747), so `thread-from-source.mjs` registers tsx from inside the
+ * thread (tsx is a dev dependency the build never uses).
  */
 export function threadEntry(): URL {
   return existsSync(BUILT_THREAD) ? BUILT_THREAD : SOURCE_THREAD;
