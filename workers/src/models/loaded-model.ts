@@ -1,7 +1,7 @@
 import { DynamicBatcher } from '../batching/batcher.js';
 import type { Logger } from '../logging.js';
-import { OnnxRunner, perCpuInstances } from '../runners/onnx.js';
-import type { OrtSessionFactory } from '../runners/ort-session.js';
+import { OnnxRunner, perCpuInstances } from '../runners/onnx/runner.js';
+import type { OrtSessionFactory } from '../runners/onnx/session.js';
 import type { Device, Runner } from '../runners/runner.js';
 import { formatDevice } from '../runners/runner.js';
 import { resolveBatching } from '@inferq/shared';

@@ -4,9 +4,9 @@ import { describe, expect, it } from 'vitest';
 import { ConfigError, DEFAULT_BATCHING, ModelLoadError, UnknownModelError } from '@inferq/shared';
 import { forwardMlp } from '../../../examples/build/onnx-builder.js';
 import { captureLogger, smallMlp, tempDir, writeModel } from '../../../test/helpers/models.js';
-import { perCpuInstances } from '../runners/onnx.js';
-import { inThreadSessionFactory } from '../runners/ort-session.js';
-import type { OrtSessionFactory } from '../runners/ort-session.js';
+import { perCpuInstances } from '../runners/onnx/runner.js';
+import { inThreadSessionFactory } from '../runners/onnx/session.js';
+import type { OrtSessionFactory } from '../runners/onnx/session.js';
 import { loadModel } from './loaded-model.js';
 import { ModelRepository } from './repository.js';
 

@@ -3,7 +3,7 @@ import { ConfigError } from '@inferq/shared';
 import type { Logger } from '../../logging.js';
 import { PrecomputeWorker } from '../../precompute/schedules.js';
 import type { parseDevice } from '../../runners/device.js';
-import { throughputThreads } from '../../runners/onnx.js';
+import { throughputThreads } from '../../runners/onnx/runner.js';
 import { formatDevice } from '../../runners/runner.js';
 import { redisClientOptions } from '../connections.js';
 import { modelRepoDir } from '../flags.js';

@@ -9,7 +9,7 @@ import { precompute } from '../../precompute/precompute.js';
 import type { PrecomputeTarget } from '../../precompute/precompute.js';
 import { checkSpecFiles, loadSpec } from '../../precompute/spec.js';
 import { parseDevice } from '../../runners/device.js';
-import { throughputThreads } from '../../runners/onnx.js';
+import { throughputThreads } from '../../runners/onnx/runner.js';
 import { defaultRedisUrl, modelRepoDir, positiveInt } from '../flags.js';
 import { ProgressBar, fmt } from '../progress.js';
 import { addConnectionOptions, redisClientOptions } from '../connections.js';

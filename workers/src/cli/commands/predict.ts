@@ -12,7 +12,7 @@ import { ModelRepository } from '../../models/repository.js';
 import { predictParquet } from '../../predict/predict.js';
 import { LocalStore, parseLocation } from '../../io/store.js';
 import { parseDevice } from '../../runners/device.js';
-import { throughputThreads } from '../../runners/onnx.js';
+import { throughputThreads } from '../../runners/onnx/runner.js';
 import { formatDevice } from '../../runners/runner.js';
 import { modelRepoDir, positiveInt } from '../flags.js';
 import { guardOutput } from '../output-guard.js';

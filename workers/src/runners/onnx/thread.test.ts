@@ -1,24 +1,14 @@
-/**
- * The model thread (thread.ts) as it runs from sources (here, under vitest) and from the build
- * (dist/, the `inferq` CLI under plain node).
- */
-import { spawn } from 'node:child_process';
+/** The model thread (thread.ts) as it runs from sources, here under vitest (the build's thread: test/model-thread-build.test.ts). */
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import { Field, FixedSizeList, Float32, RecordBatch, Schema, Struct, Utf8, makeData, vectorFromArray } from 'apache-arrow';
+import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { InferenceError, ModelLoadError } from '@inferq/shared';
 import { buildMlp, forwardMlp } from '../../../../examples/build/onnx-builder.js';
-import { smallMlp, tempDir, writeModel } from '../../../../test/helpers/models.js';
-import { createParquetWriter, listValues, openParquet } from '../../io/parquet.js';
+import { smallMlp } from '../../../../test/helpers/models.js';
 import type { OrtSession } from './session.js';
 import { threadEntry, workerSessionFactory } from './worker-session.js';
-import type * as WorkerSession from './worker-session.js';
 
-const REPO_ROOT = fileURLToPath(new URL('../../../../', import.meta.url));
-const DIST = join(REPO_ROOT, 'workers', 'dist', 'runners', 'onnx');
 const spec = smallMlp([4, 16, 3], 7);
 const model = buildMlp(spec);
 
@@ -42,38 +32,10 @@ function expectClose(got: ArrayLike<number>, want: Float32Array): void {
   expect(worst).toBeLessThan(1e-5);
 }
 
-function run(args: readonly string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(args[0]!, args.slice(1), { cwd: REPO_ROOT, env: { ...process.env, INFERQ_LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-/** A Parquet file of `x` as a fixed_size_list<float32>[4] column "features", with an id column. */
-async function writeFeatures(path: string, x: Float32Array): Promise<void> {
-  const rows = x.length / 4;
-  const writer = await createParquetWriter(path, { compression: 'snappy' });
-  const listType = new FixedSizeList(4, new Field('item', new Float32(), false));
-  const fields = [new Field('id', new Utf8(), false), new Field('features', listType, false)];
-  const ids = vectorFromArray(Array.from({ length: rows }, (_, i) => `row-${i}`), new Utf8());
-  const list = makeData({ type: listType, length: rows, child: makeData({ type: new Float32(), length: x.length, data: x }) });
-  await writer.write(new RecordBatch(new Schema(fields), makeData({ type: new Struct(fields), length: rows, nullCount: 0, children: [ids.data[0]!, list] })));
-  await writer.close();
-}
-
 describe('the model thread from sources', () => {
-  it('starts through thread-from-source.mjs (only thread.ts exists here) and gives the forward pass, run after run', async () => {
+  it('starts through workers/dev/thread-from-source.mjs (only thread.ts exists here) and gives the forward pass, run after run', async () => {
     expect(existsSync(fileURLToPath(new URL('./thread.js', import.meta.url)))).toBe(false);
-    expect(threadEntry().href).toBe(new URL('./thread-from-source.mjs', import.meta.url).href);
+    expect(threadEntry().href).toBe(new URL('../../../dev/thread-from-source.mjs', import.meta.url).href);
     const session = await workerSessionFactory(model, { executionProviders: ['cpu'] });
     try {
       expect(session.inputNames).toEqual(['features']);
@@ -103,43 +65,4 @@ describe('the model thread from sources', () => {
     await expect(failed).rejects.toBeInstanceOf(ModelLoadError);
     await expect(failed).rejects.toThrow('Failed to load model because protobuf parsing failed');
   });
-});
-
-describe('the model thread from the build', () => {
-  it('npm run build emits thread.js beside worker-session.js, which starts it; the built CLI predicts with it under plain node', async () => {
-    const build = await run(['npm', 'run', 'build'], 280_000);
-    expect(build.code, build.stdout + build.stderr).toBe(0);
-    // The build holds thread.js and no other entry: a thread started from dist can only be it.
-    expect(existsSync(join(DIST, 'thread.js'))).toBe(true);
-    expect(existsSync(join(DIST, 'thread.ts'))).toBe(false);
-    expect(existsSync(join(DIST, 'thread-from-source.mjs'))).toBe(false);
-    const built = (await import(pathToFileURL(join(DIST, 'worker-session.js')).href)) as typeof WorkerSession;
-    expect(built.threadEntry().href).toBe(pathToFileURL(join(DIST, 'thread.js')).href);
-    const session = await built.workerSessionFactory(model, { executionProviders: ['cpu'] });
-    try {
-      await expectScores(session, features(64));
-    } finally {
-      await session.release();
-    }
-
-    const dir = await tempDir();
-    const repo = join(dir, 'models');
-    await writeModel(repo, 'm', '1', spec);
-    const x = features(5000);
-    const input = join(dir, 'in.parquet');
-    const output = join(dir, 'out.parquet');
-    await writeFeatures(input, x);
-    const cli = join(REPO_ROOT, 'workers', 'dist', 'cli', 'main.js');
-    const predict = await run([process.execPath, cli, 'predict', '--model-repo', repo, '--model', 'm', '--input', input, '--output', output, '--instances', '2', '--no-progress'], 120_000);
-    expect(predict.code, predict.stderr).toBe(0);
-    expect(predict.stdout).toMatch(/^inferq predict: 5,000 rows in /);
-    const reader = await openParquet(output);
-    const got: number[] = [];
-    try {
-      for await (const batch of reader.batches()) got.push(...Array.from(listValues(batch, 'score').values as Float32Array));
-    } finally {
-      await reader.close();
-    }
-    expectClose(got, forwardMlp(spec, { features: x }, 5000));
-  }, 420_000);
 });

@@ -33,14 +33,14 @@ import type { FromThread, SessionMeta, ThreadData, ToThread, WireDType, WireInpu
 import type { OrtSessionFactory } from './session.js';
 
 const BUILT_THREAD = new URL('./thread.js', import.meta.url);
-const SOURCE_THREAD = new URL('./thread-from-source.mjs', import.meta.url);
+const SOURCE_THREAD = new URL('../../../dev/thread-from-source.mjs', import.meta.url);
 
 /**
  * The model thread's entry file. Built (dist/), `thread.js` sits next to this file and runs as
  * it is; from sources (vitest, `node --import tsx`) only `thread.ts` exists, and on Node 20 loader
  * hooks given as flags, the parent's or the worker's own `execArgv`, do not reach a worker
- * thread's modules (nodejs/node#47747), so `thread-from-source.mjs` registers tsx from inside the
- * thread (tsx is a dev dependency the build never uses).
+ * thread's modules (nodejs/node#47747), so `workers/dev/thread-from-source.mjs` registers tsx from
+ * inside the thread (tsx is a dev dependency; the build and the package never use it).
  */
 export function threadEntry(): URL {
   return existsSync(BUILT_THREAD) ? BUILT_THREAD : SOURCE_THREAD;
