@@ -60,10 +60,9 @@ export interface ProducerOptions {
   readonly prefix?: string;
   /**
    * Where the envelope travels: "key" (a binary Redis key of its own, `<prefix>:<queue>:payload:<job id>:<uuid>`,
-   * written before the job, which names it; for 256 KB jobs 3.2× faster to enqueue and 1.6× end
-   * to end, as measured by bench/redis.ts), "inline" (base64 in the BullMQ job data: ~1.2× faster
-   * for tiny jobs, it saves the key's SET/GET/DEL), or "auto" (the default): inline below
-   * `inlineMaxBytes`, a key above.
+   * written before the job, which names it: cheaper for large jobs than base64), "inline" (base64
+   * in the BullMQ job data: cheaper for tiny jobs, it saves the key's SET/GET/DEL), or "auto" (the
+   * default): inline below `inlineMaxBytes`, a key above. bench/README.md has the figures.
    */
   readonly payload?: 'auto' | 'key' | 'inline';
   /** With payload "auto": envelopes up to this size travel inline. Default 8 KiB. */

@@ -32,8 +32,7 @@ export interface OnnxRunnerOptions {
    * instance_group count). Default 1. Several single-threaded instances beat one session
    * whose threads split every operator when batches queue up: an instance needs no
    * per-operator handoff between threads, and when other work takes a core only that
-   * instance waits (measured on 2 cores, medium MLP at batch 1024: 2 × 1 thread
-   * 0.96–1.18 of raw onnxruntime, 1 × 2 threads 0.83–0.96).
+   * instance waits (bench/README.md has the figures).
    */
   readonly instances?: number;
   /** Threads inside one operator, per instance. Default: the CPUs the process may use ({@link cpuBudget}) shared out over the instances, at least 1. */
@@ -42,7 +41,7 @@ export interface OnnxRunnerOptions {
   readonly interOpThreads?: number;
   /**
    * Let idle intra-op threads spin (onnxruntime's own default). Default false: spinning
-   * steals the core the event loop needs (measured: small MLP predict 0.43 → 0.55 M rows/s on 2 cores).
+   * steals the core the event loop needs.
    */
   readonly spinning?: boolean;
   readonly logger: Logger;
