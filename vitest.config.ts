@@ -20,6 +20,8 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 300_000,
     pool: 'forks',
+    // Workers spawned by the suites serve no HTTP port unless a suite asks for one (many run at once).
+    env: { INFERQ_HTTP_PORT: '0' },
     reporters: ['default', new PlainSummaryReporter()],
     projects: [
       {

@@ -22,3 +22,9 @@ export async function modelRepoDir(uri: string): Promise<string> {
   if (parseLocation(uri).store instanceof LocalStore) return uri;
   return localCopy(uri, await mkdtemp(join(tmpdir(), 'inferq-models-')));
 }
+
+export function nonNegativeInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError(`expected a non-negative integer, got "${value}"`);
+  return n;
+}

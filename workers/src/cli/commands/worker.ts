@@ -13,8 +13,9 @@ import { parseDevice } from '../../runners/device.js';
 import { formatDevice } from '../../runners/runner.js';
 import { addConnectionOptions, kafkaClientConfig, kafkaStartFailure, redisClientOptions } from '../connections.js';
 import type { ConnectionFlags } from '../connections.js';
-import { collect, defaultRedisUrl, modelRepoDir, positiveInt } from '../flags.js';
+import { collect, defaultRedisUrl, modelRepoDir, nonNegativeInt, positiveInt } from '../flags.js';
 import { serve } from '../serve.js';
+import { superviseDevices } from '../supervisor/supervise.js';
 import { precomputeWorker } from './precompute-worker.js';
 
 export interface WorkerFlags extends ConnectionFlags {
@@ -49,9 +50,14 @@ export interface WorkerFlags extends ConnectionFlags {
   allowSpecs?: string;
   allowInputs: string[];
   allowOutputs: string[];
+  /** `--devices`: run one child worker per device (see cli/supervisor). */
+  devices?: string;
+  /** `--http-port`: /livez, /readyz, /metrics; 0 = off. */
+  httpPort: number;
 }
 
 async function workerCommand(flags: WorkerFlags): Promise<void> {
+  if (flags.devices !== undefined) return superviseDevices(flags);
   const device = parseDevice(flags.device);
   const logger = createLogger({ base: { cmd: 'worker', device: formatDevice(device) } });
   if (flags.role === 'precompute') return precomputeWorker(flags, device, logger);
@@ -159,6 +165,8 @@ export function registerWorker(program: Command): void {
     .option('--model-repo <dir>', 'model repository (a local folder, or webhdfs:// / hdfs://, copied locally at start); required')
     .option('--models <a,b>', 'serve only these models, loaded and warmed at start (default: any, loaded on first use)')
     .option('--device <device>', 'cpu or cuda:N', 'cpu')
+    .option('--devices <list>', 'run one child worker per device: cuda:0,cuda:1,… or "all" (the GPUs nvidia-smi -L or CUDA_VISIBLE_DEVICES lists); each child gets its own --device')
+    .addOption(new Option('--http-port <n>', '/livez, /readyz and /metrics on this port (0 = off)').argParser(nonNegativeInt).default(9464).env('INFERQ_HTTP_PORT'))
     .option('--concurrency <n>', 'jobs (Redis jobs or Kafka messages) in flight at once: enough to fill batches, and the bound on memory', positiveInt, 256)
     .option('--max-batch <n>', 'largest batch in rows (overrides config.yaml)', positiveInt)
     .option('--max-delay-ms <n>', 'longest wait for a batch to fill', Number)
