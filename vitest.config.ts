@@ -5,7 +5,7 @@ import { PlainSummaryReporter } from './test/infra/summary-reporter.js';
 const src = (ws: string): string => fileURLToPath(new URL(`./${ws}/src/index.ts`, import.meta.url));
 
 /** Suites under test/ that need no server (they run with the unit tests). */
-const UNIT_IN_TEST = ['test/package-deps.test.ts', 'test/examples.test.ts', 'test/infra/**/*.test.ts'];
+const UNIT_IN_TEST = ['test/package-deps.test.ts', 'test/examples.test.ts', 'test/infra/**/*.test.ts', 'test/helpers/**/*.test.ts'];
 
 export default defineConfig({
   resolve: {
