@@ -121,6 +121,12 @@ function parseSample(line: string): Sample | undefined {
     i++; // the closing brace
   }
   const rest = line.slice(i).trim();
-  if (rest === '' || !/^\s/.test(line.slice(i))) return undefined;
+  if (!/^\s/.test(line.slice(i)) || !isValueAndTimestamp(rest)) return undefined;
   return { name, labels, hasDevice: labelNames.includes('device'), rest };
+}
+
+function isValueAndTimestamp(text: string): boolean {
+  const [value = '', timestamp, ...more] = text.split(/\s+/);
+  if (more.length > 0 || (timestamp !== undefined && !/^-?\d+$/.test(timestamp))) return false;
+  return /^(?:[+-]?Inf|NaN)$/.test(value) || (value !== '' && Number.isFinite(Number(value)));
 }

@@ -130,6 +130,7 @@ export class Supervisor {
     }
     this.opts.logger.warn({ ...log, restartInMs: decision.delayMs }, 'child worker exited unasked: restarting it');
     slot.timer = setTimeout(() => {
+      if (this.stopping) return;
       slot.restarts++;
       this.spawn(slot);
     }, decision.delayMs);
