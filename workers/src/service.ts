@@ -18,13 +18,14 @@ import { ClosedError } from '@inferq/shared';
 import { deadlineRace } from './deadline.js';
 import type { Logger } from './logging.js';
 import type { ModelPool } from './models/model-pool.js';
+import type { WorkerMetrics } from './ops/hooks.js';
 import { JobPipeline } from './pipeline/handle-job.js';
 import type { PipelineStats } from './pipeline/handle-job.js';
 import type { RetryPolicy } from './pipeline/outcome.js';
 import { ParquetSink } from './sinks/parquet-sink.js';
 import { RollCoordinator } from './sinks/roll-coordinator.js';
 import { SinkSet } from './sinks/sink-set.js';
-import type { Source } from './sources/source.js';
+import type { Source, SourceHealth } from './sources/source.js';
 
 export interface WorkerServiceOptions {
   readonly source: Source;
@@ -49,6 +50,11 @@ export interface WorkerServiceOptions {
   readonly openSink?: (uri: string) => ParquetSink;
   /** Called when the worker cannot go on (one of its own sinks refuses every write): the process should stop. */
   readonly onFatal?: (err: Error) => void;
+  /**
+   * Where jobs, rows, dead letters, latencies, sink rolls and the source's depth are recorded
+   * (ops/metrics.ts: PrometheusMetrics). Default: nowhere. Give the ModelPool the same for batch metrics.
+   */
+  readonly metrics?: WorkerMetrics;
 }
 
 export type WorkerStats = PipelineStats & { readonly rolls: number; readonly alreadySunk: number } & Readonly<Record<string, number>>;
@@ -75,6 +81,7 @@ export class WorkerService {
           logger: options.logger,
           maxWaiting: this.source.concurrency,
           ...(options.onFatal === undefined ? {} : { onFatal: options.onFatal }),
+          ...(options.metrics === undefined ? {} : { metrics: options.metrics }),
         })
       : undefined;
     const rolls = this.rolls;
@@ -90,11 +97,19 @@ export class WorkerService {
       nonFinite: options.nonFinite ?? 'reject',
       ...(options.retry === undefined ? {} : { retry: options.retry }),
       logger: options.logger.child({ transport: this.source.name }),
+      transport: this.source.name,
+      ...(options.metrics === undefined ? {} : { metrics: options.metrics }),
     });
+    options.metrics?.watchSource(this.source);
   }
 
   get stats(): WorkerStats {
     return { ...this.source.stats(), ...this.pipeline.stats, rolls: this.rolls?.stats.rolls ?? 0, alreadySunk: this.rolls?.stats.alreadySunk ?? 0 };
+  }
+
+  /** Whether the source is connected now (readiness); a source that cannot tell counts as connected. */
+  health(): SourceHealth {
+    return this.source.health?.() ?? { connected: true };
   }
 
   /** Checks the worker's own sinks (a folder that can never be written fails here), then starts the source. */

@@ -15,6 +15,7 @@
  */
 import { ClosedError, DeadlineExceededError, InferenceError, InferqError, allocate, elementCount, jobSuffix, sliceRows } from '@inferq/shared';
 import type { BatchingConfig, DType, Tensor, TensorMap, TensorSpec, TypedArray } from '@inferq/shared';
+import type { BatchObserver } from '../ops/hooks.js';
 
 /** What the batcher needs from a model: run one batch (batch dimension first). */
 export interface BatchRunner {
@@ -30,6 +31,8 @@ export interface BatchJob {
   readonly rows: number;
   /** Absolute deadline in epoch ms (Date.now() clock). */
   readonly deadline?: number | undefined;
+  /** Called once, when the job's first rows go into a batch (queue-wait metrics). */
+  readonly onStart?: (() => void) | undefined;
 }
 
 export interface DynamicBatcherOptions extends BatchingConfig {
@@ -38,6 +41,8 @@ export interface DynamicBatcherOptions extends BatchingConfig {
   /** Model name and version, for error messages. */
   readonly model?: string;
   readonly version?: string;
+  /** Told of every batch (metrics). Default: nobody. */
+  readonly observer?: BatchObserver;
 }
 
 export interface BatcherStats {
@@ -115,6 +120,11 @@ export class DynamicBatcher {
   /** Rows admitted and not finished. */
   get inFlightRows(): number {
     return this.admittedRows;
+  }
+
+  /** Batches the model is running now. */
+  get batchesInFlight(): number {
+    return this.inFlight;
   }
 
   /**
@@ -287,6 +297,10 @@ export class DynamicBatcher {
     this.counters.batches++;
     this.counters.rows += rows;
     this.counters.paddedRows += padded - rows;
+    for (const s of slices) if (s.start === 0) s.state.job.onStart?.();
+    const observer = this.options.observer;
+    observer?.started(rows, padded - rows);
+    const started = observer === undefined ? 0 : performance.now();
     let result: Promise<TensorMap>;
     try {
       result = this.runner.run(inputs);
@@ -297,6 +311,7 @@ export class DynamicBatcher {
       (outputs) => this.scatter(slices, rows, outputs),
       (err: unknown) => this.failBatch(slices, err),
     ).finally(() => {
+      observer?.ran((performance.now() - started) / 1000);
       this.inFlight--;
       this.pump(false);
       this.checkIdle();

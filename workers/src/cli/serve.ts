@@ -4,7 +4,7 @@
  * handlers and ends the process, so a connection left retrying can never keep it alive.
  *
  * ```
- *  start() ──ok──► "serving" line ──► SIGTERM / SIGINT ──► stop(deadline) ──► exit 0
+ *  start() ──ok──► "serving" line ──► SIGTERM / SIGINT ──► onStopping (/readyz 503) ──► stop(deadline) ──► exit 0
  *     │                      └──► fatal(err) ──► stop(deadline) ──► "inferq: error: …" ──► exit 1
  *     └─fails──► stop(deadline) ──► "inferq: error: …" ──► exit 1
  *  a stop that overruns its deadline (plus a moment) ──► "inferq: error: …" ──► exit 1
@@ -29,6 +29,8 @@ export interface ServeOptions {
   readonly servingLine: () => string;
   /** Called with a function the service calls when it cannot go on. */
   readonly onFatal?: (fatal: (err: Error) => void) => void;
+  /** Called first when stopping, before the drain starts (readiness turns to "draining"). */
+  readonly onStopping?: () => void;
 }
 
 /** Runs the service until it is stopped, then exits the process with 0 (stopped on a signal) or 1 (could not work). */
@@ -37,6 +39,7 @@ export async function serve(service: Service, opts: ServeOptions): Promise<never
   let stopping: Promise<void> | undefined;
   const stop = (why: Record<string, unknown>): Promise<void> => {
     stopping ??= (async () => {
+      opts.onStopping?.();
       // The backstop: whatever hangs in a stop, the process ends shortly after its deadline.
       setTimeout(() => die(`shutdown did not finish within ${opts.shutdownTimeoutMs} ms; exiting`), opts.shutdownTimeoutMs + 3000).unref();
       logger.info({ ...why, timeoutMs: opts.shutdownTimeoutMs }, 'stopping: no new jobs; draining in-flight jobs');

@@ -1,5 +1,6 @@
 import { DynamicBatcher } from '../batching/batcher.js';
 import type { Logger } from '../logging.js';
+import type { WorkerMetrics } from '../ops/hooks.js';
 import { OnnxRunner, perCpuInstances } from '../runners/onnx/runner.js';
 import type { OrtSessionFactory } from '../runners/onnx/session.js';
 import type { Device, Runner } from '../runners/runner.js';
@@ -36,10 +37,13 @@ export interface LoadModelOptions {
   readonly warmup?: boolean;
   readonly logger: Logger;
   readonly createSession?: OrtSessionFactory;
+  /** Told of the load and warm-up times and of every batch. Default: none. */
+  readonly metrics?: WorkerMetrics;
 }
 
 /** Resolves, loads, checks and warms a model version. */
 export async function loadModel(repo: ModelRepository, name: string, version: string | undefined, options: LoadModelOptions): Promise<LoadedModel> {
+  const began = performance.now();
   const mv = await repo.resolve(name, version);
   const batching = resolveBatching({ ...mv.batchingConfig, ...stripUndefined(options.batching ?? {}) }, `${mv.name}:${mv.version} batching`);
   const logger = options.logger.child({ model: mv.name, version: mv.version });
@@ -63,12 +67,23 @@ export async function loadModel(repo: ModelRepository, name: string, version: st
     ...(options.createSession === undefined ? {} : { createSession: options.createSession }),
   });
   await runner.load();
+  const loaded = performance.now();
   if (options.warmup ?? true) {
     const sizes = [...new Set([1, ...batching.preferredBatchSizes, batching.maxBatchSize])];
     await runner.warmup(sizes);
   }
-  logger.info({ device: formatDevice(runner.device), inputs: runner.inputs, outputs: runner.outputs, batching }, 'model loaded');
-  const batcher = new DynamicBatcher(runner, { ...batching, inputs: runner.inputs, model: mv.name, version: mv.version });
+  const loadSeconds = (loaded - began) / 1000;
+  const warmupSeconds = (performance.now() - loaded) / 1000;
+  logger.info({ device: formatDevice(runner.device), inputs: runner.inputs, outputs: runner.outputs, batching, loadSeconds, warmupSeconds }, 'model loaded');
+  const metrics = options.metrics;
+  const batcher = new DynamicBatcher(runner, {
+    ...batching,
+    inputs: runner.inputs,
+    model: mv.name,
+    version: mv.version,
+    ...(metrics === undefined ? {} : { observer: metrics.batches(mv.name, mv.version) }),
+  });
+  metrics?.modelLoaded(mv.name, mv.version, loadSeconds, warmupSeconds, batcher);
   return {
     name: mv.name,
     version: mv.version,

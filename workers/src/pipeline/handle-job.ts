@@ -17,6 +17,8 @@ import { InvalidInputError, SinkRefusedError, decodeEnvelope, printable, unpackJ
 import type { Envelope, NonFinitePolicy } from '@inferq/shared';
 import type { Logger } from '../logging.js';
 import type { ModelPool } from '../models/model-pool.js';
+import { noMetrics } from '../ops/hooks.js';
+import type { WorkerMetrics } from '../ops/hooks.js';
 import type { RollCoordinator } from '../sinks/roll-coordinator.js';
 import type { Sink } from '../sinks/sink.js';
 import type { SinkSet } from '../sinks/sink-set.js';
@@ -28,6 +30,7 @@ import { DEFAULT_RETRY, isHandBack, isRetriable, retryDelay } from './outcome.js
 import type { RetryPolicy } from './outcome.js';
 import { runPack } from './packs.js';
 import { sinkJob, sinkResult } from './sink-job.js';
+import { JobTrack } from './track.js';
 
 export interface PipelineOptions {
   readonly models: Pick<ModelPool, 'get'>;
@@ -40,6 +43,22 @@ export interface PipelineOptions {
   readonly nonFinite: NonFinitePolicy;
   readonly retry?: RetryPolicy;
   readonly logger: Logger;
+  /** Jobs, rows, dead letters and latencies, labelled by `transport` and model. Default: none. */
+  readonly metrics?: WorkerMetrics;
+  /** The source's name, the transport label of the metrics. Default "unknown". */
+  readonly transport?: string;
+}
+
+/** Producer jobs and their rows (a pack counts each of its jobs). */
+export interface Tally {
+  readonly jobs: number;
+  readonly rows: number;
+}
+
+/** A delivery run to its end: every row, and the jobs and rows written (not refused by a sink). */
+export interface Done {
+  readonly rows: number;
+  readonly ok: Tally;
 }
 
 export interface PipelineStats {
@@ -54,11 +73,15 @@ export interface PipelineStats {
 export class JobPipeline {
   readonly opts: PipelineOptions;
   private readonly log: Logger;
+  private readonly metrics: WorkerMetrics;
+  private readonly transport: string;
   readonly counters = { completed: 0, deadLettered: 0, retried: 0, handedBack: 0, packsSplit: 0 };
 
   constructor(options: PipelineOptions) {
     this.opts = options;
     this.log = options.logger;
+    this.metrics = options.metrics ?? noMetrics;
+    this.transport = options.transport ?? 'unknown';
   }
 
   get stats(): PipelineStats {
@@ -71,6 +94,7 @@ export class JobPipeline {
   private async run(d: Delivery): Promise<Outcome> {
     let envelope: Envelope | undefined;
     let answered: Answered = 'no';
+    const track = new JobTrack(this.metrics, this.transport, d.enqueuedAt);
     try {
       const decoded = decodeEnvelope(await d.payload());
       if (d.expectedId !== undefined && decoded.id !== d.expectedId) {
@@ -82,24 +106,27 @@ export class JobPipeline {
       // A job sink this worker may not (or cannot) write fails the job before it runs, not after its reply.
       await this.opts.sinks.forJob(envelope.sinks, envelope.id);
       answered = await d.answered();
-      const rows = envelope.jobs !== undefined ? await runPack(this, d, envelope, answered) : await this.runOne(d, envelope, answered);
+      const done = envelope.jobs !== undefined ? await runPack(this, d, envelope, answered, track) : await this.runOne(d, envelope, answered, track);
       this.counters.completed++;
-      return { kind: 'done', rows };
+      const obs = track.observer();
+      if (done.ok.jobs > 0) obs.ok(done.ok.jobs, done.ok.rows);
+      track.finished(obs);
+      return { kind: 'done', rows: done.rows };
     } catch (err) {
-      return this.fail(d, envelope, answered, err);
+      return this.fail(d, envelope, answered, err, track);
     }
   }
 
-  private async runOne(d: Delivery, envelope: Envelope, answered: Answered): Promise<number> {
-    const result = await this.infer(envelope, answered);
+  private async runOne(d: Delivery, envelope: Envelope, answered: Answered, track: JobTrack): Promise<Done> {
+    const result = await this.infer(envelope, answered, track);
     if (envelope.replyTo !== undefined && answered !== 'yes') await this.opts.replies.write(sinkJob(d, envelope), sinkResult(result));
-    await this.writeRows(d, [[envelope, result]]);
-    return result.rows;
+    const ok = await this.writeRows(d, [[envelope, result]], track);
+    return { rows: result.rows, ok };
   }
 
   /** Validates and runs an envelope; one that may have answered before is not failed for its deadline. */
-  infer(envelope: Envelope, answered: Answered): Promise<Inference> {
-    return inferEnvelope(this.opts.models, answered === 'no' ? envelope : { ...envelope, deadline: undefined }, this.opts.nonFinite);
+  infer(envelope: Envelope, answered: Answered, track?: JobTrack): Promise<Inference> {
+    return inferEnvelope(this.opts.models, answered === 'no' ? envelope : { ...envelope, deadline: undefined }, this.opts.nonFinite, track);
   }
 
   /** Whether a failure of this delivery is to be retried (retriable, attempts left). */
@@ -110,37 +137,46 @@ export class JobPipeline {
   /**
    * Puts the Parquet rows of a job's parts into their sinks and waits until they are durable.
    * A job sink that refuses them (after the reply went out) gets the job a dead letter without
-   * an error reply: the caller already has its answer.
+   * an error reply: the caller already has its answer. Resolves with the parts written.
    */
-  async writeRows(d: Delivery, parts: readonly (readonly [Envelope, Inference])[]): Promise<void> {
+  async writeRows(d: Delivery, parts: readonly (readonly [Envelope, Inference])[], track: JobTrack): Promise<Tally> {
     const rolls = this.opts.rolls;
+    const all = { jobs: parts.length, rows: parts.reduce((n, [, r]) => n + r.rows, 0) };
     if (rolls === undefined || parts.length === 0) {
       d.rowsBuffered?.();
-      return;
+      return all;
     }
     const buffered = await Promise.allSettled(parts.map(([env, result]) => rolls.buffer(sinkJob(d, env), sinkResult(result))));
     d.rowsBuffered?.();
     const durable = await Promise.allSettled(buffered.map((b) => (b.status === 'fulfilled' ? b.value.durable : Promise.reject(b.reason))));
     const refused: DeadLetter[] = [];
+    const refusedRows: number[] = [];
     for (const [i, s] of durable.entries()) {
       if (s.status === 'fulfilled') continue;
       if (!(s.reason instanceof SinkRefusedError)) throw s.reason;
       const env = parts[i]![0];
       refused.push(deadLetterOf(s.reason, env.id, env, d, false));
+      refusedRows.push(parts[i]![1].rows);
     }
-    if (refused.length > 0) await this.deadLetter(d, refused);
+    if (refused.length > 0) await this.deadLetter(d, refused, track, refusedRows);
+    return { jobs: all.jobs - refused.length, rows: all.rows - refusedRows.reduce((n, r) => n + r, 0) };
   }
 
-  /** Writes dead letters and counts them; a dead letter that cannot be written leaves the job unacknowledged. */
-  async deadLetter(d: Delivery, letters: readonly DeadLetter[]): Promise<void> {
+  /**
+   * Writes dead letters and counts them (`rows[i]`: the rows of `letters[i]`); a dead letter
+   * that cannot be written leaves the job unacknowledged.
+   */
+  async deadLetter(d: Delivery, letters: readonly DeadLetter[], track: JobTrack, rows: readonly number[] = []): Promise<void> {
     await d.deadLetter(letters);
-    for (const l of letters) {
+    const obs = track.observer();
+    for (const [i, l] of letters.entries()) {
       this.counters.deadLettered++;
+      obs.deadLettered(l.code, 1, rows[i] ?? 0);
       this.log.warn({ jobId: printable(l.id), code: l.code, reason: l.reason }, 'job dead-lettered');
     }
   }
 
-  private async fail(d: Delivery, envelope: Envelope | undefined, answered: Answered, err: unknown): Promise<Outcome> {
+  private async fail(d: Delivery, envelope: Envelope | undefined, answered: Answered, err: unknown, track: JobTrack): Promise<Outcome> {
     d.rowsBuffered?.();
     if (isHandBack(err)) {
       this.counters.handedBack++;
@@ -148,18 +184,21 @@ export class JobPipeline {
     }
     if (this.shouldRetry(d, err)) {
       this.counters.retried++;
+      track.observer().retried(codeOf(err), envelope?.jobs?.length ?? 1, envelope?.rows ?? 0);
       this.log.warn({ err, jobId: printable(d.id), code: codeOf(err), attempt: d.attempt }, 'job failed; it will be retried');
       return { kind: 'retry', err, delayMs: retryDelay(this.opts.retry ?? DEFAULT_RETRY, d.attempt) };
     }
     // A pack that fails as a whole: each of its jobs gets its dead letter (and error reply).
     const parts = envelope?.jobs !== undefined ? unpackJobs(envelope).map((p) => ({ id: p.id, envelope: p })) : [{ id: envelope?.id ?? d.id, envelope }];
     try {
-      await this.deadLetter(d, parts.map((p) => deadLetterOf(err, p.id, p.envelope, d, answered !== 'yes')));
+      const letters = parts.map((p) => deadLetterOf(err, p.id, p.envelope, d, answered !== 'yes'));
+      await this.deadLetter(d, letters, track, parts.map((p) => p.envelope?.rows ?? 0));
     } catch (writeErr) {
       this.log.warn({ err: writeErr, jobId: printable(d.id) }, 'could not write the dead letter; the job is left unacknowledged');
       this.counters.handedBack++;
       return { kind: 'handBack', err: writeErr };
     }
+    track.finished(track.observer());
     return { kind: 'failed', err };
   }
 }

@@ -15,17 +15,18 @@ import { allocate, sliceRows, unpackJobs } from '@inferq/shared';
 import type { Envelope, Tensor, TensorMap } from '@inferq/shared';
 import type { Answered, Delivery } from '../sources/source.js';
 import { deadLetterOf } from './dead-letter.js';
-import type { JobPipeline } from './handle-job.js';
+import type { Done, JobPipeline } from './handle-job.js';
 import { sinkJob, sinkResult } from './sink-job.js';
 import type { Inference } from './infer.js';
+import type { JobTrack } from './track.js';
 
-/** Runs a pack; resolves with its rows once every reply and row is durable. */
-export async function runPack(p: JobPipeline, d: Delivery, envelope: Envelope, answered: Answered): Promise<number> {
+/** Runs a pack; resolves with its rows, and its jobs written, once every reply and row is durable. */
+export async function runPack(p: JobPipeline, d: Delivery, envelope: Envelope, answered: Answered, track: JobTrack): Promise<Done> {
   const now = Date.now();
   if (answered !== 'no' || envelope.jobs!.every((j) => j.deadline === undefined || j.deadline > now)) {
     let result: Inference | undefined;
     try {
-      result = await p.infer({ ...envelope, deadline: undefined }, answered);
+      result = await p.infer({ ...envelope, deadline: undefined }, answered, track);
     } catch (err) {
       if (p.shouldRetry(d, err)) throw err;
     }
@@ -37,23 +38,24 @@ export async function runPack(p: JobPipeline, d: Delivery, envelope: Envelope, a
         start += part.rows;
         return [part, { ...result, outputs, rows: part.rows }] as const;
       });
-      await p.writeRows(d, parts);
-      return result.rows;
+      const ok = await p.writeRows(d, parts, track);
+      return { rows: result.rows, ok };
     }
   }
   p.counters.packsSplit++;
-  return runEach(p, d, envelope, unpackJobs(envelope), answered);
+  return runEach(p, d, envelope, unpackJobs(envelope), answered, track);
 }
 
 /** Runs a pack's jobs one by one: the bad ones are dead-lettered alone. */
-async function runEach(p: JobPipeline, d: Delivery, envelope: Envelope, parts: readonly Envelope[], answered: Answered): Promise<number> {
-  const settled = await Promise.allSettled(parts.map((env) => p.infer(env, answered)));
+async function runEach(p: JobPipeline, d: Delivery, envelope: Envelope, parts: readonly Envelope[], answered: Answered, track: JobTrack): Promise<Done> {
+  const settled = await Promise.allSettled(parts.map((env) => p.infer(env, answered, track)));
   const retriable = settled.find((s) => s.status === 'rejected' && p.shouldRetry(d, s.reason));
   if (retriable !== undefined) throw (retriable as PromiseRejectedResult).reason;
   const ok = settled.flatMap((s, i) => (s.status === 'fulfilled' ? [[parts[i]!, s.value] as const] : []));
   if (answered !== 'yes') {
     const failed = settled.flatMap((s, i) => (s.status === 'rejected' ? [deadLetterOf(s.reason, parts[i]!.id, parts[i], d, true)] : []));
-    if (failed.length > 0) await p.deadLetter(d, failed);
+    const failedRows = settled.flatMap((s, i) => (s.status === 'rejected' ? [parts[i]!.rows] : []));
+    if (failed.length > 0) await p.deadLetter(d, failed, track, failedRows);
     if (envelope.replyTo !== undefined && ok.length > 0) {
       const jobs = ok.map(([env]) => ({ id: env.id, rows: env.rows }));
       const rows = ok.reduce((n, [, r]) => n + r.rows, 0);
@@ -61,8 +63,8 @@ async function runEach(p: JobPipeline, d: Delivery, envelope: Envelope, parts: r
       await p.opts.replies.write(sinkJob(d, reply), { ...sinkResult(ok[0]![1]), outputs: concatRows(ok.map(([, r]) => r.outputs)), rows });
     }
   }
-  await p.writeRows(d, ok);
-  return ok.reduce((n, [, r]) => n + r.rows, 0);
+  const written = await p.writeRows(d, ok, track);
+  return { rows: ok.reduce((n, [, r]) => n + r.rows, 0), ok: written };
 }
 
 function concatIds(lists: readonly (readonly string[] | undefined)[]): string[] | undefined {

@@ -27,6 +27,7 @@ import { loadModel } from '../models/loaded-model.js';
 import type { LoadModelOptions } from '../models/loaded-model.js';
 import { MODEL_NAME, ModelRepository } from '../models/repository.js';
 import { canonicalKey } from '../sinks/sink-set.js';
+import type { SourceHealth } from '../sources/source.js';
 import { connectRedis, precompute } from './precompute.js';
 import type { PrecomputeSummary } from './precompute.js';
 import { checkOutput, checkSpecFiles, isInside, isPlainRelative, isRemote, parseSpec, realKey } from './spec.js';
@@ -258,6 +259,12 @@ export class PrecomputeWorker {
     this.worker.on('error', (err) => this.opts.logger.error({ err }, 'schedule worker error'));
     void this.worker.run().catch((err: unknown) => this.opts.logger.error({ err }, 'schedule worker stopped'));
     await this.worker.waitUntilReady();
+  }
+
+  /** Connected while its Redis connection is ready (readiness of `inferq worker --role precompute`). */
+  health(): SourceHealth {
+    const status = this.connection?.status;
+    return status === 'ready' ? { connected: true } : { connected: false, reason: `redis connection is ${status ?? 'not open'}` };
   }
 
   private async run(job: Job): Promise<RunResult> {

@@ -25,6 +25,8 @@
 import { ClosedError, SinkRefusedError, jobSuffix } from '@inferq/shared';
 import type { StagedFile } from '../io/store.js';
 import type { Logger } from '../logging.js';
+import { noMetrics } from '../ops/hooks.js';
+import type { SinkObserver, WorkerMetrics } from '../ops/hooks.js';
 import type { ParquetSink, RollPlan } from './parquet-sink.js';
 import type { RollJournal, RollRecord, Sink, SinkJob, SinkResult, WriteOutcome } from './sink.js';
 import type { SinkSet } from './sink-set.js';
@@ -44,6 +46,13 @@ export interface RollCoordinatorOptions {
   readonly onFatal?: (err: Error) => void;
   /** How often due rolls are looked for. Default 100 ms. */
   readonly tickMs?: number;
+  /** Roll durations, rows and failures per sink. Default: none. */
+  readonly metrics?: WorkerMetrics;
+}
+
+/** The metrics label of a sink: a worker's own by its URI (without credentials), every job sink as "job" (they are many). */
+export function sinkLabel(sinks: SinkSet, sink: ParquetSink): string {
+  return sinks.isDefault(sink) ? sink.location.uri.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/@]*@/i, '$1') : 'job';
 }
 
 /** The coordinator gave up on a job's rows (shutdown deadline, a fatal sink, a revoked partition): the job must not be acknowledged. */
@@ -76,6 +85,8 @@ export class RollCoordinator implements Sink {
   private wake: (() => void) | undefined;
   private readonly timer: NodeJS.Timeout;
   private readonly counters = { rolls: 0, alreadySunk: 0, refused: 0 };
+  /** By sink label (job sinks come and go; their label stays). */
+  private readonly observers = new Map<string, SinkObserver>();
 
   constructor(options: RollCoordinatorOptions) {
     this.opts = options;
@@ -212,7 +223,9 @@ export class RollCoordinator implements Sink {
 
   /** Writes the buffered rows of a group's [first..last] in every sink until it works, the deadline passes, or a sink refuses for good. */
   private async roll(group: string, first: number, last: number): Promise<void> {
+    const began = performance.now();
     const refused = new Map<number, Failed>();
+    let written: readonly { sink: ParquetSink; plan: RollPlan }[] = [];
     for (let attempt = 1; this.abandoned === undefined; attempt++) {
       if (!this.waiting.has(group)) return; // dropped meanwhile
       const plans = this.opts.sinks
@@ -222,7 +235,11 @@ export class RollCoordinator implements Sink {
         .filter((p) => p.plan.files.length > 0);
       try {
         const failed = await this.writeOnce(group, plans, first, last);
-        if (failed.length === 0) break;
+        for (const f of failed) this.observer(f.sink).failed();
+        if (failed.length === 0) {
+          written = plans;
+          break;
+        }
         const own = failed.find((f) => this.opts.sinks.isDefault(f.sink));
         if (own !== undefined) {
           this.log.error({ err: own.err, sink: own.sink.location.uri }, 'a worker sink refused the rows for good; stopping');
@@ -241,6 +258,8 @@ export class RollCoordinator implements Sink {
     if (this.abandoned !== undefined || !this.waiting.has(group)) return;
     for (const sink of this.opts.sinks.all()) sink.release({ group, first, last });
     this.counters.rolls++;
+    const seconds = (performance.now() - began) / 1000;
+    for (const { sink, plan } of written) this.observer(sink).rolled(plan.files.reduce((n, f) => n + f.records.reduce((m, r) => m + r.rows, 0), 0), seconds);
     const waiters = this.waiting.get(group)!;
     const done = waiters.filter((w) => w.seq >= first && w.seq <= last);
     this.waiting.set(group, waiters.filter((w) => w.seq < first || w.seq > last));
@@ -257,13 +276,15 @@ export class RollCoordinator implements Sink {
    */
   private async writeOnce(group: string, plans: readonly { sink: ParquetSink; plan: RollPlan }[], first: number, last: number): Promise<Failed[]> {
     await this.opts.journal.record(this.entries(group, plans, first, last));
-    const staged: StagedFile[] = [];
+    const staged: { file: StagedFile; sink: ParquetSink }[] = [];
     const failed: Failed[] = [];
+    let at: ParquetSink | undefined;
     try {
       for (const { sink, plan } of plans) {
+        at = sink;
         for (const file of plan.files) {
           try {
-            staged.push(await sink.stageFile(file));
+            staged.push({ file: await sink.stageFile(file), sink });
           } catch (err) {
             if (!isPermanentWriteError(err)) throw err;
             failed.push({ sink, file, err: err as Error });
@@ -271,15 +292,26 @@ export class RollCoordinator implements Sink {
         }
       }
       if (failed.length > 0) {
-        await Promise.all(staged.map((f) => f.discard()));
+        await Promise.all(staged.map((f) => f.file.discard()));
         return failed;
       }
-      for (const f of staged) await f.publish();
+      for (const f of staged) {
+        at = f.sink;
+        await f.file.publish();
+      }
       return [];
     } catch (err) {
-      await Promise.all(staged.map((f) => f.discard()));
+      if (at !== undefined) this.observer(at).failed();
+      await Promise.all(staged.map((f) => f.file.discard()));
       throw err;
     }
+  }
+
+  private observer(sink: ParquetSink): SinkObserver {
+    const label = sinkLabel(this.opts.sinks, sink);
+    let o = this.observers.get(label);
+    if (o === undefined) this.observers.set(label, (o = (this.opts.metrics ?? noMetrics).sink(label)));
+    return o;
   }
 
   /** Each waiting job of the roll with the files that will hold its rows, by sink key. */

@@ -38,6 +38,8 @@ export interface Delivery {
   readonly maxAttempts: number;
   /** Where the source fixes the order of rows in Parquet rolls (Kafka: partition and offset). */
   readonly position: RollPosition | undefined;
+  /** When the job was enqueued, epoch ms (Redis: the BullMQ job's timestamp; Kafka: the message's), for queue-wait and latency metrics. */
+  readonly enqueuedAt?: number | undefined;
   /** What the source says before the envelope is read (for dead letters of unreadable messages). */
   readonly hints: { readonly model?: string | undefined; readonly version?: string | undefined; readonly replyTo?: string | undefined };
   /** The envelope's bytes. Throws InvalidInputError (a code saying why) for a message that is not ours, too large, or gone. */
@@ -77,6 +79,33 @@ export type Outcome =
 
 export type Handler = (delivery: Delivery) => Promise<Outcome>;
 
+/** Whether a source can take work now (readiness); `reason` says why not, for people. */
+export interface SourceHealth {
+  readonly connected: boolean;
+  readonly reason?: string | undefined;
+}
+
+/** How much work waits at the source, read from its server (metrics). */
+export type SourceDepth =
+  | {
+      readonly kind: 'queue';
+      readonly transport: string;
+      readonly queue: string;
+      /** Jobs by state (BullMQ's state names). */
+      readonly jobs: Readonly<Record<string, number>>;
+      readonly deadLetters: number;
+    }
+  | {
+      readonly kind: 'topic';
+      readonly transport: string;
+      readonly topic: string;
+      readonly group: string;
+      /** The group's lag per partition: messages not yet committed. */
+      readonly partitions: readonly { readonly partition: number; readonly lag: number }[];
+      /** Messages kept in the dead-letter topic. */
+      readonly deadLetters: number;
+    };
+
 export interface Source {
   /** 'redis', 'kafka', …: the transport label of logs and metrics. */
   readonly name: string;
@@ -96,6 +125,10 @@ export interface Source {
   close(deadline: number): Promise<void>;
   /** Counters for logs. */
   stats(): Record<string, number>;
+  /** Whether the source is connected now (no I/O). A source without it counts as connected once started. */
+  health?(): SourceHealth;
+  /** Reads the queue depth from the server; undefined while the source is not running. May be slow: callers bound the wait. */
+  depth?(): Promise<SourceDepth | undefined>;
   /** Set by the worker: called when sink groups go to another worker (Kafka partitions revoked); their buffered rows are dropped. */
   onRevoked?: ((groups: readonly string[]) => void) | undefined;
   /** Set by the worker: its sinks (a source may skip messages whose rows they already hold). */

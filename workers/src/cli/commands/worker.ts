@@ -4,8 +4,11 @@ import type { Command } from 'commander';
 import { ConfigError } from '@inferq/shared';
 import type { NonFinitePolicy } from '@inferq/shared';
 import { createLogger } from '../../logging.js';
+import type { Logger } from '../../logging.js';
 import { ModelRepository } from '../../models/repository.js';
 import { ModelPool } from '../../models/model-pool.js';
+import { startOps } from '../../ops/ops.js';
+import type { Ops } from '../../ops/ops.js';
 import { ParquetSink } from '../../sinks/parquet-sink.js';
 import { KafkaWorker } from '../../sources/kafka/worker.js';
 import { RedisWorker } from '../../sources/redis/worker.js';
@@ -54,6 +57,8 @@ export interface WorkerFlags extends ConnectionFlags {
   devices?: string;
   /** `--http-port`: /livez, /readyz, /metrics; 0 = off. */
   httpPort: number;
+  /** `--log-summary-ms`: a throughput line at info level this often; 0 = off. */
+  logSummaryMs: number;
 }
 
 async function workerCommand(flags: WorkerFlags): Promise<void> {
@@ -63,13 +68,26 @@ async function workerCommand(flags: WorkerFlags): Promise<void> {
   if (flags.role === 'precompute') return precomputeWorker(flags, device, logger);
   if (flags.modelRepo === undefined) throw new ConfigError('worker: --model-repo is required to serve a queue');
   const allow = flags.models?.split(',').map((s) => s.trim()).filter((s) => s !== '');
-  const pool = new ModelPool(new ModelRepository(await modelRepoDir(flags.modelRepo)), {
+  // Listening before the models load: /readyz says "starting" meanwhile.
+  const ops = await startOps({ httpPort: flags.httpPort, device: formatDevice(device), logger, models: allow ?? [], summaryMs: flags.logSummaryMs });
+  try {
+    await serveQueue(flags, device, logger, allow, ops);
+  } catch (err) {
+    // The endpoints would keep the process alive after a failed start.
+    await ops.close(Date.now() + 1000);
+    throw err;
+  }
+}
+
+async function serveQueue(flags: WorkerFlags, device: ReturnType<typeof parseDevice>, logger: Logger, allow: string[] | undefined, ops: Ops): Promise<void> {
+  const pool = new ModelPool(new ModelRepository(await modelRepoDir(flags.modelRepo!)), {
     device,
     logger,
     allow,
     batching: { maxBatchSize: flags.maxBatch, maxDelayMs: flags.maxDelayMs },
     ...(flags.instances === undefined ? {} : { instances: flags.instances }),
     ...(flags.threads === undefined ? {} : { intraOpThreads: flags.threads }),
+    metrics: ops.metrics,
   });
   try {
     await pool.preload();
@@ -77,6 +95,7 @@ async function workerCommand(flags: WorkerFlags): Promise<void> {
     await pool.close(); // models that did load hold worker threads: release them so the process can exit
     throw err;
   }
+  ops.health.modelsReady();
   const openSink = (location: string): ParquetSink =>
     new ParquetSink({
       location,
@@ -101,6 +120,7 @@ async function workerCommand(flags: WorkerFlags): Promise<void> {
     openSink,
     ...(flags.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: flags.connectTimeoutMs }),
     onFatal: (err: Error) => onFatal(err),
+    metrics: ops.metrics,
   };
   const worker =
     flags.transport === 'kafka'
@@ -127,19 +147,25 @@ async function workerCommand(flags: WorkerFlags): Promise<void> {
   onFatal = (err) => fatal(err);
   await serve(
     {
-      start: () => worker.start().catch((err: unknown) => Promise.reject(flags.transport === 'kafka' ? kafkaStartFailure(err, flags.brokers) : err)),
+      start: async () => {
+        await worker.start().catch((err: unknown) => Promise.reject(flags.transport === 'kafka' ? kafkaStartFailure(err, flags.brokers) : err));
+        ops.health.serving(() => worker.health());
+      },
       stop: async (timeoutMs) => {
         const deadline = Date.now() + timeoutMs;
         await worker.close(timeoutMs);
         await pool.close(Math.max(500, deadline - Date.now()));
+        // Last: /livez answers until the process is about to exit.
+        await ops.close(Math.max(Date.now() + 200, deadline));
       },
       stats: () => ({ ...worker.stats }),
     },
     {
       logger,
       shutdownTimeoutMs: flags.shutdownTimeoutMs,
-      servingLine: () => `inferq worker: serving ${source} on ${formatDevice(device)} (pid ${process.pid})`,
+      servingLine: () => `inferq worker: serving ${source} on ${formatDevice(device)} (pid ${process.pid})${ops.port === undefined ? '' : `; /livez /readyz /metrics on port ${ops.port}`}`,
       onFatal: (f) => (fatal = f),
+      onStopping: () => ops.health.draining(),
     },
   );
 }
@@ -167,6 +193,7 @@ export function registerWorker(program: Command): void {
     .option('--device <device>', 'cpu or cuda:N', 'cpu')
     .option('--devices <list>', 'run one child worker per device: cuda:0,cuda:1,… or "all" (the GPUs nvidia-smi -L or CUDA_VISIBLE_DEVICES lists); each child gets its own --device')
     .addOption(new Option('--http-port <n>', '/livez, /readyz and /metrics on this port (0 = off)').argParser(nonNegativeInt).default(9464).env('INFERQ_HTTP_PORT'))
+    .addOption(new Option('--log-summary-ms <n>', 'log a throughput line (jobs/s, rows/s, dead letters, mean batch, pending rows) at info level this often (0 = off)').argParser(nonNegativeInt).default(30_000).env('INFERQ_LOG_SUMMARY_MS'))
     .option('--concurrency <n>', 'jobs (Redis jobs or Kafka messages) in flight at once: enough to fill batches, and the bound on memory', positiveInt, 256)
     .option('--max-batch <n>', 'largest batch in rows (overrides config.yaml)', positiveInt)
     .option('--max-delay-ms <n>', 'longest wait for a batch to fill', Number)

@@ -23,10 +23,11 @@ import { ClosedError, ConnectionError, ConsumerRestarter, InvalidInputError, KAF
 import { deadlineRace } from '../../deadline.js';
 import type { Logger } from '../../logging.js';
 import type { SinkSet } from '../../sinks/sink-set.js';
-import type { Delivery, Handler, Outcome, Source } from '../source.js';
+import type { Delivery, Handler, Outcome, Source, SourceDepth, SourceHealth } from '../source.js';
 import { Committer } from './commits.js';
 import { headerString, messageId } from './headers.js';
 import { KafkaRolls, sinkGroup } from './journal.js';
+import { consumerLag } from './lag.js';
 import { pinoLogCreator } from './log-bridge.js';
 import { OffsetTracker } from './offsets.js';
 import { resolveKafkaSourceOptions } from './options.js';
@@ -62,6 +63,8 @@ export class KafkaSource implements Source {
   private inFlightRows = 0;
   private paused = false;
   private draining = false;
+  /** Why the consumer is not in its group now (undefined while it is): readiness. */
+  private outOfGroup: string | undefined = 'not joined yet';
   private idleWaiters: (() => void)[] = [];
   private handBack!: (reason: Error) => void;
   private readonly handingBack: Promise<Outcome>;
@@ -110,6 +113,20 @@ export class KafkaSource implements Source {
     return { ...this.counters, commits: this.committer.commits, consumerRestarts: this.restarter.restarts };
   }
 
+  /** Connected while the consumer is in its group: not between a crash and its rejoin, nor after it stopped. */
+  health(): SourceHealth {
+    return this.outOfGroup === undefined ? { connected: true } : { connected: false, reason: `kafka consumer of group "${this.opts.group}": ${this.outOfGroup}` };
+  }
+
+  /** The group's lag per partition of the topic, and the messages kept in the dead-letter topic. */
+  async depth(): Promise<SourceDepth | undefined> {
+    const admin = this.admin;
+    if (admin === undefined || this.draining) return undefined;
+    const [partitions, dead] = await Promise.all([consumerLag(admin, this.opts.group, this.opts.topic), admin.fetchTopicOffsets(this.opts.deadLetterTopic)]);
+    const deadLetters = dead.reduce((n, p) => n + Math.max(0, Number(p.high) - Number(p.low)), 0);
+    return { kind: 'topic', transport: this.name, topic: this.opts.topic, group: this.opts.group, partitions: partitions.map((p) => ({ partition: p.partition, lag: p.lag })), deadLetters };
+  }
+
   /**
    * Checks the request topic, connects, joins the group and starts consuming. Resolves once the
    * first partitions are assigned; rejects with ConfigError when the topic does not exist
@@ -140,13 +157,18 @@ export class KafkaSource implements Source {
     await this.consumer.connect();
     const joined = new Promise<void>((resolve) => {
       this.consumer.on(this.consumer.events.GROUP_JOIN, (e) => {
+        this.outOfGroup = undefined;
         this.onAssigned(new Map<string, number[]>(Object.entries(e.payload.memberAssignment)));
         this.log.info({ assignment: e.payload.memberAssignment, assigner: e.payload.groupProtocol }, 'partitions assigned');
         resolve();
       });
     });
     this.consumer.on(this.consumer.events.REBALANCING, () => (this.committer.rebalancing = true));
-    this.consumer.on(this.consumer.events.CRASH, (e) => this.onCrash(e.payload.error, e.payload.restart));
+    this.consumer.on(this.consumer.events.CRASH, (e) => {
+      this.outOfGroup = `crashed (${e.payload.error.message})`;
+      this.onCrash(e.payload.error, e.payload.restart);
+    });
+    this.consumer.on(this.consumer.events.STOP, () => (this.outOfGroup ??= 'stopped'));
     await this.runConsumer();
     await joined;
   }
@@ -287,6 +309,7 @@ export class KafkaSource implements Source {
       attempt,
       maxAttempts: this.opts.attempts,
       position: { group: sinkGroup(topic, partition), seq: Number(message.offset) },
+      enqueuedAt: Number(message.timestamp),
       hints: { model: header(KAFKA_HEADERS.model), version: header(KAFKA_HEADERS.version), replyTo: header(KAFKA_HEADERS.replyTo) },
       payload: async () => {
         const value = message.value;

@@ -8,7 +8,7 @@ import type { Envelope } from '@inferq/shared';
 import type { ParquetSink } from '../../sinks/parquet-sink.js';
 import type { RollJournal, RollRecord, Sink, SinkJob, SinkResult, WriteOutcome } from '../../sinks/sink.js';
 import type { SinkSet } from '../../sinks/sink-set.js';
-import type { Answered, DeadLetter, Delivery, Handler, Outcome, Source } from '../source.js';
+import type { Answered, DeadLetter, Delivery, Handler, Outcome, Source, SourceHealth } from '../source.js';
 
 export interface MemoryMessage {
   /** The job id the source knows; the envelope must carry the same. */
@@ -16,6 +16,8 @@ export interface MemoryMessage {
   readonly bytes: Uint8Array;
   /** Tries for retriable failures. Default 3. */
   readonly attempts?: number;
+  /** When it was enqueued, epoch ms (queue-wait metrics). Default: when it is pushed. */
+  readonly enqueuedAt?: number;
 }
 
 export interface MemorySourceOptions {
@@ -88,6 +90,11 @@ export class MemorySource implements Source {
     return { deadLetters: this.deadLetters.length, replies: this.replies.written.length };
   }
 
+  /** Connected while started (there is no server to lose). */
+  health(): SourceHealth {
+    return this.handler === undefined ? { connected: false, reason: 'memory source not started' } : { connected: true };
+  }
+
   /**
    * Hands a message to the pipeline until its outcome is settled (retries included); resolves
    * with the last outcome and every attempt's. `run` names a run delivered again (a crash).
@@ -95,14 +102,15 @@ export class MemorySource implements Source {
   async push(message: MemoryMessage, run?: string): Promise<{ outcome: Outcome; attempts: number }> {
     if (this.handler === undefined) throw new Error('MemorySource: start() it first');
     const id = run ?? `${message.id}:${this.runs++}`;
+    const enqueuedAt = message.enqueuedAt ?? Date.now();
     for (let attempt = 1; ; attempt++) {
-      const outcome = await this.handler(this.delivery(message, id, run !== undefined || attempt > 1, attempt));
+      const outcome = await this.handler(this.delivery(message, id, run !== undefined || attempt > 1, attempt, enqueuedAt));
       if (outcome.kind !== 'retry') return { outcome, attempts: attempt };
       if (this.opts.retryAtOnce === false) await new Promise((r) => setTimeout(r, outcome.delayMs));
     }
   }
 
-  private delivery(message: MemoryMessage, run: string, rerun: boolean, attempt: number): Delivery {
+  private delivery(message: MemoryMessage, run: string, rerun: boolean, attempt: number, enqueuedAt: number): Delivery {
     return {
       id: message.id,
       expectedId: message.id,
@@ -111,6 +119,7 @@ export class MemorySource implements Source {
       attempt,
       maxAttempts: message.attempts ?? 3,
       position: undefined,
+      enqueuedAt,
       hints: {},
       payload: async () => message.bytes,
       answered: async (): Promise<Answered> => (rerun && this.replies.answeredRuns.has(run) ? 'yes' : 'no'),

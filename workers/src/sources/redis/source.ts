@@ -22,8 +22,9 @@ import { ClosedError, InvalidInputError, jobSuffix, printable, redisKeys } from 
 import type { Envelope, RedisKeys } from '@inferq/shared';
 import { deadlineRace } from '../../deadline.js';
 import type { Logger } from '../../logging.js';
-import type { Delivery, Handler, Outcome, Source } from '../source.js';
+import type { Delivery, Handler, Outcome, Source, SourceDepth, SourceHealth } from '../source.js';
 import { connectionFailure, describeRedis, rateLimitedErrorLog } from './connection.js';
+import { queueCounts } from './counts.js';
 import { resolveRedisSourceOptions } from './options.js';
 import type { RedisSourceOptions, ResolvedRedisSourceOptions } from './options.js';
 import { jobData, loadPayload } from './payload.js';
@@ -43,6 +44,7 @@ export class RedisSource implements Source {
   private worker: Worker | undefined;
   private handler: Handler | undefined;
   private lastError: Error | undefined;
+  private running = false;
   private readonly counters = { returned: 0 };
   /** Settles when in-flight jobs must stop and be handed back (the close deadline). */
   private handBack!: (reason: Error) => void;
@@ -74,6 +76,21 @@ export class RedisSource implements Source {
     return { ...this.counters };
   }
 
+  /** Connected while both connections are ready (ioredis reconnects by itself; meanwhile the worker takes nothing). */
+  health(): SourceHealth {
+    const down = [this.redis, this.workerConnection].find((c) => c.status !== 'ready');
+    if (down === undefined) return { connected: true };
+    const why = this.lastError === undefined ? '' : `: ${this.lastError.message}`;
+    return { connected: false, reason: `redis ${describeRedis(down)} is ${down.status}${why}` };
+  }
+
+  /** The queue's jobs by state and its dead letters (BullMQ's counts). */
+  async depth(): Promise<SourceDepth | undefined> {
+    if (!this.running) return undefined;
+    const counts = await queueCounts(this.redis, this.opts.prefix, this.opts.queue);
+    return { kind: 'queue', transport: this.name, queue: this.opts.queue, jobs: counts.jobs, deadLetters: counts.deadLetters };
+  }
+
   /** Connects and starts pulling jobs; rejects with ConnectionError when Redis does not answer within `connectTimeoutMs`. */
   async start(handler: Handler): Promise<void> {
     this.handler = handler;
@@ -100,6 +117,7 @@ export class RedisSource implements Source {
     ready.catch(() => undefined);
     if ((await deadlineRace(ready, Date.now() + this.opts.connectTimeoutMs)) === 'deadline') throw connectionFailure(this.redis, this.lastError, this.opts.connectTimeoutMs);
     void worker.run().catch((err: unknown) => this.log.error({ err }, 'worker stopped'));
+    this.running = true;
     this.log.info({ concurrency: this.opts.concurrency }, 'redis source started');
   }
 
@@ -109,6 +127,7 @@ export class RedisSource implements Source {
    * what is not done. Resolves by `deadline` whatever is down.
    */
   async close(deadline: number): Promise<void> {
+    this.running = false;
     // Keep the last part of the time for handing jobs back and closing connections.
     const soft = deadline - Math.min(2000, Math.max(0, deadline - Date.now()) / 4);
     const worker = this.worker;
@@ -157,6 +176,7 @@ export class RedisSource implements Source {
       attempt: job.attemptsMade + 1,
       maxAttempts: job.opts.attempts ?? 1,
       position: undefined,
+      enqueuedAt: job.timestamp,
       hints: { model: typeof data.model === 'string' ? data.model : undefined, version: typeof data.version === 'string' ? data.version : undefined },
       payload: () => loadPayload(this.redis, this.keys, job, this.opts.maxPayloadBytes),
       answered: async () => (rerun && (await this.journal.replied(run)) ? 'yes' : 'no'),
