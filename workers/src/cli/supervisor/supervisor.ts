@@ -7,7 +7,7 @@
  *             └backoff─┤ (RestartTracker)
  *                      └ N times in a row ─► stop the others ─► outcome 1 "worker on cuda:1 exited N times…"
  *  stop() ─► SIGTERM every child ─► wait shutdownTimeoutMs + killGraceMs ─► SIGKILL the rest
- *        ─► outcome 0 when every child ended with code 0, else 1
+ *        ─► outcome 0 when every child drained (code 0) or was still starting, else 1
  * ```
  */
 import type { Logger } from '../../logging.js';
@@ -136,7 +136,7 @@ export class Supervisor {
     }, decision.delayMs);
   }
 
-  /** True when every child that ran ended with code 0. */
+  /** True when every child that ran stopped cleanly. */
   private async stopAll(reason: string): Promise<boolean> {
     const deadline = this.opts.shutdownTimeoutMs + (this.opts.killGraceMs ?? 5000);
     this.opts.logger.info({ reason, timeoutMs: this.opts.shutdownTimeoutMs }, 'stopping every child worker');
@@ -153,6 +153,20 @@ export class Supervisor {
       run.kill('SIGKILL');
     }
     const exits = await Promise.all(runs.map((r) => r.run.exited));
-    return exits.every((e) => e.code === 0);
+    runs.forEach(({ slot, run }, i) => {
+      const exit = exits[i]!;
+      const log = { device: slot.device, childPid: run.pid, code: exit.code, signal: exit.signal };
+      if (stoppedCleanly(exit)) this.opts.logger.info(log, 'child worker stopped');
+      else this.opts.logger.error({ ...log, last: exit.lastError }, 'child worker did not stop cleanly');
+    });
+    return exits.every(stoppedCleanly);
   }
+}
+
+/**
+ * A child stopped by our SIGTERM drained when it exits with 0; one that ends by that signal
+ * itself had not installed its handler yet, so it was still starting and held no job.
+ */
+function stoppedCleanly(exit: ChildExit): boolean {
+  return exit.code === 0 || exit.signal === 'SIGTERM';
 }
