@@ -20,12 +20,14 @@ export class DepthReader {
   private readonly sources: Source[] = [];
   private readonly latest = new Map<Source, Latest>();
   private reading: Promise<void> | undefined;
-  private readAt = 0;
+  private readAt = -Infinity;
   private lastWarn = 0;
 
   constructor(
     private readonly log: Logger,
     private readonly timeoutMs: number,
+    /** The clock of freshness (tests pass their own); the wait itself is on real time. */
+    private readonly now: () => number = Date.now,
   ) {}
 
   watch(source: Source): void {
@@ -35,12 +37,12 @@ export class DepthReader {
   /** The depth of every source read within this scrape's wait; a source not read in time is left out. */
   async read(): Promise<SourceDepth[]> {
     if (this.sources.length === 0) return [];
-    const started = Date.now();
+    const started = this.now();
     if (this.reading === undefined && started - this.readAt >= FRESH_MS) {
       this.readAt = started;
       this.reading = this.readAll().finally(() => (this.reading = undefined));
     }
-    if (this.reading !== undefined) await deadlineRace(this.reading, started + this.timeoutMs);
+    if (this.reading !== undefined) await deadlineRace(this.reading, Date.now() + this.timeoutMs);
     const out: SourceDepth[] = [];
     for (const l of this.latest.values()) if (l.at >= this.readAt) out.push(l.depth);
     return out;
@@ -52,7 +54,7 @@ export class DepthReader {
         try {
           const depth = await s.depth!();
           if (depth === undefined) this.latest.delete(s);
-          else this.latest.set(s, { at: Date.now(), depth });
+          else this.latest.set(s, { at: this.now(), depth });
         } catch (err) {
           this.latest.delete(s);
           // A server down for long fails every scrape: one line a minute.

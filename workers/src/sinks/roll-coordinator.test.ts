@@ -6,7 +6,9 @@ import { SinkRefusedError } from '@inferq/shared';
 import { openParquet } from '../io/parquet.js';
 import { silentLogger } from '../logging.js';
 import { ParquetSink } from './parquet-sink.js';
-import { RollAbandonedError, RollCoordinator } from './roll-coordinator.js';
+import { noMetrics } from '../ops/hooks.js';
+import type { WorkerMetrics } from '../ops/hooks.js';
+import { RollAbandonedError, RollCoordinator, sinkLabel } from './roll-coordinator.js';
 import type { SinkJob } from './roll-coordinator.js';
 import { SinkSet } from './sink-set.js';
 import { MemoryJournal } from '../sources/memory/source.js';
@@ -141,5 +143,34 @@ describe('RollCoordinator', () => {
     // An idle coordinator drains at once.
     expect(await c.flush(Date.now() + 1000)).toBe(true);
     expect(await partFiles(root)).toEqual([]);
+  });
+
+  it('tells the metrics each sink\'s rolled rows and failed attempts: the worker\'s own by URI (no credentials), job sinks as "job"', async () => {
+    const { root } = await setup();
+    await mkdir(join(root, 'jobs', 'bad'), { recursive: true });
+    await writeFile(join(root, 'jobs', 'bad', 'model=m'), 'in the way of the partition folder');
+    const seen: [string, string, number?][] = [];
+    const metrics: WorkerMetrics = {
+      ...noMetrics,
+      sink: (label) => ({ rolled: (rows, seconds) => seen.push([label, 'rolled', seconds >= 0 ? rows : -1]), failed: () => seen.push([label, 'failed']) }),
+    };
+    const sinks = new SinkSet({ defaults: [open(join(root, 'all'))], allowJobSinksUnder: [join(root, 'jobs')], open });
+    const c = new RollCoordinator({ sinks, journal: new MemoryJournal(), group: 'p1', logger: silentLogger(), maxWaiting: 1000, tickMs: 5, metrics });
+    const writes = [c.write(job('a'), result(2)), c.write(job('b', { sinks: [join(root, 'jobs', 'fine')] }), result(3)), c.write(job('c', { sinks: [join(root, 'jobs', 'bad')] }), result(4))];
+    writes[2]!.catch(() => undefined);
+    await c.flush(Date.now() + 10_000);
+    await Promise.allSettled(writes);
+    const own = join(root, 'all');
+    expect(sinkLabel(sinks, sinks.defaults()[0]!)).toBe(own);
+    // One roll or two, as the jobs arrived: the refused job sink fails once, and c's rows go nowhere.
+    const total = (label: string, what: string): number => seen.filter(([l, w]) => l === label && w === what).reduce((n, [, , rows]) => n + (rows ?? 1), 0);
+    expect(total(own, 'rolled')).toBe(2 + 3);
+    expect(total('job', 'rolled')).toBe(3);
+    expect(total('job', 'failed')).toBe(1);
+    expect(total(own, 'failed')).toBe(0);
+    expect(new Set(seen.map(([l]) => l))).toEqual(new Set([own, 'job']));
+
+    const remote = new SinkSet({ defaults: [new ParquetSink({ location: 'webhdfs://someone:secret@127.0.0.1:1/x', logger: silentLogger() })], open });
+    expect(sinkLabel(remote, remote.defaults()[0]!)).toBe('webhdfs://127.0.0.1:1/x');
   });
 });
