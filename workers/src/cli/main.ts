@@ -7,8 +7,10 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import { ConfigError, InferqError } from '@inferq/shared';
+import { registerDeadLetters } from './commands/dead-letters.js';
 import { registerPrecompute } from './commands/precompute.js';
 import { registerPredict } from './commands/predict.js';
+import { registerQueue } from './commands/queue.js';
 import { registerSchedule } from './commands/schedule.js';
 import { registerWorker } from './commands/worker.js';
 
@@ -46,6 +48,8 @@ export function buildProgram(): Command {
   registerPrecompute(program);
   registerSchedule(program);
   registerWorker(program);
+  registerQueue(program);
+  registerDeadLetters(program);
   // --log-level is also taken after the command name (`inferq worker --log-level debug …`).
   const addLogLevel = (command: Command): void => {
     for (const sub of command.commands) {
