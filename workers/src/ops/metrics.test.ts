@@ -68,7 +68,7 @@ describe('PrometheusMetrics', () => {
     expect(ok.map((o) => o.outcome.kind)).toEqual(['done', 'done', 'done']);
     // A pack of three jobs, one past its deadline: two answered, one dead letter.
     const pack = await source.push(
-      msg({ id: 'p', rows: 6, jobs: [{ id: 'p1', rows: 2 }, { id: 'p2', rows: 3, deadline: Date.now() - 1000 }, { id: 'p3', rows: 1 }] }, f32(6)),
+      msg({ id: 'p', jobs: [{ id: 'p1', rows: 2 }, { id: 'p2', rows: 3, deadline: Date.now() - 1000 }, { id: 'p3', rows: 1 }] }, f32(6)),
     );
     expect(pack.outcome).toEqual({ kind: 'done', rows: 3 });
     expect((await source.push(msg({ id: 'nan' }, f32(5, (i) => (i === 3 ? Number.NaN : 1))))).outcome.kind).toBe('failed');
