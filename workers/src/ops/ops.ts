@@ -1,5 +1,6 @@
 /** What a long-running command starts for operations: its metrics, its readiness, the HTTP endpoints and the summary line. */
 import type { Logger } from '../logging.js';
+import type { SourceHealth } from '../sources/source.js';
 import { Health } from './health.js';
 import { PrometheusMetrics } from './metrics.js';
 import { startOpsServer } from './server.js';
@@ -24,6 +25,8 @@ export interface Ops {
   readonly health: Health;
   /** The endpoints' port; undefined when off. */
   readonly port: number | undefined;
+  /** The source started: readiness follows `source` from now on, and the summary line starts. */
+  serving(source: () => SourceHealth): void;
   /** Stops the summary and the endpoints by `deadline` (epoch ms). */
   close(deadline: number): Promise<void>;
 }
@@ -34,13 +37,17 @@ export async function startOps(options: OpsOptions): Promise<Ops> {
   const health = new Health(options.models);
   metrics.setReadiness(() => health.readiness().ready);
   const server = options.httpPort === 0 ? undefined : await startOpsServer({ port: options.httpPort, host: options.host ?? '0.0.0.0', health, metrics, logger: options.logger });
-  const summary = startSummary({ intervalMs: options.summaryMs ?? 0, totals: () => metrics.totals(), logger: options.logger });
+  let summary: { stop(): void } | undefined;
   return {
     metrics,
     health,
     port: server?.port,
+    serving(source) {
+      health.serving(source);
+      summary ??= startSummary({ intervalMs: options.summaryMs ?? 0, totals: () => metrics.totals(), logger: options.logger });
+    },
     async close(deadline) {
-      summary.stop();
+      summary?.stop();
       await server?.close(deadline);
     },
   };

@@ -37,7 +37,7 @@ export async function precomputeWorker(flags: WorkerFlags, device: ReturnType<ty
     {
       start: async () => {
         await worker.start();
-        ops.health.serving(() => worker.health());
+        ops.serving(() => worker.health());
       },
       stop: async (timeoutMs) => {
         const deadline = Date.now() + timeoutMs;

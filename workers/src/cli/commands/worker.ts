@@ -149,7 +149,7 @@ async function serveQueue(flags: WorkerFlags, device: ReturnType<typeof parseDev
     {
       start: async () => {
         await worker.start().catch((err: unknown) => Promise.reject(flags.transport === 'kafka' ? kafkaStartFailure(err, flags.brokers) : err));
-        ops.health.serving(() => worker.health());
+        ops.serving(() => worker.health());
       },
       stop: async (timeoutMs) => {
         const deadline = Date.now() + timeoutMs;
