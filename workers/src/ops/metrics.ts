@@ -110,8 +110,8 @@ export class PrometheusMetrics implements WorkerMetrics {
     this.jobsTotal = new Counter({ name: NAMES.jobs, help: 'Jobs (producer jobs; a pack counts each) by outcome: ok, retried, dead_letter; code: the error code ("" for ok).', labelNames: [...JOB, 'outcome', 'code'], registers });
     this.rowsTotal = new Counter({ name: NAMES.rows, help: 'Rows of those jobs by outcome.', labelNames: [...JOB, 'outcome'], registers });
     this.deadTotal = new Counter({ name: NAMES.deadLetters, help: 'Dead letters written, by error code.', labelNames: [...JOB, 'code'], registers });
-    this.queueWait = new Histogram({ name: NAMES.queueWait, help: 'Seconds from enqueue to the first batch holding the message (one observation per message).', labelNames: JOB, buckets: LATENCY_BUCKETS, registers });
-    this.jobDuration = new Histogram({ name: NAMES.jobDuration, help: 'Seconds from enqueue to the outcome written: replies, rows and dead letters durable (one observation per message).', labelNames: JOB, buckets: LATENCY_BUCKETS, registers });
+    this.queueWait = new Histogram({ name: NAMES.queueWait, help: 'Seconds from enqueue to the first batch holding the message (one observation per attempt that reaches a batch).', labelNames: JOB, buckets: LATENCY_BUCKETS, registers });
+    this.jobDuration = new Histogram({ name: NAMES.jobDuration, help: 'Seconds from enqueue to the outcome written: replies, rows and dead letters durable (one observation per message, at its final outcome).', labelNames: JOB, buckets: LATENCY_BUCKETS, registers });
     this.batchRows = new Histogram({ name: NAMES.batchRows, help: 'Rows per batch sent to the model (padding excluded).', labelNames: MODEL, buckets: ROWS_BUCKETS, registers });
     this.padding = new Counter({ name: NAMES.padding, help: 'Rows of zeros added to batches to reach a preferred batch size.', labelNames: MODEL, registers });
     this.inference = new Histogram({ name: NAMES.inference, help: 'Seconds the model took per batch.', labelNames: MODEL, buckets: INFERENCE_BUCKETS, registers });
