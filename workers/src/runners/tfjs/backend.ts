@@ -74,9 +74,10 @@ export const importInstalled: PackageImporter = async (name) => {
   }
 };
 
+/** The package itself is absent (not a file inside it, such as a native binding that failed to build). */
 function isNotInstalled(err: unknown, name: string): boolean {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  return (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') && err instanceof Error && err.message.includes(name);
+  return (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') && err instanceof Error && err.message.includes(`'${name}'`);
 }
 
 /**
