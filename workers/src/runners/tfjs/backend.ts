@@ -91,14 +91,20 @@ export async function loadBackend(requested: Device, logger: Logger, importer: P
     const previous = process.env['CUDA_VISIBLE_DEVICES'];
     // libtensorflow runs on the first GPU it sees: make that the requested one before it loads.
     process.env['CUDA_VISIBLE_DEVICES'] = visible;
-    const gpu = await importNative(importer, TFJS_NODE_GPU);
+    const restore = (): void => {
+      if (previous === undefined) delete process.env['CUDA_VISIBLE_DEVICES'];
+      else process.env['CUDA_VISIBLE_DEVICES'] = previous;
+    };
+    const gpu = await importNative(importer, TFJS_NODE_GPU).catch((err: unknown) => {
+      restore();
+      throw err;
+    });
     if (gpu !== undefined) {
       if (usesGpu(gpu.tf)) return { ...gpu, device: requested };
       logger.warn({ requested: formatDevice(requested), device: 'cpu', backend: gpu.name }, `TF.js: ${TFJS_NODE_GPU} sees no GPU for ${formatDevice(requested)} (CUDA_VISIBLE_DEVICES=${visible}); falling back to CPU`);
       return { ...gpu, device: { kind: 'cpu' } };
     }
-    if (previous === undefined) delete process.env['CUDA_VISIBLE_DEVICES'];
-    else process.env['CUDA_VISIBLE_DEVICES'] = previous;
+    restore();
     missing.push(TFJS_NODE_GPU);
   }
   const cpu = await importNative(importer, TFJS_NODE);

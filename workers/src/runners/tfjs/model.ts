@@ -39,16 +39,26 @@ export async function loadTfModel(backend: TfBackend, format: TfjsFormat, dir: s
   try {
     switch (format) {
       case 'tfjs-graph':
-        return graphModel(tf, await tf.loadGraphModel(folderHandler(tf, dir)), where);
+        return disposingOnError(await tf.loadGraphModel(folderHandler(tf, dir)), (m) => graphModel(tf, m, where));
       case 'tfjs-layers':
-        return layersModel(tf, await tf.loadLayersModel(folderHandler(tf, dir)), where);
+        return disposingOnError(await tf.loadLayersModel(folderHandler(tf, dir)), (m) => layersModel(tf, m, where));
       case 'saved-model':
         if (backend.node === undefined) throw new ModelLoadError(`${where}: ${savedModelHelp(dir)}`);
-        return savedModel(await backend.node.loadSavedModel(dir, ['serve'], 'serving_default'), where);
+        return disposingOnError(await backend.node.loadSavedModel(dir, ['serve'], 'serving_default'), (m) => savedModel(m, where));
     }
   } catch (cause) {
     if (cause instanceof ModelLoadError) throw cause;
     throw new ModelLoadError(`${where} failed to load: ${(cause as Error).message}`, { cause });
+  }
+}
+
+/** A model whose signature is refused releases its weights before the error goes up. */
+function disposingOnError<M extends { dispose(): void }>(model: M, wrap: (m: M) => TfModel): TfModel {
+  try {
+    return wrap(model);
+  } catch (err) {
+    model.dispose();
+    throw err;
   }
 }
 

@@ -134,7 +134,9 @@ describe('TfjsRunner, loading', () => {
     delete json['signature'];
     await writeFile(join(dir, 'model.json'), JSON.stringify(json));
     const r = new TfjsRunner({ dir, format: 'tfjs-graph', name: 'm', version: '1', logger: captureLogger().logger, backend: () => Promise.resolve(backend) });
+    const before = backend.tf.memory().numTensors;
     await expect(r.load()).rejects.toThrow('model.json has no signature naming its inputs and outputs');
+    expect(backend.tf.memory().numTensors).toBe(before); // the weights it read are released
   });
 
   it('a corrupt model.json is a ModelLoadError naming the model', async () => {
