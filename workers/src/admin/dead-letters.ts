@@ -58,7 +58,8 @@ export async function listDeadLetters(spec: QueueSpec, o: ListOptions, write: Wr
   if (spec.transport === 'redis') {
     await withRedis(spec, async (redis) => {
       const dl = new RedisDeadLetters(redis, spec.prefix, spec.queue);
-      const [letters, total] = [await dl.list(o.limit, o.code), await dl.count()];
+      const letters = await dl.list(o.limit, o.code);
+      const total = await dl.count();
       if (o.json) write(safeJson({ transport: 'redis', stream: dl.keys.deadLetters, total, letters }));
       else write(`${letters.length === 0 ? '' : redisLetterTable(letters)}${letters.length} shown of ${total} dead letters in ${dl.keys.deadLetters}\n`);
     });
@@ -105,7 +106,9 @@ export async function showDeadLetter(spec: QueueSpec, ref: string, o: { json: bo
  * (its newest letter). Reads only the partitions positions name when no job id is asked for.
  */
 async function findKafka(dl: KafkaDeadLetters, refs: readonly string[], idleMs: number): Promise<Map<string, KafkaLetterMessage>> {
-  const positions = new Map(refs.filter((r) => POSITION.test(r)).map((r) => [r.replace(/^(\d+):0*(\d)/, '$1:$2'), r]));
+  // "0:007" and "0:7" name the same message.
+  const canonical = (r: string): string => r.split(':').map((n) => BigInt(n).toString()).join(':');
+  const positions = new Map(refs.filter((r) => POSITION.test(r)).map((r) => [canonical(r), r]));
   const jobs = new Set(refs.filter((r) => !POSITION.test(r)));
   const found = new Map<string, KafkaLetterMessage>();
   const partitions = jobs.size === 0 ? new Set([...positions.keys()].map((p) => Number(p.split(':')[0]))) : undefined;
@@ -147,7 +150,7 @@ async function replayRedis(spec: RedisQueueSpec, refs: readonly string[], o: Rep
       const { found, missing } = await dl.resolve(refs);
       for (const ref of missing) report(ref, ref, false, [], `no such dead letter in ${dl.keys.deadLetters}`);
       // A job id replays its newest letter: an older one is the same job failing earlier.
-      letters = [...found.values()].map((ls) => ls.at(-1)!).filter(wanted);
+      letters = uniqueEntries([...found.values()].map((ls) => ls.at(-1)!)).filter(wanted);
     }
     const done = (r: LetterResult): void => report(r.letter.entry, r.letter.id, r.ok, r.enqueued, r.reason);
     await dl.replay(letters, { newId: o.newId, toQueue: o.toQueue, connectTimeoutMs: spec.timeoutMs }, done);
@@ -192,20 +195,29 @@ export async function purgeDeadLetters(spec: QueueSpec, refs: readonly string[],
     await withRedis(spec, async (redis) => {
       const dl = new RedisDeadLetters(redis, spec.prefix, spec.queue);
       const wanted = (l: RedisLetter): boolean => o.code === undefined || l.code === o.code;
-      let letters: RedisLetter[];
       let missing: string[] = [];
-      if (o.all) {
-        letters = [];
-        for await (const l of dl.scan()) if (wanted(l)) letters.push(l);
-      } else {
+      let selected: AsyncIterable<RedisLetter> | Iterable<RedisLetter>;
+      if (o.all) selected = filterAsync(dl.scan(), wanted);
+      else {
         const r = await dl.resolve(refs);
-        letters = [...r.found.values()].flat().filter(wanted);
+        selected = uniqueEntries([...r.found.values()].flat()).filter(wanted);
         missing = r.missing;
       }
-      if (!o.yes) throw new ConfigError(`would purge ${letters.length} dead letters from ${dl.keys.deadLetters}: pass --yes to delete them`);
-      for (let i = 0; i < letters.length; i += 500) await dl.delete(letters.slice(i, i + 500));
-      const purged = letters.map((l) => ({ entry: l.entry, id: l.id }));
-      write(o.json ? safeJson({ purged, missing }) : `purged ${letters.length} dead letters from ${dl.keys.deadLetters}${missing.length === 0 ? '' : ` (not found: ${missing.join(', ')})`}\n`);
+      // A page at a time: --all on a long stream never holds it all.
+      let count = 0;
+      let page: RedisLetter[] = [];
+      for await (const l of selected) {
+        count++;
+        if (!o.yes) continue;
+        page.push(l);
+        if (page.length >= 500) {
+          await dl.delete(page);
+          page = [];
+        }
+      }
+      if (!o.yes) throw new ConfigError(`would purge ${count} dead letters from ${dl.keys.deadLetters}: pass --yes to delete them`);
+      await dl.delete(page);
+      write(o.json ? safeJson({ purged: count, missing }) : `purged ${count} dead letters from ${dl.keys.deadLetters}${missing.length === 0 ? '' : ` (not found: ${missing.join(', ')})`}\n`);
     });
     return;
   }
@@ -232,4 +244,9 @@ export async function purgeDeadLetters(spec: QueueSpec, refs: readonly string[],
 
 async function* filterAsync<T>(items: AsyncIterable<T>, keep: (item: T) => boolean): AsyncGenerator<T> {
   for await (const item of items) if (keep(item)) yield item;
+}
+
+/** Each entry once (an entry id and its job id may name the same letter). */
+function uniqueEntries(letters: readonly RedisLetter[]): RedisLetter[] {
+  return [...new Map(letters.map((l) => [l.entry, l])).values()];
 }

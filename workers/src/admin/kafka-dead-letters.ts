@@ -108,7 +108,8 @@ export class KafkaDeadLetters {
    * (which returns false to stop). Nothing is committed: the group is a throw-away one.
    */
   async read(visit: (l: KafkaLetterMessage) => Promise<boolean> | boolean, o: ReadOptions): Promise<ReadResult> {
-    const ranges = (await this.ranges()).filter((r) => o.partitions === undefined || o.partitions.has(r.partition));
+    const all = await this.ranges();
+    const ranges = all.filter((r) => o.partitions === undefined || o.partitions.has(r.partition));
     const total = ranges.reduce((n, r) => n + r.high - r.low, 0);
     const pending = new Map(ranges.filter((r) => r.high > r.low).map((r) => [r.partition, r.high]));
     if (pending.size === 0) return { complete: true, total };
@@ -144,7 +145,7 @@ export class KafkaDeadLetters {
         },
       });
       // A partition filter reads only those partitions: the others are paused.
-      const others = (await this.ranges()).map((r) => r.partition).filter((p) => !pending.has(p));
+      const others = all.map((r) => r.partition).filter((p) => !pending.has(p));
       if (others.length > 0) consumer.pause([{ topic: this.topic, partitions: others }]);
       return { complete: await finished, total };
     } finally {
