@@ -48,7 +48,8 @@ describe('PrometheusMetrics', () => {
 
   it('counts jobs and rows by outcome and code, dead letters, latencies and batches, labelled by loaded models only', async () => {
     const metrics = new PrometheusMetrics({ device: 'cuda:3', logger: silentLogger() });
-    pool = new ModelPool(new ModelRepository(repo), { logger: silentLogger(), batching: { maxDelayMs: 0 }, metrics });
+    // Batches padded up to 16 rows: padding is counted apart from the batch rows.
+    pool = new ModelPool(new ModelRepository(repo), { logger: silentLogger(), batching: { maxDelayMs: 0, preferredBatchSizes: [16] }, metrics });
     let failOnce = true;
     // A passing fault on the first model lookup: that job is retried, then succeeds.
     const models: Pick<ModelPool, 'get'> = {
@@ -98,6 +99,8 @@ describe('PrometheusMetrics', () => {
     expect(sample(text, 'inferq_batch_rows_count', m)).toBe(stats.batches - base.batches);
     expect(sample(text, 'inferq_batch_rows_sum', m)).toBe(stats.rows - base.rows);
     expect(sample(text, 'inferq_inference_duration_seconds_count', m)).toBe(stats.batches - base.batches);
+    expect(stats.paddedRows - base.paddedRows).toBeGreaterThan(0);
+    expect(sample(text, 'inferq_batch_padding_rows_total', m)).toBe(stats.paddedRows - base.paddedRows);
     expect(sample(text, 'inferq_batches_in_flight', m)).toBe(0);
     expect(sample(text, 'inferq_pending_rows', m)).toBe(0);
     expect(sample(text, 'inferq_model_load_seconds', m)).toBeGreaterThan(0);
