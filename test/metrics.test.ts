@@ -96,7 +96,6 @@ describe('metrics scraped by a real Prometheus', () => {
       // Batches: every good row went through the model once; NaN rows never reached it.
       const batches = await one(prom, `inferq_batch_rows_count{model="mlp",version="1",device="cpu"}`);
       expect(batches).toBeGreaterThan(0);
-      expect(batches).toBeLessThanOrEqual(60);
       expect(await one(prom, `inferq_batch_rows_sum{model="mlp",version="1",device="cpu"}`)).toBe(okRows);
       expect(await one(prom, `inferq_inference_duration_seconds_count{model="mlp",version="1",device="cpu"}`)).toBe(batches);
       expect(await one(prom, `inferq_batch_padding_rows_total{model="mlp",version="1",device="cpu"}`)).toBe(0);
