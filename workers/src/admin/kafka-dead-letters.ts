@@ -16,6 +16,7 @@ import type kafkajs from 'kafkajs';
 import type { Admin, KafkaMessage } from 'kafkajs';
 import { KafkaProducer } from '@inferq/producer';
 import { ConfigError, KAFKA_HEADERS } from '@inferq/shared';
+import { deadlineRace } from '../deadline.js';
 import { headerString } from '../sources/kafka/headers.js';
 import { replayJobs } from './letter-payload.js';
 import type { KafkaTarget } from './connect.js';
@@ -122,6 +123,8 @@ export class KafkaDeadLetters {
       idle = setTimeout(() => finish(false), o.idleMs);
     };
     let stopped = false;
+    // Partitions with nothing to read (or left out by the filter) are paused.
+    const others = all.map((r) => r.partition).filter((p) => !pending.has(p));
     try {
       await consumer.connect();
       await consumer.subscribe({ topic: this.topic, fromBeginning: true });
@@ -144,18 +147,16 @@ export class KafkaDeadLetters {
           }
         },
       });
-      // A partition filter reads only those partitions: the others are paused.
-      const others = all.map((r) => r.partition).filter((p) => !pending.has(p));
       if (others.length > 0) consumer.pause([{ topic: this.topic, partitions: others }]);
       return { complete: await finished, total };
     } finally {
       stopped = true;
       clearTimeout(idle);
-      await consumer.disconnect();
+      await deadlineRace(consumer.disconnect(), Date.now() + o.idleMs);
     }
   }
 
-  /** Deletes every message below `offset` in each partition given (-1: everything there is now). */
+  /** Deletes every message below `offset` in each partition given. */
   async purge(upTo: ReadonlyMap<number, number>): Promise<void> {
     await this.admin.deleteTopicRecords({ topic: this.topic, partitions: [...upTo].map(([partition, offset]) => ({ partition, offset: String(offset) })) });
   }
