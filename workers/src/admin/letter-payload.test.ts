@@ -37,10 +37,10 @@ describe('keptPayloads', () => {
     expect([...kept.keys()].sort()).toEqual(['a', 'b']);
     const b = decodeEnvelope(kept.get('b')!);
     expect(b).toMatchObject({ id: 'b', model: 'm', version: '2', replyTo: 'replies', rows: 3, rowIds: ['r2', 'r3', 'r4'], deadline: undefined, jobs: undefined });
-    expect(Array.from(b.tensors['features']!.data)).toEqual([4, 5, 6, 7, 8, 9]);
+    expect(Array.from(b.tensors['features']!.data as Float32Array)).toEqual([4, 5, 6, 7, 8, 9]);
     const a = decodeEnvelope(kept.get('a')!);
     expect(a).toMatchObject({ id: 'a', rows: 2, deadline: 1000 });
-    expect(Array.from(a.tensors['features']!.data)).toEqual([0, 1, 2, 3]);
+    expect(Array.from(a.tensors['features']!.data as Float32Array)).toEqual([0, 1, 2, 3]);
   });
 
   it('undecodable bytes are kept only for a letter of the queue job itself; ids of no job keep nothing', () => {
@@ -65,7 +65,7 @@ describe('replayJobs', () => {
     const one = replayJobs(pack(), 'c');
     if (typeof one === 'string') throw new Error(one);
     expect(one.envelopeId).toBe('pack-1');
-    expect(one.jobs.map((j) => [j.id, Array.from(j.tensors['features']!.data), j.options.rowIds])).toEqual([['c', [10, 11], ['r5']]]);
+    expect(one.jobs.map((j) => [j.id, Array.from(j.tensors['features']!.data as Float32Array), j.options.rowIds])).toEqual([['c', [10, 11], ['r5']]]);
     const all = replayJobs(pack(), 'pack-1');
     if (typeof all === 'string') throw new Error(all);
     expect(all.jobs.map((j) => j.id)).toEqual(['a', 'b', 'c']);

@@ -47,7 +47,6 @@ describe('parseKafkaLetter', () => {
       offset: '7',
       timestamp: '0',
       attributes: 0,
-      size: 0,
       headers: { [KAFKA_HEADERS.id]: 'j', [KAFKA_HEADERS.code]: 'DEADLINE', [KAFKA_HEADERS.sourceTopic]: 't', [KAFKA_HEADERS.sourcePartition]: '0', [KAFKA_HEADERS.sourceOffset]: '3', [KAFKA_HEADERS.attempts]: '1' },
     });
     expect(l).toMatchObject({ partition: 1, offset: '7', id: 'j', code: 'DEADLINE', source: 't:0:3', key: 'k', bytes: 10, attempts: 1 });
