@@ -1,10 +1,11 @@
 import { DynamicBatcher } from '../batching/batcher.js';
 import type { Logger } from '../logging.js';
 import type { WorkerMetrics } from '../ops/hooks.js';
-import { OnnxRunner, perCpuInstances } from '../runners/onnx/runner.js';
+import { perCpuInstances } from '../runners/onnx/runner.js';
 import type { OrtSessionFactory } from '../runners/onnx/session.js';
 import type { Device, Runner } from '../runners/runner.js';
 import { formatDevice } from '../runners/runner.js';
+import { createRunner } from '../runners/select.js';
 import { resolveBatching } from '@inferq/shared';
 import type { BatchingConfig, TensorSpec } from '@inferq/shared';
 import type { ModelRepository } from './repository.js';
@@ -47,24 +48,18 @@ export async function loadModel(repo: ModelRepository, name: string, version: st
   const mv = await repo.resolve(name, version);
   const batching = resolveBatching({ ...mv.batchingConfig, ...stripUndefined(options.batching ?? {}) }, `${mv.name}:${mv.version} batching`);
   const logger = options.logger.child({ model: mv.name, version: mv.version });
-  const modelBytes = await mv.readModel();
-  // An explicit intraOpThreads wins over the one 'per-cpu' would pick.
-  const threads = {
-    ...(options.instances === 'per-cpu' ? perCpuInstances(modelBytes.byteLength) : options.instances === undefined ? {} : { instances: options.instances }),
-    ...(options.intraOpThreads === undefined ? {} : { intraOpThreads: options.intraOpThreads }),
-  };
-  const runner = new OnnxRunner({
-    model: modelBytes,
-    source: mv.source,
+  // Thread and instance options are ONNX Runtime's; a TF.js runner reads its folder itself.
+  const onnx = mv.format === 'onnx' ? onnxOptions(await mv.readModel(), options) : undefined;
+  const runner = await createRunner({
+    dir: mv.dir,
+    format: mv.format,
     name: mv.name,
     version: mv.version,
     device: options.device ?? { kind: 'cpu' },
     inputs: mv.inputs,
     outputs: mv.outputs,
-    ...threads,
-    ...(options.interOpThreads === undefined ? {} : { interOpThreads: options.interOpThreads }),
     logger,
-    ...(options.createSession === undefined ? {} : { createSession: options.createSession }),
+    ...(onnx === undefined ? {} : { onnx }),
   });
   await runner.load();
   const loaded = performance.now();
@@ -99,6 +94,18 @@ export async function loadModel(repo: ModelRepository, name: string, version: st
         await runner.dispose();
       }
     },
+  };
+}
+
+/** ONNX Runtime's share of the load options, with the model's bytes. */
+function onnxOptions(model: Uint8Array, options: LoadModelOptions) {
+  // An explicit intraOpThreads wins over the one 'per-cpu' would pick.
+  return {
+    model,
+    ...(options.instances === 'per-cpu' ? perCpuInstances(model.byteLength) : options.instances === undefined ? {} : { instances: options.instances }),
+    ...(options.intraOpThreads === undefined ? {} : { intraOpThreads: options.intraOpThreads }),
+    ...(options.interOpThreads === undefined ? {} : { interOpThreads: options.interOpThreads }),
+    ...(options.createSession === undefined ? {} : { createSession: options.createSession }),
   };
 }
 

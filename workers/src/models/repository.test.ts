@@ -109,7 +109,7 @@ describe('ModelRepository', () => {
     const repo = new ModelRepository(root);
     const { logger } = captureLogger();
     await expect(loadModel(repo, 'corrupt', undefined, { logger })).rejects.toThrow(/model corrupt:1 \(.*model.onnx\) failed to load/);
-    await expect(repo.resolve('empty')).rejects.toThrow(/no model.onnx in/);
+    await expect(repo.resolve('empty')).rejects.toThrow(/model "empty" version "1": no model in .*: expected model\.onnx, model\.json \(TF\.js\) or saved_model\.pb/);
   });
 
   it('runs a loaded model through its batcher with the same numbers as a reference forward pass', async () => {

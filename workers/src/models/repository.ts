@@ -3,35 +3,41 @@
  *
  * ```
  * <repo>/<name>/config.yaml             optional: versionPolicy, defaults for all versions
- * <repo>/<name>/<version>/model.onnx    the model (version folders are integers)
+ * <repo>/<name>/<version>/model.onnx    the model (version folders are integers); or a TF.js
+ *                                       model.json (+ weight files), or a TensorFlow saved_model.pb
  * <repo>/<name>/<version>/config.yaml   optional: inputs, outputs, batching
  * ```
  *
  * A bare `model.onnx` in a version folder just works: inputs and outputs are read
  * from the model and batching gets {@link DEFAULT_BATCHING}.
  */
-import { readFile, readdir, stat } from 'node:fs/promises';
+import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ConfigError, ModelLoadError, UnknownModelError, parseModelConfig, printable, resolveBatching } from '@inferq/shared';
 import type { BatchingConfig, ModelConfig, TensorSpec, VersionPolicy } from '@inferq/shared';
+import { MODEL_FILES, modelFormatOf } from '../runners/select.js';
+import type { ModelFormat } from '../runners/select.js';
 
 /** One servable model version, as found in the repository (not loaded yet). */
 export interface ModelVersion {
   readonly name: string;
   readonly version: string;
-  /** Path of the model file. */
+  /** The version folder. */
+  readonly dir: string;
+  /** Path of the model file (model.onnx, model.json or saved_model.pb). */
   readonly source: string;
-  readonly format: 'onnx';
+  /** What the folder holds, which decides the runner (runners/select.ts). */
+  readonly format: ModelFormat;
   readonly inputs?: readonly TensorSpec[] | undefined;
   readonly outputs?: readonly TensorSpec[] | undefined;
   /** Batching as configured (model level merged with version level), before defaults. */
   readonly batchingConfig: Partial<BatchingConfig>;
   /** With defaults filled in. */
   readonly batching: BatchingConfig;
+  /** The model file's bytes (for a TF.js model: model.json only; its runner reads the folder). */
   readModel(): Promise<Uint8Array>;
 }
 
-const MODEL_FILE = 'model.onnx';
 const CONFIG_FILE = 'config.yaml';
 const VERSION_DIR = /^\d{1,18}$/;
 /** Model names: one path segment of letters, digits, `_`, `.` and `-` that does not start with `.` (so never `.`, `..` or a hidden folder). */
@@ -92,10 +98,13 @@ export class ModelRepository {
       throw new UnknownModelError(`model "${name}" version "${v}" ${why}; served versions: ${served.join(', ')}`, { model: name, version: v, code: 'UNKNOWN_VERSION' });
     }
     const dir = join(this.root, name, v);
-    const source = join(dir, MODEL_FILE);
-    if (!(await isFile(source))) {
-      throw new ModelLoadError(`model "${name}" version "${v}": no ${MODEL_FILE} in ${dir}`, { model: name, version: v });
+    let format: ModelFormat;
+    try {
+      format = await modelFormatOf(dir);
+    } catch (cause) {
+      throw new ModelLoadError(`model "${name}" version "${v}": ${(cause as Error).message}`, { cause, model: name, version: v });
     }
+    const source = join(dir, format === 'onnx' ? MODEL_FILES.onnx : format === 'saved-model' ? MODEL_FILES.savedModel : MODEL_FILES.tfjs);
     const modelLevel = await this.modelConfig(name);
     const versionLevel = await this.readConfig(join(dir, CONFIG_FILE));
     if (versionLevel.versionPolicy !== undefined) {
@@ -106,8 +115,9 @@ export class ModelRepository {
     return {
       name,
       version: v,
+      dir,
       source,
-      format: 'onnx',
+      format,
       inputs: versionLevel.inputs ?? modelLevel.inputs,
       outputs: versionLevel.outputs ?? modelLevel.outputs,
       batchingConfig,
@@ -170,13 +180,5 @@ function applyPolicy(ascending: readonly string[], policy: VersionPolicy): strin
       return ascending.slice(-policy.count);
     case 'specific':
       return ascending.filter((v) => policy.versions.includes(v));
-  }
-}
-
-async function isFile(path: string): Promise<boolean> {
-  try {
-    return (await stat(path)).isFile();
-  } catch {
-    return false;
   }
 }

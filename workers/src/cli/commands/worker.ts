@@ -55,6 +55,8 @@ export interface WorkerFlags extends ConnectionFlags {
   allowOutputs: string[];
   /** `--devices`: run one child worker per device (see cli/supervisor). */
   devices?: string;
+  /** With `--devices`: exits after one child exits this many times in a row. */
+  maxRestarts: number;
   /** `--http-port`: /livez, /readyz, /metrics; 0 = off. */
   httpPort: number;
   /** `--log-summary-ms`: a throughput line at info level this often; 0 = off. */
@@ -192,6 +194,7 @@ export function registerWorker(program: Command): void {
     .option('--models <a,b>', 'serve only these models, loaded and warmed at start (default: any, loaded on first use)')
     .option('--device <device>', 'cpu or cuda:N', 'cpu')
     .option('--devices <list>', 'run one child worker per device: cuda:0,cuda:1,… or "all" (the GPUs nvidia-smi -L or CUDA_VISIBLE_DEVICES lists); each child gets its own --device')
+    .option('--max-restarts <n>', 'with --devices: stop every child and exit 1 when one child exits this many times in a row (restarted after 1 s, doubling to 30 s)', positiveInt, 5)
     .addOption(new Option('--http-port <n>', '/livez, /readyz and /metrics on this port (0 = off)').argParser(nonNegativeInt).default(9464).env('INFERQ_HTTP_PORT'))
     .addOption(new Option('--log-summary-ms <n>', 'log a throughput line (jobs/s, rows/s, dead letters, mean batch, pending rows) at info level this often (0 = off)').argParser(nonNegativeInt).default(30_000).env('INFERQ_LOG_SUMMARY_MS'))
     .option('--concurrency <n>', 'jobs (Redis jobs or Kafka messages) in flight at once: enough to fill batches, and the bound on memory', positiveInt, 256)

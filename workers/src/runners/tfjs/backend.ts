@@ -66,6 +66,8 @@ const IMPORTS: Readonly<Record<string, () => Promise<unknown>>> = {
 export const importInstalled: PackageImporter = async (name) => {
   const load = IMPORTS[name];
   if (load === undefined) throw new ConfigError(`TF.js: no importer for package "${name}"`);
+  // Asked of the resolver first: a bundler's or test runner's loader words a missing package its own way.
+  if (!isResolvable(name)) return undefined;
   try {
     return await load();
   } catch (err) {
@@ -73,6 +75,18 @@ export const importInstalled: PackageImporter = async (name) => {
     throw err;
   }
 };
+
+function isResolvable(name: string): boolean {
+  try {
+    createRequire(import.meta.url).resolve(`${name}/package.json`);
+    return true;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ERR_PACKAGE_PATH_NOT_EXPORTED') return true; // present, with an exports map that hides package.json
+    if (code === 'MODULE_NOT_FOUND') return false;
+    throw err;
+  }
+}
 
 /** The package itself is absent (not a file inside it, such as a native binding that failed to build). */
 function isNotInstalled(err: unknown, name: string): boolean {
