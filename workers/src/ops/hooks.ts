@@ -47,6 +47,12 @@ export interface WorkerMetrics {
   batches(model: string, version: string): BatchObserver;
   /** A model version finished loading (`loadSeconds`) and warming up (`warmupSeconds`). */
   modelLoaded(model: string, version: string, loadSeconds: number, warmupSeconds: number, gauges: ModelGauges): void;
+  /** A loaded model version was closed (retired, replaced or evicted) after `seconds` of draining; its gauges go. */
+  modelUnloaded(model: string, version: string, seconds: number): void;
+  /** A change of the model repository was acted on: a version `loaded` beside the serving ones, a load that `failed`, a version `retired`. */
+  modelReload(model: string, outcome: 'loaded' | 'failed' | 'retired'): void;
+  /** A shadow batch of `model` `version` was `run`, `dropped` (the shadow queue was full) or `failed`. */
+  shadow(model: string, version: string, outcome: 'run' | 'dropped' | 'failed'): void;
   /** The observer of a sink: the worker's own sinks by their URI, every job sink as "job". */
   sink(label: string): SinkObserver;
   /** A source whose queue depth (counts, lag) the metrics read on scrape. */
@@ -62,6 +68,9 @@ export const noMetrics: WorkerMetrics = {
   jobs: () => noJobs,
   batches: () => noBatches,
   modelLoaded: () => undefined,
+  modelUnloaded: () => undefined,
+  modelReload: () => undefined,
+  shadow: () => undefined,
   sink: () => noSink,
   watchSource: () => undefined,
 };

@@ -122,7 +122,7 @@ describe('PrometheusMetrics', () => {
     expect(sample(text, 'inferq_sink_rows_total', { sink: '/data/out', device: 'cuda:7' })).toBe(10);
     expect(sample(text, 'inferq_sink_roll_failures_total', { sink: '/data/out', device: 'cuda:7' })).toBe(0);
     for (const name of workerMetricNames()) expect(text).toContain(`# TYPE ${name} `);
-    expect(workerMetricNames()).toHaveLength(19);
+    expect(workerMetricNames()).toHaveLength(22);
   });
 
   it('reads a source’s depth on scrape into the queue gauges', async () => {
@@ -177,5 +177,28 @@ describe('PrometheusMetrics', () => {
 
   it('a depth reader with no source reads nothing', async () => {
     expect(await new DepthReader(silentLogger(), 100).read()).toEqual([]);
+  });
+});
+
+describe('model lifecycle and shadow metrics', () => {
+  it('count reloads and shadow batches by outcome, and drop an unloaded version’s load gauges for its unload time', async () => {
+    const m = new PrometheusMetrics({ device: 'cpu', logger: silentLogger(), processMetrics: false });
+    m.modelLoaded('mlp', '3', 0.5, 0.25, { batchesInFlight: 0, pendingRows: 0 });
+    m.modelReload('mlp', 'loaded');
+    m.modelReload('mlp', 'loaded');
+    m.modelReload('mlp', 'failed');
+    m.shadow('mlp', '4', 'run');
+    m.shadow('mlp', '4', 'dropped');
+    let text = await m.text();
+    expect(sample(text, 'inferq_model_reloads_total', { model: 'mlp', outcome: 'loaded', device: 'cpu' })).toBe(2);
+    expect(sample(text, 'inferq_model_reloads_total', { model: 'mlp', outcome: 'failed', device: 'cpu' })).toBe(1);
+    expect(sample(text, 'inferq_shadow_batches_total', { model: 'mlp', version: '4', outcome: 'dropped', device: 'cpu' })).toBe(1);
+    expect(sample(text, 'inferq_model_load_seconds', { model: 'mlp', version: '3', device: 'cpu' })).toBe(0.5);
+    m.modelUnloaded('mlp', '3', 0.125);
+    text = await m.text();
+    expect(sample(text, 'inferq_model_load_seconds', { model: 'mlp', version: '3', device: 'cpu' })).toBeUndefined();
+    expect(sample(text, 'inferq_pending_rows', { model: 'mlp', version: '3', device: 'cpu' })).toBeUndefined();
+    expect(sample(text, 'inferq_model_unload_seconds', { model: 'mlp', version: '3', device: 'cpu' })).toBe(0.125);
+    expect(workerMetricNames()).toEqual(expect.arrayContaining(['inferq_model_unload_seconds', 'inferq_model_reloads_total', 'inferq_shadow_batches_total']));
   });
 });

@@ -41,6 +41,9 @@ const NAMES = {
   kafkaLag: 'inferq_kafka_consumer_lag',
   load: 'inferq_model_load_seconds',
   warmup: 'inferq_model_warmup_seconds',
+  unload: 'inferq_model_unload_seconds',
+  reloads: 'inferq_model_reloads_total',
+  shadow: 'inferq_shadow_batches_total',
   ready: 'inferq_ready',
 } as const;
 
@@ -93,6 +96,9 @@ export class PrometheusMetrics implements WorkerMetrics {
   private readonly warmupSeconds: Gauge<(typeof MODEL)[number]>;
   private readonly rollDuration: Histogram<'sink'>;
   private readonly sinkRows: Counter<'sink'>;
+  private readonly unloadSeconds: Gauge<'model' | 'version'>;
+  private readonly reloads: Counter<'model' | 'outcome'>;
+  private readonly shadowBatches: Counter<'model' | 'version' | 'outcome'>;
   private readonly rollFailures: Counter<'sink'>;
   private readonly jobObservers = new Map<string, JobObserver>();
   private readonly batchObservers = new Map<string, BatchObserver>();
@@ -122,6 +128,7 @@ export class PrometheusMetrics implements WorkerMetrics {
       labelNames: MODEL,
       registers,
       collect() {
+        this.reset(); // a version unloaded since the last scrape has no series any more
         for (const m of models.values()) this.labels(m.model, m.version).set(m.gauges.batchesInFlight);
       },
     });
@@ -131,11 +138,15 @@ export class PrometheusMetrics implements WorkerMetrics {
       labelNames: MODEL,
       registers,
       collect() {
+        this.reset(); // a version unloaded since the last scrape has no series any more
         for (const m of models.values()) this.labels(m.model, m.version).set(m.gauges.pendingRows);
       },
     });
     this.loadSeconds = new Gauge({ name: NAMES.load, help: 'Seconds the model version took to load (read, session created).', labelNames: MODEL, registers });
     this.warmupSeconds = new Gauge({ name: NAMES.warmup, help: 'Seconds the model version took to warm up (a batch at each size it will run).', labelNames: MODEL, registers });
+    this.unloadSeconds = new Gauge({ name: NAMES.unload, help: 'Seconds the model version took to drain and close when it was last unloaded.', labelNames: MODEL, registers });
+    this.reloads = new Counter({ name: NAMES.reloads, help: 'Model repository changes acted on: outcome loaded (a new version beside the serving ones), failed (its load failed; the serving versions stay), retired.', labelNames: ['model', 'outcome'], registers });
+    this.shadowBatches = new Counter({ name: NAMES.shadow, help: 'Shadow batches by outcome: run, dropped (the shadow queue was full), failed.', labelNames: [...MODEL, 'outcome'], registers });
     this.rollDuration = new Histogram({ name: NAMES.rollDuration, help: 'Seconds a Parquet roll took, from its start to its files published (retries included).', labelNames: ['sink'], buckets: ROLL_BUCKETS, registers });
     this.sinkRows = new Counter({ name: NAMES.sinkRows, help: 'Rows published to the sink.', labelNames: ['sink'], registers });
     this.rollFailures = new Counter({ name: NAMES.rollFailures, help: 'Roll attempts that failed on the sink (retried, or refused for good).', labelNames: ['sink'], registers });
@@ -206,6 +217,21 @@ export class PrometheusMetrics implements WorkerMetrics {
     this.loadSeconds.labels(model, version).set(loadSeconds);
     this.warmupSeconds.labels(model, version).set(warmupSeconds);
     this.models.set(`${model}\u0000${version}`, { model, version, gauges });
+  }
+
+  modelUnloaded(model: string, version: string, seconds: number): void {
+    this.models.delete(`${model}\u0000${version}`);
+    this.loadSeconds.remove(model, version);
+    this.warmupSeconds.remove(model, version);
+    this.unloadSeconds.labels(model, version).set(seconds);
+  }
+
+  modelReload(model: string, outcome: 'loaded' | 'failed' | 'retired'): void {
+    this.reloads.labels(model, outcome).inc();
+  }
+
+  shadow(model: string, version: string, outcome: 'run' | 'dropped' | 'failed'): void {
+    this.shadowBatches.labels(model, version, outcome).inc();
   }
 
   sink(label: string): SinkObserver {
