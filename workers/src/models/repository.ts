@@ -132,7 +132,9 @@ export class ModelRepository {
     };
   }
 
-  private async modelConfig(name: string): Promise<ModelConfig> {
+  /** The model-level config.yaml of `name` (empty when there is none), read anew on each call. */
+  async modelConfig(name: string): Promise<ModelConfig> {
+    checkModelName(name);
     const cfg = await this.readConfig(join(this.root, name, CONFIG_FILE));
     return cfg;
   }
