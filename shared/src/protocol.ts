@@ -11,8 +11,10 @@ export interface RedisKeys {
   payload(jobId: string): string;
   /** What every payload key of the queue starts with (a worker reads no other key a job names). */
   readonly payloadPrefix: string;
-  /** Dead letters: a stream of { id, code, reason, retriable, kind, model, version, attempts, payloadKey, ts }. */
+  /** Dead letters: a stream of { id, code, reason, retriable, kind, model, version, attempts, payloadKey, ts, job, payload, payloadBytes }. */
   readonly deadLetters: string;
+  /** What the keys of dead letters' payload copies start with (`payload` of a dead letter; kept for replay, with a TTL). */
+  readonly deadLetterPayloadPrefix: string;
   /** Default reply inbox of one producer instance (for predict()). */
   inbox(producerId: string): string;
   /**
@@ -32,6 +34,7 @@ export function redisKeys(prefix: string, queue: string): RedisKeys {
     payload: (jobId) => `${base}:payload:${jobId}`,
     payloadPrefix: `${base}:payload:`,
     deadLetters: `${base}:dead`,
+    deadLetterPayloadPrefix: `${base}:dead:payload:`,
     inbox: (producerId) => `${base}:inbox:${producerId}`,
     run: (runId) => `${base}:run:${runId}`,
   };

@@ -17,7 +17,7 @@ import type { Envelope, RedisKeys, TensorMap } from '@inferq/shared';
 export const DEAD_LETTER_PAYLOAD_DEFAULTS = { ttlSeconds: 7 * 86_400, maxBytes: 64 * 1024 * 1024 } as const;
 
 /** What every dead-letter payload key of a queue starts with: `<prefix>:<queue>:dead:payload:`. */
-export const deadPayloadPrefix = (keys: RedisKeys): string => `${keys.deadLetters}:payload:`;
+export const deadPayloadPrefix = (keys: RedisKeys): string => keys.deadLetterPayloadPrefix;
 
 /**
  * The bytes each dead letter keeps, by job id, from the payload of the queue job `jobId`
