@@ -1,7 +1,7 @@
 /**
  * Model configuration: the optional `config.yaml` of a model repository.
  *
- * `<repo>/<name>/config.yaml`            model level: versionPolicy, and defaults for every version
+ * `<repo>/<name>/config.yaml`            model level: versionPolicy, traffic, shadow, and defaults for every version
  * `<repo>/<name>/<version>/config.yaml`  version level: inputs, outputs, batching (overrides the model level)
  *
  * Parsing only (text in, typed value out); reading files is the repository's job.
@@ -38,11 +38,44 @@ export type VersionPolicy =
   | { readonly kind: 'all' }
   | { readonly kind: 'specific'; readonly versions: readonly string[] };
 
+/** A version and its share of the jobs; a split lists versions in ascending numeric order. */
+export interface TrafficShare {
+  readonly version: string;
+  readonly weight: number;
+}
+
+/** A version run after the primary on a sample of batches, its outputs kept apart for offline comparison. */
+export interface ShadowConfig {
+  readonly version: string;
+  /** Share of batches (by job id) the shadow runs on, in (0, 1]. */
+  readonly sample: number;
+}
+
 export interface ModelConfig {
   readonly inputs?: readonly TensorSpec[] | undefined;
   readonly outputs?: readonly TensorSpec[] | undefined;
   readonly batching?: Partial<BatchingConfig> | undefined;
   readonly versionPolicy?: VersionPolicy | undefined;
+  /** Model level only: jobs without a version split among these versions by a hash of the job id. */
+  readonly traffic?: readonly TrafficShare[] | undefined;
+  /** Model level only: a version run on a sample of batches after the primary. */
+  readonly shadow?: ShadowConfig | undefined;
+}
+
+/** Orders integer version strings numerically (exact for every length a version folder may have). */
+export function compareVersions(a: string, b: string): number {
+  const x = a.replace(/^0+(?=\d)/, '');
+  const y = b.replace(/^0+(?=\d)/, '');
+  return x.length - y.length || (x < y ? -1 : x > y ? 1 : 0);
+}
+
+/** Settings that belong in the model-level config.yaml only. */
+export const MODEL_LEVEL_ONLY = ['versionPolicy', 'traffic', 'shadow'] as const;
+
+/** Refuses a version-level config that names a model-level setting; `source` is its file, `modelFile` the model-level one. */
+export function checkVersionLevel(config: ModelConfig, source: string, modelFile: string): void {
+  const found = MODEL_LEVEL_ONLY.find((k) => config[k] !== undefined);
+  if (found !== undefined) throw new ConfigError(`${source}: ${found} belongs in ${modelFile} (model level)`);
 }
 
 export const DEFAULT_BATCHING = {
@@ -94,11 +127,40 @@ const versionPolicySchema = z.union([
     .strictObject({ specific: z.array(z.union([z.string().min(1), z.number().int().nonnegative()])).min(1) })
     .transform((v): VersionPolicy => ({ kind: 'specific', versions: v.specific.map(String) })),
 ]);
+const versionSchema = z
+  .union([z.string(), z.number().int().nonnegative()])
+  .transform(String)
+  .refine((v) => /^\d{1,18}$/.test(v), { error: (i) => `version ${JSON.stringify(i.input)} is not an integer version` });
+const trafficSchema = z
+  .record(
+    z.string(),
+    z.number().refine((w) => Number.isFinite(w) && w >= 0, { error: (i) => `weight ${String(i.input)} is not a non-negative number` }),
+  )
+  .check((ctx) => {
+    for (const key of Object.keys(ctx.value)) {
+      if (!/^\d{1,18}$/.test(key)) ctx.issues.push({ code: 'custom', input: key, path: [key], message: `version "${key}" is not an integer version` });
+    }
+    const total = Object.values(ctx.value).reduce((n, w) => n + w, 0);
+    if (!(total > 0)) ctx.issues.push({ code: 'custom', input: ctx.value, message: `weights sum to ${total}; at least one must be positive` });
+  })
+  .transform((m): TrafficShare[] =>
+    Object.entries(m)
+      .map(([version, weight]) => ({ version, weight }))
+      .sort((a, b) => compareVersions(a.version, b.version)),
+  );
+const shadowSchema = z.strictObject({
+  version: versionSchema,
+  sample: z
+    .number()
+    .refine((x) => x > 0 && x <= 1, { error: (i) => `sample ${String(i.input)} is not in (0, 1]` }),
+});
 const modelConfigSchema = z.strictObject({
   inputs: z.array(tensorSpecSchema).min(1).optional(),
   outputs: z.array(tensorSpecSchema).min(1).optional(),
   batching: batchingSchema.optional(),
   versionPolicy: versionPolicySchema.optional(),
+  traffic: trafficSchema.optional(),
+  shadow: shadowSchema.optional(),
 });
 
 /** Parses and validates config.yaml text. `source` names the file in errors. */
