@@ -1,0 +1,148 @@
+/**
+ * Which version serves a job: an explicit `version` in the job wins; otherwise the model-level
+ * `traffic` split picks one by a stable hash of the job id, so the same id gets the same
+ * version on every worker and after every restart. No `traffic`: no version (the pool's newest).
+ *
+ * ```
+ *  job id ─► SHA-1 of its UTF-8 bytes ─► bytes 0..7 (big-endian) >> 11 ─► point in [0, 1) × total weight
+ *         ─► versions in ascending numeric order, cumulative weights: the first whose sum passes the point
+ *  shadow sample: the same, from bytes 8..15, point < sample (independent of the split)
+ * ```
+ */
+import { createHash } from 'node:crypto';
+import type { ModelConfig } from '@inferq/shared';
+import type { Logger } from '../logging.js';
+
+type TrafficShares = NonNullable<ModelConfig['traffic']>;
+export type Shadow = NonNullable<ModelConfig['shadow']>;
+
+/** What the router reads: ModelRepository has both. */
+export interface RoutingSource {
+  /** The model-level config.yaml, read anew on each call. */
+  modelConfig(name: string): Promise<ModelConfig>;
+  /** Versions the model's policy serves. */
+  versions(name: string): Promise<string[]>;
+}
+
+export interface VersionRouterOptions {
+  readonly source: RoutingSource;
+  readonly logger: Logger;
+  /** How long a model's traffic, shadow and served versions are reused before they are read again, ms. Default 2000 (the worker's model poll). */
+  readonly ttlMs?: number;
+  /** Clock, for tests. Default Date.now. */
+  readonly now?: () => number;
+}
+
+export const DEFAULT_ROUTING_TTL_MS = 2000;
+/** Most models whose routing is kept at once (model names come from untrusted jobs). */
+const MAX_CACHED = 1024;
+const TWO_POW_53 = 2 ** 53;
+
+/** Two independent points in [0, 1) for a job id: `split` chooses its version, `sample` its shadow run. */
+export function hashPoints(id: string): { readonly split: number; readonly sample: number } {
+  const d = createHash('sha1').update(id, 'utf8').digest();
+  return { split: Number(d.readBigUInt64BE(0) >> 11n) / TWO_POW_53, sample: Number(d.readBigUInt64BE(8) >> 11n) / TWO_POW_53 };
+}
+
+/** The version of `shares` (ascending, some weight positive) at `point` in [0, 1). */
+export function pickVersion(shares: TrafficShares, point: number): string {
+  const total = shares.reduce((n, s) => n + s.weight, 0);
+  const at = point * total;
+  let sum = 0;
+  let last: string | undefined;
+  for (const s of shares) {
+    if (s.weight <= 0) continue;
+    sum += s.weight;
+    last = s.version;
+    if (at < sum) return s.version;
+  }
+  // Rounding can leave `at` a hair above the last sum.
+  return last!;
+}
+
+/** The routing of one model, as read at one time. */
+interface Entry {
+  readonly at: number;
+  /** The split among served versions; undefined: no traffic, or none of its versions is served. */
+  readonly shares: TrafficShares | undefined;
+  readonly shadow: Shadow | undefined;
+}
+
+export class VersionRouter {
+  private readonly source: RoutingSource;
+  private readonly log: Logger;
+  private readonly ttlMs: number;
+  private readonly now: () => number;
+  private readonly cache = new Map<string, Promise<Entry>>();
+  /** Per model, the last traffic/served combination a warning was logged for. */
+  private readonly warned = new Map<string, string>();
+
+  constructor(options: VersionRouterOptions) {
+    this.source = options.source;
+    this.log = options.logger;
+    this.ttlMs = options.ttlMs ?? DEFAULT_ROUTING_TTL_MS;
+    this.now = options.now ?? Date.now;
+  }
+
+  /**
+   * The version to serve job `jobId` of `model` with: `explicit` when given, else the traffic
+   * split's; undefined means the pool's default. A model whose config cannot be read routes to
+   * the default, where the pool raises its own error for the job.
+   */
+  async route(model: string, jobId: string, explicit?: string): Promise<string | undefined> {
+    if (explicit !== undefined) return explicit;
+    const shares = (await this.entry(model))?.shares;
+    return shares === undefined ? undefined : pickVersion(shares, hashPoints(jobId).split);
+  }
+
+  /** The model's shadow, when it has one and batch `id` is in its sample. */
+  async shadowFor(model: string, id: string): Promise<Shadow | undefined> {
+    const shadow = (await this.entry(model))?.shadow;
+    return shadow !== undefined && hashPoints(id).sample < shadow.sample ? shadow : undefined;
+  }
+
+  /** Forgets what was read of `model` (every model without one): the next job reads the config again. */
+  invalidate(model?: string): void {
+    if (model === undefined) this.cache.clear();
+    else this.cache.delete(model);
+  }
+
+  private async entry(model: string): Promise<Entry | undefined> {
+    const now = this.now();
+    const p = this.cache.get(model);
+    const fresh = p === undefined ? undefined : await p;
+    if (fresh !== undefined && now - fresh.at < this.ttlMs) return fresh;
+    if (this.cache.get(model) !== p) return this.cache.get(model); // another job is reading it anew
+    if (p === undefined && this.cache.size >= MAX_CACHED) this.cache.delete(this.cache.keys().next().value!);
+    const next = this.read(model, now);
+    this.cache.set(model, next);
+    return next;
+  }
+
+  private async read(model: string, at: number): Promise<Entry> {
+    let config: ModelConfig;
+    let served: string[];
+    try {
+      config = await this.source.modelConfig(model);
+      served = config.traffic === undefined ? [] : await this.source.versions(model);
+    } catch (err) {
+      // The pool reads the same files and fails the job with its own error (or its allow-list's).
+      this.log.debug({ err, model }, 'no routing for this model: its config could not be read');
+      return { at, shares: undefined, shadow: undefined };
+    }
+    return { at, shares: config.traffic === undefined ? undefined : this.servedShares(model, config.traffic, served), shadow: config.shadow };
+  }
+
+  private servedShares(model: string, traffic: TrafficShares, served: readonly string[]): TrafficShares | undefined {
+    const kept = traffic.filter((s) => s.weight > 0 && served.includes(s.version));
+    const dropped = traffic.filter((s) => s.weight > 0 && !served.includes(s.version)).map((s) => s.version);
+    const key = JSON.stringify([traffic, served]);
+    if (dropped.length > 0 && this.warned.get(model) !== key) {
+      this.warned.set(model, key);
+      if (this.warned.size > MAX_CACHED) this.warned.delete(this.warned.keys().next().value!);
+      const where = kept.length > 0 ? `its jobs go to ${kept.map((s) => s.version).join(', ')}` : 'its jobs go to the newest served version';
+      this.log.warn({ model, unserved: dropped, served }, `traffic of model "${model}" names versions its policy does not serve (${dropped.join(', ')}); ${where}`);
+    }
+    return kept.length > 0 ? kept : undefined;
+  }
+}
