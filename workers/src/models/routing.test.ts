@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { ConfigError } from '@inferq/shared';
 import type { ModelConfig } from '@inferq/shared';
 import { silentLogger } from '../logging.js';
+import type { Logger } from '../logging.js';
 import { VersionRouter, hashPoints, pickVersion } from './routing.js';
 import type { RoutingSource } from './routing.js';
 
@@ -22,7 +23,7 @@ function source(config: ModelConfig, served: string[]): RoutingSource & { reads:
   return s;
 }
 
-function recordingLogger(): { logger: ReturnType<typeof pino>; lines: { level: number; msg: string }[] } {
+function recordingLogger(): { logger: Logger; lines: { level: number; msg: string }[] } {
   const lines: { level: number; msg: string }[] = [];
   const stream = new Writable({
     write(chunk: Buffer, _enc, cb) {
@@ -30,7 +31,8 @@ function recordingLogger(): { logger: ReturnType<typeof pino>; lines: { level: n
       cb();
     },
   });
-  return { logger: pino({ level: 'debug' }, stream), lines };
+  const logger: Logger = pino({ level: 'debug' }, stream);
+  return { logger, lines };
 }
 
 const ids = (n: number, prefix = 'job-'): string[] => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
