@@ -8,7 +8,7 @@ import { formatDevice } from '../runners/runner.js';
 import { createRunner } from '../runners/select.js';
 import { resolveBatching } from '@inferq/shared';
 import type { BatchingConfig, TensorSpec } from '@inferq/shared';
-import type { ModelRepository } from './repository.js';
+import type { ModelRepository, ModelVersion } from './repository.js';
 
 /** A model version loaded on a device, warm, with its batcher. */
 export interface LoadedModel {
@@ -38,6 +38,8 @@ export interface LoadModelOptions {
   readonly warmup?: boolean;
   readonly logger: Logger;
   readonly createSession?: OrtSessionFactory;
+  /** Makes the runner of a version (tests give an in-memory one). Default: runners/select.ts. */
+  readonly createRunner?: typeof createRunner;
   /** Told of the load and warm-up times and of every batch. Default: none. */
   readonly metrics?: WorkerMetrics;
 }
@@ -45,12 +47,16 @@ export interface LoadModelOptions {
 /** Resolves, loads, checks and warms a model version. */
 export async function loadModel(repo: ModelRepository, name: string, version: string | undefined, options: LoadModelOptions): Promise<LoadedModel> {
   const began = performance.now();
-  const mv = await repo.resolve(name, version);
+  return loadVersion(await repo.resolve(name, version), options, began);
+}
+
+/** Loads, checks and warms a resolved version; `began` is when its resolution started (load time). */
+export async function loadVersion(mv: ModelVersion, options: LoadModelOptions, began = performance.now()): Promise<LoadedModel> {
   const batching = resolveBatching({ ...mv.batchingConfig, ...stripUndefined(options.batching ?? {}) }, `${mv.name}:${mv.version} batching`);
   const logger = options.logger.child({ model: mv.name, version: mv.version });
   // Thread and instance options are ONNX Runtime's; a TF.js runner reads its folder itself.
   const onnx = mv.format === 'onnx' ? onnxOptions(await mv.readModel(), options) : undefined;
-  const runner = await createRunner({
+  const runner = await (options.createRunner ?? createRunner)({
     dir: mv.dir,
     format: mv.format,
     name: mv.name,
@@ -61,11 +67,18 @@ export async function loadModel(repo: ModelRepository, name: string, version: st
     logger,
     ...(onnx === undefined ? {} : { onnx }),
   });
-  await runner.load();
-  const loaded = performance.now();
-  if (options.warmup ?? true) {
-    const sizes = [...new Set([1, ...batching.preferredBatchSizes, batching.maxBatchSize])];
-    await runner.warmup(sizes);
+  let loaded: number;
+  try {
+    await runner.load();
+    loaded = performance.now();
+    if (options.warmup ?? true) {
+      const sizes = [...new Set([1, ...batching.preferredBatchSizes, batching.maxBatchSize])];
+      await runner.warmup(sizes);
+    }
+  } catch (err) {
+    // A broken version met by a hot reload must not leave its threads behind.
+    await runner.dispose().catch((e: unknown) => logger.warn({ err: e }, 'could not release a model that failed to load'));
+    throw err;
   }
   const loadSeconds = (loaded - began) / 1000;
   const warmupSeconds = (performance.now() - loaded) / 1000;

@@ -52,7 +52,7 @@ describe('ModelRepository', () => {
     const repo = new ModelRepository(root);
     expect((await repo.resolve('m')).version).toBe('10');
     expect(await repo.versions('m')).toEqual(['10']);
-    await expect(repo.resolve('m', '2')).rejects.toThrow('model "m" version "2" is present but not served by its versionPolicy; served versions: 10');
+    await expect(repo.resolve('m', '2')).rejects.toThrow('model "m" version "2" is present but not served (incomplete, or not chosen by its versionPolicy); served versions: 10');
     await writeFile(join(root, 'm', 'config.yaml'), 'versionPolicy: all\n');
     expect(await repo.versions('m')).toEqual(['2', '9', '10']);
     expect((await repo.resolve('m', '2')).version).toBe('2');
@@ -102,14 +102,14 @@ describe('ModelRepository', () => {
     await expect(repo.resolve('y')).rejects.toThrow(/y\/1\/config.yaml: not valid YAML/);
   });
 
-  it('gives a ModelLoadError for a model file that fails to load, and for a version without model.onnx', async () => {
+  it('gives a ModelLoadError for a model file that fails to load, and names why a version without model.onnx is not served', async () => {
     const root = await tempDir();
     await writeModel(root, 'corrupt', '1', new TextEncoder().encode('this is not an onnx model'));
     await mkdir(join(root, 'empty', '1'), { recursive: true });
     const repo = new ModelRepository(root);
     const { logger } = captureLogger();
     await expect(loadModel(repo, 'corrupt', undefined, { logger })).rejects.toThrow(/model corrupt:1 \(.*model.onnx\) failed to load/);
-    await expect(repo.resolve('empty')).rejects.toThrow(/model "empty" version "1": no model in .*: expected model\.onnx, model\.json \(TF\.js\) or saved_model\.pb/);
+    await expect(repo.resolve('empty')).rejects.toThrow(/model "empty" has no complete version .*; the newest, version "1": no model in .*: expected model\.onnx, model\.json \(TF\.js\) or saved_model\.pb/);
   });
 
   it('runs a loaded model through its batcher with the same numbers as a reference forward pass', async () => {

@@ -9,7 +9,9 @@
  * ```
  *
  * A bare `model.onnx` in a version folder just works: inputs and outputs are read
- * from the model and batching gets {@link DEFAULT_BATCHING}.
+ * from the model and batching gets {@link DEFAULT_BATCHING}. Only complete version
+ * folders count (completeness.ts); the repository keeps no state: a {@link ModelPool}
+ * adds the two-scan rule for versions that appear while it serves.
  */
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -17,6 +19,8 @@ import { ConfigError, ModelLoadError, UnknownModelError, parseModelConfig, print
 import type { BatchingConfig, ModelConfig, TensorSpec, VersionPolicy } from '@inferq/shared';
 import { MODEL_FILES, modelFormatOf } from '../runners/select.js';
 import type { ModelFormat } from '../runners/select.js';
+import { scanVersion } from './completeness.js';
+import type { VersionScan } from './completeness.js';
 
 /** One servable model version, as found in the repository (not loaded yet). */
 export interface ModelVersion {
@@ -74,16 +78,31 @@ export class ModelRepository {
     return names;
   }
 
-  /** Versions the model's policy serves, ascending. */
+  /** Versions the model's policy serves among its complete ones, ascending. */
   async versions(name: string): Promise<string[]> {
+    const { complete, policy } = await this.scan(name);
+    return applyPolicy(
+      complete.map((c) => c.version),
+      policy,
+    );
+  }
+
+  /**
+   * The model's complete version folders, ascending (with the marker rule applied: when any
+   * version has a `_READY`/`_SUCCESS` marker, only marked ones), and its version policy.
+   * An UnknownModelError when the model has no version folder at all.
+   */
+  async scan(name: string): Promise<{ complete: VersionScan[]; policy: VersionPolicy }> {
     checkModelName(name);
     const all = await this.versionDirs(name);
     if (all.length === 0) {
       const known = await this.models();
       throw new UnknownModelError(`unknown model "${name}" in repository ${this.root}; available: ${known.length === 0 ? 'none' : known.join(', ')}`, { model: name });
     }
-    const policy = (await this.modelConfig(name)).versionPolicy ?? { kind: 'latest', count: 1 };
-    return applyPolicy(all, policy);
+    const policy = (await this.modelConfig(name)).versionPolicy ?? DEFAULT_POLICY;
+    const scans = (await Promise.all(all.map((v) => scanVersion(join(this.root, name, v), v)))).filter((s): s is VersionScan => s !== undefined);
+    const marked = scans.some((s) => s.marker);
+    return { complete: marked ? scans.filter((s) => s.marker) : scans, policy };
   }
 
   /** Finds a version; without `version`, the newest the policy serves. */
@@ -91,12 +110,20 @@ export class ModelRepository {
     checkModelName(name);
     if (version !== undefined) checkVersion(name, version);
     const served = await this.versions(name);
-    const v = version ?? served[served.length - 1]!;
+    const v = version ?? served[served.length - 1];
+    if (v === undefined) throw await this.noCompleteVersion(name);
     if (!served.includes(v)) {
       const all = await this.versionDirs(name);
-      const why = all.includes(v) ? 'is present but not served by its versionPolicy' : 'does not exist';
+      const why = all.includes(v) ? 'is present but not served (incomplete, or not chosen by its versionPolicy)' : 'does not exist';
       throw new UnknownModelError(`model "${name}" version "${v}" ${why}; served versions: ${served.join(', ')}`, { model: name, version: v, code: 'UNKNOWN_VERSION' });
     }
+    return this.describe(name, v);
+  }
+
+  /** A complete version folder, whatever the policy says (the caller decided it serves it). */
+  async describe(name: string, v: string): Promise<ModelVersion> {
+    checkModelName(name);
+    checkVersion(name, v);
     const dir = join(this.root, name, v);
     let format: ModelFormat;
     try {
@@ -130,6 +157,16 @@ export class ModelRepository {
         }
       },
     };
+  }
+
+  /** Why a model with version folders has none complete: the newest folder's reason. */
+  private async noCompleteVersion(name: string): Promise<UnknownModelError> {
+    const newest = (await this.versionDirs(name)).at(-1)!;
+    const why = await modelFormatOf(join(this.root, name, newest)).then(
+      () => 'its files are incomplete, or it lacks the _READY marker other versions have',
+      (err: unknown) => (err as Error).message,
+    );
+    return new UnknownModelError(`model "${name}" has no complete version (docs/models.md); the newest, version "${newest}": ${why}`, { model: name, version: newest, code: 'UNKNOWN_VERSION' });
   }
 
   /** The model-level config.yaml of `name` (empty when there is none), read anew on each call. */
@@ -174,7 +211,10 @@ export class ModelRepository {
   }
 }
 
-function applyPolicy(ascending: readonly string[], policy: VersionPolicy): string[] {
+const DEFAULT_POLICY: VersionPolicy = { kind: 'latest', count: 1 };
+
+/** The versions (ascending) a policy serves out of `ascending`. */
+export function applyPolicy(ascending: readonly string[], policy: VersionPolicy): string[] {
   switch (policy.kind) {
     case 'all':
       return [...ascending];

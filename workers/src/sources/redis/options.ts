@@ -2,6 +2,7 @@
 import type { Redis, RedisOptions } from 'ioredis';
 import { z } from 'zod';
 import { ConfigError } from '@inferq/shared';
+import { DEAD_LETTER_PAYLOAD_DEFAULTS } from '../../admin/letter-payload.js';
 import type { Logger } from '../../logging.js';
 
 export interface RedisSourceOptions {
@@ -25,6 +26,8 @@ export interface RedisSourceOptions {
   readonly maxPayloadBytes?: number;
   /** How long start() waits for Redis before it fails with ConnectionError. Default 15 s. */
   readonly connectTimeoutMs?: number;
+  /** Expiry of a dead letter's copy of its job payload (for a replay). Default 604,800 s (7 days). */
+  readonly deadLetterTtlSeconds?: number;
 }
 
 const DEFAULTS = {
@@ -34,6 +37,7 @@ const DEFAULTS = {
   replyMaxLen: 100_000,
   maxPayloadBytes: 256 * 1024 * 1024,
   connectTimeoutMs: 15_000,
+  deadLetterTtlSeconds: DEAD_LETTER_PAYLOAD_DEFAULTS.ttlSeconds as number,
 };
 
 const positive = z.number().int().positive();
@@ -46,6 +50,7 @@ const schema = z.object({
   replyMaxLen: positive,
   maxPayloadBytes: positive,
   connectTimeoutMs: positive,
+  deadLetterTtlSeconds: positive,
 });
 
 export type ResolvedRedisSourceOptions = RedisSourceOptions & typeof DEFAULTS;

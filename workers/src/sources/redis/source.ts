@@ -68,7 +68,7 @@ export class RedisSource implements Source {
       });
     }
     this.journal = new RedisRuns(this.redis, this.keys, this.log);
-    this.replies = new RedisReplies(this.redis, this.keys, this.journal, this.opts.replyMaxLen);
+    this.replies = new RedisReplies(this.redis, this.keys, this.journal, this.opts.replyMaxLen, { ttlSeconds: this.opts.deadLetterTtlSeconds });
     this.handingBack = new Promise<Outcome>((resolve) => (this.handBack = (err) => resolve({ kind: 'handBack', err })));
   }
 
