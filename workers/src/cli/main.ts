@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import { ConfigError, InferqError } from '@inferq/shared';
 import { registerDeadLetters } from './commands/dead-letters.js';
+import { registerModels } from './commands/models.js';
 import { registerPrecompute } from './commands/precompute.js';
 import { registerPredict } from './commands/predict.js';
 import { registerQueue } from './commands/queue.js';
@@ -50,6 +51,7 @@ export function buildProgram(): Command {
   registerWorker(program);
   registerQueue(program);
   registerDeadLetters(program);
+  registerModels(program);
   // --log-level is also taken after the command name (`inferq worker --log-level debug …`).
   const addLogLevel = (command: Command): void => {
     for (const sub of command.commands) {

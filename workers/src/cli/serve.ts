@@ -4,6 +4,7 @@
  * handlers and ends the process, so a connection left retrying can never keep it alive.
  *
  * ```
+ *  SIGHUP ──► onReload (model repository scanned again), serving goes on
  *  start() ──ok──► "serving" line ──► SIGTERM / SIGINT ──► onStopping (/readyz 503) ──► stop(deadline) ──► exit 0
  *     │                      └──► fatal(err) ──► stop(deadline) ──► "inferq: error: …" ──► exit 1
  *     └─fails──► stop(deadline) ──► "inferq: error: …" ──► exit 1
@@ -31,6 +32,8 @@ export interface ServeOptions {
   readonly onFatal?: (fatal: (err: Error) => void) => void;
   /** Called first when stopping, before the drain starts (readiness turns to "draining"). */
   readonly onStopping?: () => void;
+  /** Called on SIGHUP (reload the model repository). Default: SIGHUP is left alone. */
+  readonly onReload?: () => void;
 }
 
 /** Runs the service until it is stopped, then exits the process with 0 (stopped on a signal) or 1 (could not work). */
@@ -53,6 +56,8 @@ export async function serve(service: Service, opts: ServeOptions): Promise<never
     const onSignal = (signal: NodeJS.Signals): void => void stop({ signal }).then(() => resolve({ code: 0 }));
     process.once('SIGTERM', onSignal);
     process.once('SIGINT', onSignal);
+    const onReload = opts.onReload;
+    if (onReload !== undefined) process.on('SIGHUP', () => onReload());
     opts.onFatal?.((err) => {
       logger.error({ err }, 'the worker cannot go on: stopping so that the process is restarted');
       void stop({ fatal: err.message }).then(() => resolve({ code: 1, err }));

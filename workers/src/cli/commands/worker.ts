@@ -1,12 +1,18 @@
 /** `inferq worker`: serve a queue (Redis or Kafka), or run scheduled precompute jobs. */
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Option } from 'commander';
 import type { Command } from 'commander';
 import { ConfigError } from '@inferq/shared';
 import type { NonFinitePolicy } from '@inferq/shared';
+import { LocalStore, parseLocation } from '../../io/store.js';
 import { createLogger } from '../../logging.js';
 import type { Logger } from '../../logging.js';
 import { ModelRepository } from '../../models/repository.js';
 import { ModelPool } from '../../models/model-pool.js';
+import { RepoMirror } from '../../models/mirror.js';
+import { ModelWatcher } from '../../models/watcher.js';
 import { startOps } from '../../ops/ops.js';
 import type { Ops } from '../../ops/ops.js';
 import { ParquetSink } from '../../sinks/parquet-sink.js';
@@ -16,7 +22,7 @@ import { parseDevice } from '../../runners/device.js';
 import { formatDevice } from '../../runners/runner.js';
 import { addConnectionOptions, kafkaClientConfig, kafkaStartFailure, redisClientOptions } from '../connections.js';
 import type { ConnectionFlags } from '../connections.js';
-import { collect, defaultRedisUrl, modelRepoDir, nonNegativeInt, positiveInt } from '../flags.js';
+import { collect, defaultRedisUrl, nonNegativeInt, positiveInt } from '../flags.js';
 import { serve } from '../serve.js';
 import { superviseDevices } from '../supervisor/supervise.js';
 import { precomputeWorker } from './precompute-worker.js';
@@ -59,6 +65,12 @@ export interface WorkerFlags extends ConnectionFlags {
   maxRestarts: number;
   /** `--http-port`: /livez, /readyz, /metrics; 0 = off. */
   httpPort: number;
+  /** `--model-poll-ms`: scan the model repository this often for new or removed versions; 0 = only on SIGHUP / `inferq models reload`. */
+  modelPollMs: number;
+  /** `--max-loaded-models`: unload the least recently used idle version beyond this many. */
+  maxLoadedModels?: number;
+  /** `--dead-letter-ttl-seconds`: expiry of a Redis dead letter's payload copy. */
+  deadLetterTtlSeconds: number;
   /** `--log-summary-ms`: a throughput line at info level this often; 0 = off. */
   logSummaryMs: number;
 }
@@ -82,10 +94,12 @@ async function workerCommand(flags: WorkerFlags): Promise<void> {
 }
 
 async function serveQueue(flags: WorkerFlags, device: ReturnType<typeof parseDevice>, logger: Logger, allow: string[] | undefined, ops: Ops): Promise<void> {
-  const pool = new ModelPool(new ModelRepository(await modelRepoDir(flags.modelRepo!)), {
+  const repo = await openRepository(flags.modelRepo!, logger);
+  const pool = new ModelPool(new ModelRepository(repo.dir), {
     device,
     logger,
     allow,
+    ...(flags.maxLoadedModels === undefined ? {} : { maxLoadedModels: flags.maxLoadedModels }),
     batching: { maxBatchSize: flags.maxBatch, maxDelayMs: flags.maxDelayMs },
     ...(flags.instances === undefined ? {} : { instances: flags.instances }),
     ...(flags.threads === undefined ? {} : { intraOpThreads: flags.threads }),
@@ -98,6 +112,8 @@ async function serveQueue(flags: WorkerFlags, device: ReturnType<typeof parseDev
     throw err;
   }
   ops.health.modelsReady();
+  const watcher = new ModelWatcher({ pool, pollMs: flags.modelPollMs, logger, ...(repo.sync === undefined ? {} : { sync: repo.sync }) });
+  const reload = (): void => void watcher.reload();
   const openSink = (location: string): ParquetSink =>
     new ParquetSink({
       location,
@@ -143,6 +159,8 @@ async function serveQueue(flags: WorkerFlags, device: ReturnType<typeof parseDev
           queue: flags.queue,
           ...(flags.prefix === undefined ? {} : { prefix: flags.prefix }),
           ...(flags.lockDurationMs === undefined ? {} : { lockDurationMs: flags.lockDurationMs }),
+          deadLetterTtlSeconds: flags.deadLetterTtlSeconds,
+          onControl: reload,
         });
   const source = flags.transport === 'kafka' ? `topic "${flags.topic}" (group "${flags.group}")` : `queue "${flags.queue}"`;
   let fatal: (err: Error) => void = () => undefined;
@@ -152,9 +170,11 @@ async function serveQueue(flags: WorkerFlags, device: ReturnType<typeof parseDev
       start: async () => {
         await worker.start().catch((err: unknown) => Promise.reject(flags.transport === 'kafka' ? kafkaStartFailure(err, flags.brokers) : err));
         ops.serving(() => worker.health());
+        watcher.start();
       },
       stop: async (timeoutMs) => {
         const deadline = Date.now() + timeoutMs;
+        await watcher.stop();
         await worker.close(timeoutMs);
         await pool.close(Math.max(500, deadline - Date.now()));
         // Last: /livez answers until the process is about to exit.
@@ -168,8 +188,18 @@ async function serveQueue(flags: WorkerFlags, device: ReturnType<typeof parseDev
       servingLine: () => `inferq worker: serving ${source} on ${formatDevice(device)} (pid ${process.pid})${ops.port === undefined ? '' : `; /livez /readyz /metrics on port ${ops.port}`}`,
       onFatal: (f) => (fatal = f),
       onStopping: () => ops.health.draining(),
+      onReload: reload,
     },
   );
+}
+
+/** The local folder the pool reads; a repository on HDFS is mirrored there, and `sync` brings its changes. */
+async function openRepository(uri: string, logger: Logger): Promise<{ dir: string; sync?: () => Promise<void> }> {
+  if (parseLocation(uri).store instanceof LocalStore) return { dir: uri };
+  const dir = await mkdtemp(join(tmpdir(), 'inferq-models-'));
+  const mirror = new RepoMirror(uri, dir, logger);
+  await mirror.sync();
+  return { dir, sync: () => mirror.sync() };
 }
 
 export function registerWorker(program: Command): void {
@@ -191,6 +221,9 @@ export function registerWorker(program: Command): void {
     .option('--sink-roll-ms <n>', 'roll a sink file when its oldest row is this old (default 10000)', positiveInt)
     .option('--session-timeout-ms <n>', 'Kafka: a worker silent this long leaves the group and its partitions move (default 30000)', positiveInt)
     .option('--model-repo <dir>', 'model repository (a local folder, or webhdfs:// / hdfs://, copied locally at start); required')
+    .option('--model-poll-ms <n>', 'scan the model repository this often for new, removed or re-pinned versions, swapped in without restart (0 = only on SIGHUP or `inferq models reload`)', nonNegativeInt, 10_000)
+    .option('--max-loaded-models <n>', 'keep at most this many model versions loaded: the least recently used idle one is unloaded (default: no limit)', positiveInt)
+    .option('--dead-letter-ttl-seconds <n>', 'Redis: expiry of the payload copy a dead letter keeps for a replay', positiveInt, 604_800)
     .option('--models <a,b>', 'serve only these models, loaded and warmed at start (default: any, loaded on first use)')
     .option('--device <device>', 'cpu or cuda:N', 'cpu')
     .option('--devices <list>', 'run one child worker per device: cuda:0,cuda:1,… or "all" (the GPUs nvidia-smi -L or CUDA_VISIBLE_DEVICES lists); each child gets its own --device')

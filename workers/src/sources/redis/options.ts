@@ -26,8 +26,36 @@ export interface RedisSourceOptions {
   readonly maxPayloadBytes?: number;
   /** How long start() waits for Redis before it fails with ConnectionError. Default 15 s. */
   readonly connectTimeoutMs?: number;
+  /**
+   * Told of each valid control message published on {@link controlChannel} (`inferq models reload`).
+   * Default: no subscription.
+   */
+  readonly onControl?: (command: ControlCommand) => void;
   /** Expiry of a dead letter's copy of its job payload (for a replay). Default 604,800 s (7 days). */
   readonly deadLetterTtlSeconds?: number;
+}
+
+/** What a control message may ask of the workers of a queue: it carries no path and no code. */
+export type ControlCommand = 'reload';
+
+/** The pub/sub channel the workers of a queue listen on for control messages. */
+export const controlChannel = (prefix: string, queue: string): string => `${prefix}:${queue}:control`;
+
+/** The control message for `command`, as `inferq models reload` publishes it. */
+export const encodeControl = (command: ControlCommand): string => JSON.stringify({ command });
+
+/** A control message's command, or undefined for anything else (the channel is as untrusted as the queue). */
+export function decodeControl(message: string): ControlCommand | undefined {
+  if (message.length > 256) return undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(message);
+  } catch {
+    // Not JSON: not ours; the caller logs it.
+    return undefined;
+  }
+  const ok = typeof parsed === 'object' && parsed !== null && Object.keys(parsed).length === 1 && (parsed as { command?: unknown }).command === 'reload';
+  return ok ? 'reload' : undefined;
 }
 
 const DEFAULTS = {

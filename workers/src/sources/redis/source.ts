@@ -25,8 +25,8 @@ import type { Logger } from '../../logging.js';
 import type { Delivery, Handler, Outcome, Source, SourceDepth, SourceHealth } from '../source.js';
 import { connectionFailure, describeRedis, rateLimitedErrorLog } from './connection.js';
 import { queueCounts } from './counts.js';
-import { resolveRedisSourceOptions } from './options.js';
-import type { RedisSourceOptions, ResolvedRedisSourceOptions } from './options.js';
+import { controlChannel, decodeControl, resolveRedisSourceOptions } from './options.js';
+import type { ControlCommand, RedisSourceOptions, ResolvedRedisSourceOptions } from './options.js';
 import { jobData, loadPayload } from './payload.js';
 import { RedisReplies } from './replies.js';
 import { RedisRuns, runOf } from './runs.js';
@@ -42,6 +42,7 @@ export class RedisSource implements Source {
   private readonly workerConnection: Redis;
   private readonly log: Logger;
   private worker: Worker | undefined;
+  private control: Redis | undefined;
   private handler: Handler | undefined;
   private lastError: Error | undefined;
   private running = false;
@@ -116,6 +117,7 @@ export class RedisSource implements Source {
     const ready = worker.waitUntilReady();
     ready.catch(() => undefined);
     if ((await deadlineRace(ready, Date.now() + this.opts.connectTimeoutMs)) === 'deadline') throw connectionFailure(this.redis, this.lastError, this.opts.connectTimeoutMs);
+    if (this.opts.onControl !== undefined) await this.subscribeControl(this.opts.onControl);
     void worker.run().catch((err: unknown) => this.log.error({ err }, 'worker stopped'));
     this.running = true;
     this.log.info({ concurrency: this.opts.concurrency }, 'redis source started');
@@ -139,9 +141,28 @@ export class RedisSource implements Source {
       await deadlineRace(closed, deadline - 200);
       if (worker !== undefined) void worker.close(true).catch(() => undefined);
     }
-    for (const c of [this.workerConnection, this.redis]) {
+    for (const c of [...(this.control === undefined ? [] : [this.control]), this.workerConnection, this.redis]) {
       if ((await deadlineRace(c.quit(), Math.min(deadline, Date.now() + 500))) === 'deadline') c.disconnect();
     }
+  }
+
+  /** Listens for control messages (a subscriber connection of its own: one in subscribe mode takes no other command). */
+  private async subscribeControl(onControl: (command: ControlCommand) => void): Promise<void> {
+    const channel = controlChannel(this.opts.prefix, this.opts.queue);
+    const sub = this.redis.duplicate();
+    this.control = sub;
+    sub.on('error', (err: Error) => (this.lastError = err));
+    sub.on('message', (ch: string, message: string) => {
+      if (ch !== channel) return;
+      const command = decodeControl(message);
+      if (command === undefined) {
+        this.log.warn({ channel, message: printable(message.slice(0, 100)) }, 'ignored a control message that is not {"command":"reload"}');
+        return;
+      }
+      this.log.info({ channel, command }, 'control message');
+      onControl(command);
+    });
+    await sub.subscribe(channel);
   }
 
   /** BullMQ's processor: a delivery to the pipeline, its outcome to BullMQ. */
