@@ -139,6 +139,7 @@ async function main(): Promise<void> {
 
 await main();
 await (await import('./redis.js')).redisBench(); // added for bench/redis.ts: end to end through a real Redis
+await (await import('./hot-swap.js')).hotSwapBench(); // p99 latency of 1-row jobs before vs during a hot swap
 await (await import('./enqueue.js')).enqueueBench(); // the Redis SDK's enqueue: Queue.add against the earlier MULTI path
 await (await import('./kafka.js')).kafkaBench(); // end to end through a real Kafka broker
 await (await import('./sink.js')).sinkBench(); // the Parquet sink alone, local disk and HDFS
