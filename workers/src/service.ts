@@ -6,6 +6,7 @@
  *  start: probe the worker's own sinks ─► source.start(pipeline)           (models: loaded by the caller)
  *  close(timeout): ┬ source.close(deadline): stop pulling, wait for in-flight jobs, hand back the rest
  *                  └ rolls.flush(soft deadline): every buffered row rolled now, retried until then
+ *                  ─► shadow: queued batches run and its rows rolled, until the deadline
  *                  ─► replies flushed ─► rolls stopped
  * ```
  *
@@ -18,10 +19,14 @@ import { ClosedError } from '@inferq/shared';
 import { deadlineRace } from './deadline.js';
 import type { Logger } from './logging.js';
 import type { ModelPool } from './models/model-pool.js';
+import { VersionRouter } from './models/routing.js';
+import type { RoutingSource } from './models/routing.js';
+import { noMetrics } from './ops/hooks.js';
 import type { WorkerMetrics } from './ops/hooks.js';
 import { JobPipeline } from './pipeline/handle-job.js';
 import type { PipelineStats } from './pipeline/handle-job.js';
 import type { RetryPolicy } from './pipeline/outcome.js';
+import { SHADOW_SUBFOLDER, ShadowRunner } from './pipeline/shadow.js';
 import { ParquetSink } from './sinks/parquet-sink.js';
 import { RollCoordinator } from './sinks/roll-coordinator.js';
 import { SinkSet } from './sinks/sink-set.js';
@@ -31,6 +36,15 @@ export interface WorkerServiceOptions {
   readonly source: Source;
   /** Where models come from (a ModelPool; anything with its `get`). */
   readonly models: Pick<ModelPool, 'get'>;
+  /**
+   * Where the model-level `traffic` and `shadow` settings are read (the pool's ModelRepository).
+   * Default: none, so jobs without a version go to the newest served one and nothing is shadowed.
+   */
+  readonly routing?: RoutingSource | undefined;
+  /** How long a model's traffic and shadow settings are reused before they are read again, ms. Default 2000. */
+  readonly routingTtlMs?: number | undefined;
+  /** Shadow batches waiting at most; one more is dropped (and counted). Default 4. */
+  readonly shadowQueue?: number | undefined;
   readonly logger: Logger;
   /** NaN/Inf in features. Default 'reject'. */
   readonly nonFinite?: NonFinitePolicy;
@@ -64,6 +78,9 @@ export class WorkerService {
   readonly sinks: SinkSet;
   private readonly pipeline: JobPipeline;
   private readonly rolls: RollCoordinator | undefined;
+  /** The traffic split; undefined without `routing`. */
+  readonly router: VersionRouter | undefined;
+  readonly shadow: ShadowRunner | undefined;
   private closing: Promise<void> | undefined;
 
   constructor(options: WorkerServiceOptions) {
@@ -89,8 +106,22 @@ export class WorkerService {
     this.source.onRevoked = (groups) => {
       for (const g of groups) rolls?.dropGroup(g, new ClosedError(`partition ${g} went to another worker`));
     };
+    this.router = options.routing === undefined ? undefined : new VersionRouter({ source: options.routing, logger: options.logger, ttlMs: options.routingTtlMs });
+    this.shadow =
+      this.router === undefined
+        ? undefined
+        : new ShadowRunner({
+            models: options.models,
+            router: this.router,
+            sinks: (options.sinks ?? []).map((s) => s.withSubfolder(SHADOW_SUBFOLDER)),
+            metrics: options.metrics ?? noMetrics,
+            logger: options.logger,
+            maxQueued: options.shadowQueue,
+          });
     this.pipeline = new JobPipeline({
       models: options.models,
+      router: this.router,
+      shadow: this.shadow,
       sinks: this.sinks,
       rolls: this.rolls,
       replies: this.source.replies,
@@ -129,7 +160,7 @@ export class WorkerService {
     const soft = deadline - Math.min(2500, Math.max(0, deadline - Date.now()) / 3);
     const flushed = this.rolls?.flush(soft) ?? Promise.resolve(true);
     await this.source.close(deadline);
-    await deadlineRace(flushed, deadline);
+    await Promise.all([deadlineRace(flushed, deadline), this.shadow?.close(deadline)]);
     await deadlineRace(this.source.replies.flush(deadline), deadline);
     this.rolls?.abandon(new ClosedError('the worker stopped'));
   }

@@ -9,16 +9,16 @@ import { VersionRouter, hashPoints, pickVersion } from './routing.js';
 import type { RoutingSource } from './routing.js';
 
 /** A repository in memory: what the router reads, and how often. */
-function source(config: ModelConfig, served: string[]): RoutingSource & { reads: number; config: ModelConfig; served: string[] } {
+function source(config: ModelConfig, servedNow: string[] | undefined): RoutingSource & { reads: number; config: ModelConfig; servedNow: string[] | undefined } {
   const s = {
     reads: 0,
     config,
-    served,
+    servedNow,
     modelConfig: (name: string) => {
       s.reads++;
       return name === 'broken' ? Promise.reject(new ConfigError('/repo/broken/config.yaml: not valid YAML')) : Promise.resolve(s.config);
     },
-    versions: () => Promise.resolve(s.served),
+    served: () => s.servedNow,
   };
   return s;
 }
@@ -93,8 +93,7 @@ describe('VersionRouter', () => {
     await r.route('m', 'x');
     const warnings = (): string[] => lines.filter((l) => l.level === 40).map((l) => l.msg);
     expect(warnings()).toEqual(['traffic of model "m" names versions its policy does not serve (3); its jobs go to 4, 5']);
-    src.served = ['1'];
-    now = 400;
+    src.servedNow = ['1'];
     expect(await r.route('m', 'job-1')).toBeUndefined();
     expect(warnings()[1]).toBe('traffic of model "m" names versions its policy does not serve (3, 4, 5); its jobs go to the newest served version');
   });
@@ -117,10 +116,24 @@ describe('VersionRouter', () => {
     expect(src.reads).toBe(3);
   });
 
-  it('routes a model whose config cannot be read to the default (the pool fails the job itself)', async () => {
+  it('routes a model whose config or served versions cannot be read to the default (the pool fails the job itself)', async () => {
     const r = new VersionRouter({ source: source(split9010, ['3', '4']), logger: silentLogger() });
     expect(await r.route('broken', 'job-1')).toBeUndefined();
     expect(await r.shadowFor('broken', 'job-1')).toBeUndefined();
+    expect(await new VersionRouter({ source: source(split9010, undefined), logger: silentLogger() }).route('m', 'job-1')).toBeUndefined();
+    const failing = { ...source(split9010, []), served: () => Promise.reject(new ConfigError('unknown model "m"')) };
+    expect(await new VersionRouter({ source: failing, logger: silentLogger() }).route('m', 'job-1')).toBeUndefined();
+  });
+
+  it('follows the served versions at once, without waiting for the TTL (a version retired by a reload)', async () => {
+    const src = source(split9010, ['3', '4']);
+    const r = new VersionRouter({ source: src, logger: silentLogger(), ttlMs: 60_000 });
+    const to4 = ids(200).filter((id) => hashPoints(id).split >= 0.9);
+    expect(to4.length).toBeGreaterThan(0);
+    for (const id of to4) expect(await r.route('m', id)).toBe('4');
+    src.servedNow = ['3'];
+    for (const id of to4) expect(await r.route('m', id)).toBe('3');
+    expect(src.reads).toBe(1);
   });
 
   it('samples shadow batches by the id, independently of the split', async () => {

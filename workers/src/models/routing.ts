@@ -12,22 +12,32 @@
 import { createHash } from 'node:crypto';
 import type { ModelConfig } from '@inferq/shared';
 import type { Logger } from '../logging.js';
+import type { ModelPool } from './model-pool.js';
+import type { ModelRepository } from './repository.js';
 
 type TrafficShares = NonNullable<ModelConfig['traffic']>;
 export type Shadow = NonNullable<ModelConfig['shadow']>;
 
-/** What the router reads: ModelRepository has both. */
+/** What the router reads: the repository's model-level config and the pool's served versions ({@link routingSource}). */
 export interface RoutingSource {
   /** The model-level config.yaml, read anew on each call. */
   modelConfig(name: string): Promise<ModelConfig>;
-  /** Versions the model's policy serves. */
-  versions(name: string): Promise<string[]>;
+  /** Versions new jobs may use now, asked for each routed job; undefined: not known (the job goes to the default). */
+  served(name: string): readonly string[] | undefined | Promise<readonly string[] | undefined>;
+}
+
+/** The usual source: config from the repository, served versions from the pool (loading the model on its first job). */
+export function routingSource(repo: Pick<ModelRepository, 'modelConfig'>, pool: Pick<ModelPool, 'get' | 'served'>): RoutingSource {
+  return {
+    modelConfig: (name) => repo.modelConfig(name),
+    served: (name) => pool.served(name) ?? pool.get(name).then(() => pool.served(name)),
+  };
 }
 
 export interface VersionRouterOptions {
   readonly source: RoutingSource;
   readonly logger: Logger;
-  /** How long a model's traffic, shadow and served versions are reused before they are read again, ms. Default 2000 (the worker's model poll). */
+  /** How long a model's traffic and shadow settings are reused before they are read again, ms. Default 2000 (the worker's model poll). */
   readonly ttlMs?: number;
   /** Clock, for tests. Default Date.now. */
   readonly now?: () => number;
@@ -60,11 +70,10 @@ export function pickVersion(shares: TrafficShares, point: number): string {
   return last!;
 }
 
-/** The routing of one model, as read at one time. */
+/** The routing settings of one model, as read at one time. */
 interface Entry {
   readonly at: number;
-  /** The split among served versions; undefined: no traffic, or none of its versions is served. */
-  readonly shares: TrafficShares | undefined;
+  readonly traffic: TrafficShares | undefined;
   readonly shadow: Shadow | undefined;
 }
 
@@ -86,18 +95,27 @@ export class VersionRouter {
 
   /**
    * The version to serve job `jobId` of `model` with: `explicit` when given, else the traffic
-   * split's; undefined means the pool's default. A model whose config cannot be read routes to
-   * the default, where the pool raises its own error for the job.
+   * split's among the versions served now; undefined means the pool's default. A model whose
+   * config or versions cannot be read routes to the default, where the pool raises its own error.
    */
   async route(model: string, jobId: string, explicit?: string): Promise<string | undefined> {
     if (explicit !== undefined) return explicit;
-    const shares = (await this.entry(model))?.shares;
+    const traffic = (await this.entry(model)).traffic;
+    if (traffic === undefined) return undefined;
+    let served: readonly string[] | undefined;
+    try {
+      served = await this.source.served(model);
+    } catch (err) {
+      this.log.debug({ err, model }, 'no routing for this model: its served versions are not known');
+      return undefined;
+    }
+    const shares = served === undefined ? undefined : this.servedShares(model, traffic, served);
     return shares === undefined ? undefined : pickVersion(shares, hashPoints(jobId).split);
   }
 
   /** The model's shadow, when it has one and batch `id` is in its sample. */
   async shadowFor(model: string, id: string): Promise<Shadow | undefined> {
-    const shadow = (await this.entry(model))?.shadow;
+    const shadow = (await this.entry(model)).shadow;
     return shadow !== undefined && hashPoints(id).sample < shadow.sample ? shadow : undefined;
   }
 
@@ -107,12 +125,13 @@ export class VersionRouter {
     else this.cache.delete(model);
   }
 
-  private async entry(model: string): Promise<Entry | undefined> {
+  private async entry(model: string): Promise<Entry> {
     const now = this.now();
     const p = this.cache.get(model);
     const fresh = p === undefined ? undefined : await p;
     if (fresh !== undefined && now - fresh.at < this.ttlMs) return fresh;
-    if (this.cache.get(model) !== p) return this.cache.get(model); // another job is reading it anew
+    const current = this.cache.get(model);
+    if (current !== undefined && current !== p) return current; // another job is reading it anew
     if (p === undefined && this.cache.size >= MAX_CACHED) this.cache.delete(this.cache.keys().next().value!);
     const next = this.read(model, now);
     this.cache.set(model, next);
@@ -120,20 +139,19 @@ export class VersionRouter {
   }
 
   private async read(model: string, at: number): Promise<Entry> {
-    let config: ModelConfig;
-    let served: string[];
     try {
-      config = await this.source.modelConfig(model);
-      served = config.traffic === undefined ? [] : await this.source.versions(model);
+      const config = await this.source.modelConfig(model);
+      return { at, traffic: config.traffic, shadow: config.shadow };
     } catch (err) {
       // The pool reads the same files and fails the job with its own error (or its allow-list's).
       this.log.debug({ err, model }, 'no routing for this model: its config could not be read');
-      return { at, shares: undefined, shadow: undefined };
+      return { at, traffic: undefined, shadow: undefined };
     }
-    return { at, shares: config.traffic === undefined ? undefined : this.servedShares(model, config.traffic, served), shadow: config.shadow };
   }
 
+  /** The traffic among `served` versions (undefined: none of them); warns once per traffic/served combination that drops some. */
   private servedShares(model: string, traffic: TrafficShares, served: readonly string[]): TrafficShares | undefined {
+    if (traffic.every((s) => s.weight <= 0 || served.includes(s.version))) return traffic;
     const kept = traffic.filter((s) => s.weight > 0 && served.includes(s.version));
     const dropped = traffic.filter((s) => s.weight > 0 && !served.includes(s.version)).map((s) => s.version);
     const key = JSON.stringify([traffic, served]);

@@ -4,8 +4,10 @@
  * ```
  *  delivery ─► payload ─► decode envelope ─► id as the source says? ─► job sinks allowed and writable?
  *      ─► answered before? (a run delivered again) ─► pack? ─► packs.ts
- *      ─► model pool: route to model/version ─► validate ─► batcher ─► outputs
- *      ─► reply sink (unless an earlier run's reply went out) ─► Parquet rows (roll coordinator)
+ *      ─► route: the job's version, else the model's traffic split by job id (routing.ts) ─► model pool
+ *      ─► validate ─► batcher ─► outputs
+ *      ─► reply sink (unless an earlier run's reply went out) ─► shadow (sampled, not awaited: shadow.ts)
+ *      ─► Parquet rows (roll coordinator)
  *      ─► done                                   every sink durable: the source acknowledges
  *  any error ─► hand back (worker stopping) | retry (retriable, attempts left) | dead letter(s) ─► failed
  * ```
@@ -17,6 +19,7 @@ import { InvalidInputError, SinkRefusedError, decodeEnvelope, printable, unpackJ
 import type { Envelope, NonFinitePolicy } from '@inferq/shared';
 import type { Logger } from '../logging.js';
 import type { ModelPool } from '../models/model-pool.js';
+import type { VersionRouter } from '../models/routing.js';
 import { noMetrics } from '../ops/hooks.js';
 import type { WorkerMetrics } from '../ops/hooks.js';
 import type { RollCoordinator } from '../sinks/roll-coordinator.js';
@@ -29,11 +32,16 @@ import type { Inference } from './infer.js';
 import { DEFAULT_RETRY, isHandBack, isRetriable, retryDelay } from './outcome.js';
 import type { RetryPolicy } from './outcome.js';
 import { runPack } from './packs.js';
+import type { ShadowRunner } from './shadow.js';
 import { sinkJob, sinkResult } from './sink-job.js';
 import { JobTrack } from './track.js';
 
 export interface PipelineOptions {
   readonly models: Pick<ModelPool, 'get'>;
+  /** Chooses the version of a job that names none (the model's traffic split). Default: none, the pool's newest. */
+  readonly router?: Pick<VersionRouter, 'route'> | undefined;
+  /** Runs the model's shadow version on a sample of served batches. Default: none. */
+  readonly shadow?: Pick<ShadowRunner, 'offer'> | undefined;
   /** The worker's sinks and allow-list: a job naming a sink it may not write fails before it runs. */
   readonly sinks: SinkSet;
   /** Parquet rolls; undefined when the worker writes no Parquet. */
@@ -120,13 +128,20 @@ export class JobPipeline {
   private async runOne(d: Delivery, envelope: Envelope, answered: Answered, track: JobTrack): Promise<Done> {
     const result = await this.infer(envelope, answered, track);
     if (envelope.replyTo !== undefined && answered !== 'yes') await this.opts.replies.write(sinkJob(d, envelope), sinkResult(result));
+    this.opts.shadow?.offer(envelope.model, envelope.id, [{ envelope, version: result.model.version }]);
     const ok = await this.writeRows(d, [[envelope, result]], track);
     return { rows: result.rows, ok };
   }
 
-  /** Validates and runs an envelope; one that may have answered before is not failed for its deadline. */
-  infer(envelope: Envelope, answered: Answered, track?: JobTrack): Promise<Inference> {
-    return inferEnvelope(this.opts.models, answered === 'no' ? envelope : { ...envelope, deadline: undefined }, this.opts.nonFinite, track);
+  /** Routes, validates and runs an envelope; one that may have answered before is not failed for its deadline. */
+  async infer(envelope: Envelope, answered: Answered, track?: JobTrack): Promise<Inference> {
+    const routed = envelope.jobs === undefined ? { ...envelope, version: await this.versionOf(envelope.model, envelope.id, envelope.version) } : envelope;
+    return inferEnvelope(this.opts.models, answered === 'no' ? routed : { ...routed, deadline: undefined }, this.opts.nonFinite, track);
+  }
+
+  /** The version job `id` runs on: `explicit` when given, else the router's; undefined: the pool's newest. */
+  versionOf(model: string, id: string, explicit: string | undefined): Promise<string | undefined> | string | undefined {
+    return explicit !== undefined || this.opts.router === undefined ? explicit : this.opts.router.route(model, id);
   }
 
   /** Whether a failure of this delivery is to be retried (retriable, attempts left). */

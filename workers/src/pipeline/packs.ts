@@ -8,6 +8,9 @@
  *      good ones ─► one reply entry listing only them
  * ```
  *
+ * Each packed job is routed by its own id (an explicit version applies to them all): a pack whose
+ * jobs go to different versions runs its jobs alone too, with one reply entry per version.
+ *
  * Dead letters go out before the reply, which marks the run answered: a crash between the two
  * repeats a dead letter, never a reply; a run found answered writes only its Parquet rows.
  */
@@ -23,10 +26,12 @@ import type { JobTrack } from './track.js';
 /** Runs a pack; resolves with its rows, and its jobs written, once every reply and row is durable. */
 export async function runPack(p: JobPipeline, d: Delivery, envelope: Envelope, answered: Answered, track: JobTrack): Promise<Done> {
   const now = Date.now();
-  if (answered !== 'no' || envelope.jobs!.every((j) => j.deadline === undefined || j.deadline > now)) {
+  const versions = await Promise.all(envelope.jobs!.map((j) => p.versionOf(envelope.model, j.id, envelope.version)));
+  const oneVersion = versions.every((v) => v === versions[0]);
+  if (oneVersion && (answered !== 'no' || envelope.jobs!.every((j) => j.deadline === undefined || j.deadline > now))) {
     let result: Inference | undefined;
     try {
-      result = await p.infer({ ...envelope, deadline: undefined }, answered, track);
+      result = await p.infer({ ...envelope, version: versions[0], deadline: undefined }, answered, track);
     } catch (err) {
       if (p.shouldRetry(d, err)) throw err;
     }
@@ -38,11 +43,12 @@ export async function runPack(p: JobPipeline, d: Delivery, envelope: Envelope, a
         start += part.rows;
         return [part, { ...result, outputs, rows: part.rows }] as const;
       });
+      p.opts.shadow?.offer(envelope.model, envelope.id, parts.map(([part]) => ({ envelope: part, version: result.model.version })));
       const ok = await p.writeRows(d, parts, track);
       return { rows: result.rows, ok };
     }
   }
-  p.counters.packsSplit++;
+  if (oneVersion) p.counters.packsSplit++;
   return runEach(p, d, envelope, unpackJobs(envelope), answered, track);
 }
 
@@ -56,15 +62,31 @@ async function runEach(p: JobPipeline, d: Delivery, envelope: Envelope, parts: r
     const failed = settled.flatMap((s, i) => (s.status === 'rejected' ? [deadLetterOf(s.reason, parts[i]!.id, parts[i], d, true)] : []));
     const failedRows = settled.flatMap((s, i) => (s.status === 'rejected' ? [parts[i]!.rows] : []));
     if (failed.length > 0) await p.deadLetter(d, failed, track, failedRows);
-    if (envelope.replyTo !== undefined && ok.length > 0) {
-      const jobs = ok.map(([env]) => ({ id: env.id, rows: env.rows }));
-      const rows = ok.reduce((n, [, r]) => n + r.rows, 0);
-      const reply: Envelope = { ...envelope, jobs: jobs.map((j) => ({ ...j })), rows, rowIds: concatIds(ok.map(([env]) => env.rowIds)) };
-      await p.opts.replies.write(sinkJob(d, reply), { ...sinkResult(ok[0]![1]), outputs: concatRows(ok.map(([, r]) => r.outputs)), rows });
+    // A reply entry carries one version: the jobs that ran on each get one of their own.
+    for (const group of envelope.replyTo === undefined ? [] : byVersion(ok)) {
+      const jobs = group.map(([env]) => ({ id: env.id, rows: env.rows }));
+      const rows = group.reduce((n, [, r]) => n + r.rows, 0);
+      const reply: Envelope = { ...envelope, jobs, rows, rowIds: concatIds(group.map(([env]) => env.rowIds)) };
+      await p.opts.replies.write(sinkJob(d, reply), { ...sinkResult(group[0]![1]), outputs: concatRows(group.map(([, r]) => r.outputs)), rows });
     }
   }
+  p.opts.shadow?.offer(envelope.model, envelope.id, ok.map(([env, r]) => ({ envelope: env, version: r.model.version })));
   const written = await p.writeRows(d, ok, track);
   return { rows: ok.reduce((n, [, r]) => n + r.rows, 0), ok: written };
+}
+
+type Part = readonly [Envelope, Inference];
+
+/** Parts grouped by the version that ran them, versions in order of first appearance. */
+function byVersion(parts: readonly Part[]): Part[][] {
+  const groups = new Map<string, Part[]>();
+  for (const part of parts) {
+    const v = part[1].model.version;
+    let g = groups.get(v);
+    if (g === undefined) groups.set(v, (g = []));
+    g.push(part);
+  }
+  return [...groups.values()];
 }
 
 function concatIds(lists: readonly (readonly string[] | undefined)[]): string[] | undefined {

@@ -5,7 +5,7 @@
  * ```
  *  add(group, record) ─► buffer of the group (records in sequence order: Kafka offsets)
  *  roll(group, first, last) ─► records with first ≤ seq ≤ last, split by folder
- *        <base>/model=<m>/version=<v>/date=<yyyy-mm-dd>/part-<group>-<first>-<last>-<k>of<n>.parquet
+ *        <base>/model=<m>/version=<v>/[<subfolder>/]date=<yyyy-mm-dd>/part-<group>-<first>-<last>-<k>of<n>.parquet
  *        each written to a local temp file, copied under _temporary/, renamed into place
  *  recover(group) ─► highest `last` of a roll whose n files are all in place; files of a
  *        roll left incomplete by a crash are deleted (that roll was never acknowledged:
@@ -63,13 +63,24 @@ export interface ParquetSinkOptions {
   readonly rollMs?: number;
   readonly compression?: ParquetCompression;
   readonly logger: Logger;
+  /**
+   * A folder level after `version=` (e.g. `shadow=true`), for rows kept apart from the served
+   * ones. Default none. A sink with one is not recovered: its part files sit a level deeper.
+   */
+  readonly subfolder?: string;
 }
 
 /** Roll thresholds when none is given. */
 export const PARQUET_SINK_DEFAULTS = { rollRows: 100_000, rollBytes: 64 * 1024 * 1024, rollMs: 10_000 } as const;
 
 const positive = z.number().int().positive().optional();
-const optionsSchema = z.object({ location: z.string().min(1), rollRows: positive, rollBytes: positive, rollMs: positive });
+const optionsSchema = z.object({
+  location: z.string().min(1),
+  rollRows: positive,
+  rollBytes: positive,
+  rollMs: positive,
+  subfolder: z.string().regex(/^[A-Za-z0-9_-]+=[A-Za-z0-9_-]+$/, 'expected key=value (letters, digits, _ and -)').optional(),
+});
 
 export interface RollResult {
   readonly files: readonly string[];
@@ -122,6 +133,16 @@ export class ParquetSink {
     this.log = options.logger.child({ sink: options.location });
   }
 
+  /** The base folder as given. */
+  get uri(): string {
+    return this.opts.location;
+  }
+
+  /** A sink on the same folder with the same settings whose files go a level deeper, under `subfolder`. */
+  withSubfolder(subfolder: string): ParquetSink {
+    return new ParquetSink({ ...this.opts, subfolder });
+  }
+
   add(group: string, record: SinkRecord): void {
     let g = this.groups.get(group);
     if (g === undefined) this.groups.set(group, (g = { records: [], rows: 0, bytes: 0, since: Date.now() }));
@@ -159,7 +180,8 @@ export class ParquetSink {
       .sort((a, b) => a.seq - b.seq);
     const byFolder = new Map<string, SinkRecord[]>();
     for (const r of taken) {
-      const folder = posix.join(this.location.path, `model=${escapeValue(r.model)}`, `version=${escapeValue(r.version)}`, `date=${new Date(r.ts).toISOString().slice(0, 10)}`);
+      const date = `date=${new Date(r.ts).toISOString().slice(0, 10)}`;
+      const folder = posix.join(this.location.path, `model=${escapeValue(r.model)}`, `version=${escapeValue(r.version)}`, ...(this.opts.subfolder === undefined ? [] : [this.opts.subfolder]), date);
       let list = byFolder.get(folder);
       if (list === undefined) byFolder.set(folder, (list = []));
       list.push(r);
