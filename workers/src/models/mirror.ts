@@ -42,6 +42,11 @@ export class RepoMirror {
     const models = (await store.list(this.remote.path)).filter((e) => e.type === 'dir' && MODEL_NAME.test(e.name));
     if (this.first && models.length === 0) throw new DataIOError(`"${this.remote.uri}": no model folder there (${store.description})`);
     for (const m of models) await this.syncModel(store, m.name);
+    const names = new Set(models.map((m) => m.name));
+    for (const k of [...this.copied.keys()]) {
+      const [name, version] = k.split('/') as [string, string];
+      if (!names.has(name)) await this.removeVersion(name, version);
+    }
     this.first = false;
   }
 
@@ -68,14 +73,18 @@ export class RepoMirror {
       this.copied.set(k, fingerprint);
       if (!this.first) this.log.info({ model: name, version: v }, 'model version copied from HDFS');
     }
-    for (const k of [...this.copied.keys()].filter((x) => x.startsWith(`${name}/`))) {
+    for (const k of [...this.seen.keys()].filter((x) => x.startsWith(`${name}/`))) {
       const v = k.slice(name.length + 1);
-      if (versions.includes(v)) continue;
-      await rm(join(localDir, v), { recursive: true, force: true });
-      this.copied.delete(k);
-      this.seen.delete(k);
-      this.log.info({ model: name, version: v }, 'model version removed from HDFS: local copy removed');
+      if (!versions.includes(v)) await this.removeVersion(name, v);
     }
+  }
+
+  private async removeVersion(name: string, version: string): Promise<void> {
+    const k = `${name}/${version}`;
+    this.seen.delete(k);
+    if (!this.copied.delete(k)) return;
+    await rm(join(this.local, name, version), { recursive: true, force: true });
+    this.log.info({ model: name, version }, 'model version removed from HDFS: local copy removed');
   }
 
   private async copyVersion(store: FileStore, from: string, localDir: string, version: string, paths: readonly string[]): Promise<void> {

@@ -63,6 +63,8 @@ export class ModelPool {
   private readonly firstScans = new Map<string, Promise<ModelState>>();
   /** Loaded and loading versions; Map order is use order (least recent first). */
   private readonly slots = new Map<string, Slot>();
+  /** Versions out of the pool whose batches are still draining. */
+  private readonly unloading = new Set<Promise<void>>();
   private refreshing: Promise<void> = Promise.resolve();
   private closed = false;
 
@@ -131,7 +133,7 @@ export class ModelPool {
     this.closed = true;
     const slots = [...this.slots.values()];
     this.slots.clear();
-    await Promise.allSettled(slots.map((s) => this.unload(s, timeoutMs, 'worker stopping')));
+    await Promise.allSettled([...slots.map((s) => this.unload(s, timeoutMs, 'worker stopping')), ...this.unloading]);
   }
 
   private firstScan(name: string): Promise<ModelState> {
@@ -201,7 +203,7 @@ export class ModelPool {
     for (const slot of [...this.slots.values()]) {
       if (slot.name === name && !target.includes(slot.version)) {
         this.slots.delete(key(name, slot.version));
-        void this.unload(slot, this.drainTimeoutMs(), 'retired');
+        this.retire(slot, 'retired');
       }
     }
   }
@@ -221,7 +223,7 @@ export class ModelPool {
     loading.then(
       (model) => {
         slot.model = model;
-        if (this.closed) void this.unload(slot, this.drainTimeoutMs(), 'loaded after the pool closed');
+        if (this.closed) this.retire(slot, 'loaded after the pool closed');
         if (this.slots.get(k) !== slot) return;
         this.evict();
       },
@@ -245,10 +247,17 @@ export class ModelPool {
       const b = slot.model!.batcher;
       if (b.inFlightRows > 0 || b.batchesInFlight > 0 || b.pendingRows > 0) continue;
       this.slots.delete(key(slot.name, slot.version));
-      void this.unload(slot, this.drainTimeoutMs(), 'least recently used (--max-loaded-models)');
+      this.retire(slot, 'least recently used (--max-loaded-models)');
       excess--;
     }
     if (excess > 0) this.log.debug({ loaded: loaded.length, max }, 'more models loaded than --max-loaded-models: the others are busy; unloaded once idle');
+  }
+
+  /** Unloads a version that has left the pool, in the background (close() waits for it). */
+  private retire(slot: Slot, why: string): void {
+    const p = this.unload(slot, this.options.drainTimeoutMs ?? 30_000, why);
+    this.unloading.add(p);
+    void p.finally(() => this.unloading.delete(p));
   }
 
   /** Closes a version that has left the pool once every job that got it has submitted its rows. */
@@ -268,7 +277,4 @@ export class ModelPool {
     this.log.info({ model: slot.name, version: slot.version, why, unloadSeconds: seconds }, 'model version unloaded');
   }
 
-  private drainTimeoutMs(): number {
-    return this.options.drainTimeoutMs ?? 30_000;
-  }
 }
