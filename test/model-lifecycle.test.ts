@@ -150,6 +150,29 @@ describe('hot reload', () => {
   });
 });
 
+describe('traffic through the CLI worker', () => {
+  it('routes jobs without a version by the model-level traffic split; another worker process gives each id the same version', async () => {
+    const repo = await tempDir();
+    await writeModel(repo, 't', '3', smallMlp([4, 8, 1], 3));
+    await writeModel(repo, 't', '4', smallMlp([4, 8, 1], 4));
+    await writeFile(join(repo, 't', 'config.yaml'), 'versionPolicy: all\ntraffic: { "3": 90, "4": 10 }\n');
+    const [a, b] = await Promise.all([worker(repo), worker(repo)]);
+    try {
+      const ids = Array.from({ length: 1000 }, (_, i) => `traffic-${a.queue}-${i}`);
+      const run = (p: Producer): Promise<(string | undefined)[]> => Promise.all(ids.map((jobId) => p.predict('t', x, { jobId, timeoutMs: 30_000 }).then((r) => r.version)));
+      const first = await run(a.producer);
+      const share4 = first.filter((v) => v === '4').length / ids.length;
+      expect(new Set(first)).toEqual(new Set(['3', '4']));
+      expect(share4).toBeGreaterThan(0.06);
+      expect(share4).toBeLessThan(0.14);
+      expect(await run(b.producer)).toEqual(first);
+    } finally {
+      await a.producer.close();
+      await b.producer.close();
+    }
+  });
+});
+
 describe('a model repository on HDFS', () => {
   let fs: WebHdfs;
   const root = `/inferq-test/lifecycle-${queueName('repo')}`;

@@ -12,6 +12,7 @@ import type { Logger } from '../../logging.js';
 import { ModelRepository } from '../../models/repository.js';
 import { ModelPool } from '../../models/model-pool.js';
 import { RepoMirror } from '../../models/mirror.js';
+import { routingSource } from '../../models/routing.js';
 import { ModelWatcher } from '../../models/watcher.js';
 import { startOps } from '../../ops/ops.js';
 import type { Ops } from '../../ops/ops.js';
@@ -95,7 +96,8 @@ async function workerCommand(flags: WorkerFlags): Promise<void> {
 
 async function serveQueue(flags: WorkerFlags, device: ReturnType<typeof parseDevice>, logger: Logger, allow: string[] | undefined, ops: Ops): Promise<void> {
   const repo = await openRepository(flags.modelRepo!, logger);
-  const pool = new ModelPool(new ModelRepository(repo.dir), {
+  const repository = new ModelRepository(repo.dir);
+  const pool = new ModelPool(repository, {
     device,
     logger,
     allow,
@@ -130,6 +132,8 @@ async function serveQueue(flags: WorkerFlags, device: ReturnType<typeof parseDev
   // What both transports take alike: --concurrency is the jobs in flight, on either.
   const common = {
     models: pool,
+    // The model-level traffic split and shadow (docs/traffic.md).
+    routing: routingSource(repository, pool),
     logger,
     concurrency: flags.concurrency,
     nonFinite: flags.nan,
