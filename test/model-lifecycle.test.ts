@@ -128,10 +128,10 @@ describe('hot reload', () => {
     }
   });
 
-  it('with polling off, `inferq models reload` makes the workers look at the repository', async () => {
+  it('with polling off, `inferq models reload` or SIGHUP makes the workers look at the repository', async () => {
     const repo = await tempDir();
     await writeModel(repo, 'm', '1', smallMlp());
-    const { producer, queue } = await worker(repo, ['--model-poll-ms', '0']);
+    const { producer, queue, w } = await worker(repo, ['--model-poll-ms', '0']);
     try {
       expect(await versionNow(producer, 'm')).toBe('1');
       await writeModel(repo, 'm', '.2.tmp', smallMlp([4, 8, 1], 2));
@@ -141,9 +141,14 @@ describe('hot reload', () => {
       expect(res.stderr).toBe('');
       expect(res.stdout).toContain('reload sent to 1 worker(s)');
       await waitFor(async () => (await versionNow(producer, 'm')) === '2', 'version 2 after the reload', 20_000);
-      // Anything else on the control channel is ignored.
+      // Anything else on the control channel is ignored (and logged).
+      await writeModel(repo, 'm', '3', smallMlp([4, 8, 1], 3));
       await redis.publish(`inferq:${queue}:control`, '{"command":"exec","path":"/bin/sh"}');
+      await waitFor(() => w.output().includes('ignored a control message'), 'the ignored control message in the log');
       expect(await versionNow(producer, 'm')).toBe('2');
+      // SIGHUP does what the control message does.
+      w.child.kill('SIGHUP');
+      await waitFor(async () => (await versionNow(producer, 'm')) === '3', 'version 3 after SIGHUP', 20_000);
     } finally {
       await producer.close();
     }
