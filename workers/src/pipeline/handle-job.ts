@@ -128,7 +128,8 @@ export class JobPipeline {
   private async runOne(d: Delivery, envelope: Envelope, answered: Answered, track: JobTrack): Promise<Done> {
     const result = await this.infer(envelope, answered, track);
     if (envelope.replyTo !== undefined && answered !== 'yes') await this.opts.replies.write(sinkJob(d, envelope), sinkResult(result));
-    this.opts.shadow?.offer(envelope.model, envelope.id, [{ envelope, version: result.model.version }]);
+    // A run that may have answered before may have been shadowed too: best effort, so not twice.
+    if (answered === 'no') this.opts.shadow?.offer(envelope.model, envelope.id, [{ envelope, version: result.model.version }]);
     const ok = await this.writeRows(d, [[envelope, result]], track);
     return { rows: result.rows, ok };
   }

@@ -43,7 +43,7 @@ export async function runPack(p: JobPipeline, d: Delivery, envelope: Envelope, a
         start += part.rows;
         return [part, { ...result, outputs, rows: part.rows }] as const;
       });
-      p.opts.shadow?.offer(envelope.model, envelope.id, parts.map(([part]) => ({ envelope: part, version: result.model.version })));
+      if (answered === 'no') p.opts.shadow?.offer(envelope.model, envelope.id, parts.map(([part]) => ({ envelope: part, version: result.model.version })));
       const ok = await p.writeRows(d, parts, track);
       return { rows: result.rows, ok };
     }
@@ -70,7 +70,7 @@ async function runEach(p: JobPipeline, d: Delivery, envelope: Envelope, parts: r
       await p.opts.replies.write(sinkJob(d, reply), { ...sinkResult(group[0]![1]), outputs: concatRows(group.map(([, r]) => r.outputs)), rows });
     }
   }
-  p.opts.shadow?.offer(envelope.model, envelope.id, ok.map(([env, r]) => ({ envelope: env, version: r.model.version })));
+  if (answered === 'no') p.opts.shadow?.offer(envelope.model, envelope.id, ok.map(([env, r]) => ({ envelope: env, version: r.model.version })));
   const written = await p.writeRows(d, ok, track);
   return { rows: ok.reduce((n, [, r]) => n + r.rows, 0), ok: written };
 }
