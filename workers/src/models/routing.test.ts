@@ -1,10 +1,8 @@
-import { Writable } from 'node:stream';
-import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '@inferq/shared';
 import type { ModelConfig } from '@inferq/shared';
 import { silentLogger } from '../logging.js';
-import type { Logger } from '../logging.js';
+import { captureLogger } from '../../../test/helpers/models.js';
 import { VersionRouter, hashPoints, pickVersion } from './routing.js';
 import type { RoutingSource } from './routing.js';
 
@@ -21,18 +19,6 @@ function source(config: ModelConfig, servedNow: string[] | undefined): RoutingSo
     served: () => s.servedNow,
   };
   return s;
-}
-
-function recordingLogger(): { logger: Logger; lines: { level: number; msg: string }[] } {
-  const lines: { level: number; msg: string }[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      lines.push(JSON.parse(chunk.toString()) as { level: number; msg: string });
-      cb();
-    },
-  });
-  const logger: Logger = pino({ level: 'debug' }, stream);
-  return { logger, lines };
 }
 
 const ids = (n: number, prefix = 'job-'): string[] => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
@@ -82,7 +68,7 @@ describe('VersionRouter', () => {
 
   it('routes among served versions only, warning once per config change; none served: the default', async () => {
     const src = source({ traffic: [{ version: '3', weight: 50 }, { version: '4', weight: 50 }, { version: '5', weight: 1 }] }, ['4', '5']);
-    const { logger, lines } = recordingLogger();
+    const { logger, lines } = captureLogger();
     let now = 0;
     const r = new VersionRouter({ source: src, logger, ttlMs: 100, now: () => now });
     const got = await Promise.all(ids(2000).map((id) => r.route('m', id)));
@@ -91,7 +77,7 @@ describe('VersionRouter', () => {
     expect(got.filter((v) => v === '5').length / got.length).toBeLessThan(0.05);
     now = 200;
     await r.route('m', 'x');
-    const warnings = (): string[] => lines.filter((l) => l.level === 40).map((l) => l.msg);
+    const warnings = (): string[] => lines.filter((l) => l['level'] === 40).map((l) => String(l['msg']));
     expect(warnings()).toEqual(['traffic of model "m" names versions its policy does not serve (3); its jobs go to 4, 5']);
     src.servedNow = ['1'];
     expect(await r.route('m', 'job-1')).toBeUndefined();
