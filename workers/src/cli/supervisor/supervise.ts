@@ -57,6 +57,8 @@ export async function superviseDevices(flags: WorkerFlags & SupervisorFlags): Pr
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  // Without a handler SIGHUP would end the supervisor; the children reload their models on it.
+  process.on('SIGHUP', () => logger.info({ children: supervisor.signalServing('SIGHUP') }, 'SIGHUP passed to the serving child workers (model reload)'));
   supervisor.start();
   const outcome = await supervisor.outcome;
   draining = true;

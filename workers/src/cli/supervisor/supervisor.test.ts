@@ -17,6 +17,7 @@ process.stderr.write('a native library says hi\\n');
 process.stdout.write('some output\\n');
 process.stdout.write('inferq worker: serving fake on ' + device + ' (pid ' + process.pid + ')\\n');
 setInterval(() => undefined, 1000);
+process.on('SIGHUP', () => process.stderr.write(JSON.stringify({ msg: 'reloading', device }) + '\\n'));
 process.on('SIGTERM', () => {
   if (mode === 'stubborn') return;
   process.stderr.write(JSON.stringify({ msg: 'drained', device }) + '\\n');
@@ -100,6 +101,16 @@ describe('Supervisor', () => {
     expect(h.stderr.filter((l) => l.includes('"drained"')).sort()).toEqual(['{"msg":"drained","device":"cuda:0"}', '{"msg":"drained","device":"cuda:1"}']);
     expect(after.map((s) => alive(s.pid))).toEqual([false, false]);
     expect(h.supervisor.status().map((s) => s.running)).toEqual([false, false]);
+  });
+
+  it('passes SIGHUP to every serving child, which keeps running', async () => {
+    const h = supervise({ 'cuda:0': 'serve', 'cuda:1': 'serve' });
+    await waitFor(() => h.announced() === 1, 'every child to serve');
+    const pids = h.supervisor.status().map((s) => s.pid);
+    expect(h.supervisor.signalServing('SIGHUP')).toBe(2);
+    await waitFor(() => h.stderr.filter((l) => l.includes('"reloading"')).length === 2, 'both children to get SIGHUP');
+    expect(h.supervisor.status().map((s) => [s.pid, s.running])).toEqual(pids.map((p) => [p, true]));
+    expect(await h.supervisor.stop('SIGTERM')).toEqual({ code: 0 });
   });
 
   it('gives up on a child that exits N times in a row: stops the others and says which, how often and how it ended', async () => {

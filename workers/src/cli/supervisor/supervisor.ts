@@ -80,6 +80,16 @@ export class Supervisor {
     return this.slots.map((s) => ({ device: s.device, index: s.index, pid: s.run?.pid, running: s.run?.running ?? false, serving: s.serving, restarts: s.restarts }));
   }
 
+  /**
+   * Passes `signal` (SIGHUP: reload the models) to every child that serves; one still starting
+   * has no handler yet and would die of it, and picks up the change when it loads anyway.
+   */
+  signalServing(signal: NodeJS.Signals): number {
+    const serving = this.stopping ? [] : this.slots.filter((s) => s.serving && s.run?.running === true);
+    for (const s of serving) s.run!.kill(signal);
+    return serving.length;
+  }
+
   /** Stops every child (SIGTERM, then SIGKILL past the deadline); resolves with {@link outcome}. */
   stop(reason: string): Promise<SupervisorOutcome> {
     this.shutdown(reason, (clean) => (clean ? { code: 0 } : { code: 1, message: 'not every worker stopped cleanly (see its log)' }));
