@@ -23,8 +23,8 @@ export {
 export type { ConnectionErrorOptions, ErrorContext, InferqErrorOptions } from './errors.js';
 export { ERROR_CODES, isErrorCode, readErrorCode, readRetriable, writeRetriable } from './error-codes.js';
 export type { ErrorCode } from './error-codes.js';
-export { DEFAULT_BATCHING, parseModelConfig, resolveBatching } from './model-config.js';
-export type { BatchingConfig, ModelConfig, TensorSpec, VersionPolicy } from './model-config.js';
+export { DEFAULT_BATCHING, checkVersionLevel, compareVersions, parseModelConfig, resolveBatching } from './model-config.js';
+export type { BatchingConfig, ModelConfig, ShadowConfig, TensorSpec, TrafficShare, VersionPolicy } from './model-config.js';
 export { describe, elementCount } from './tensor.js';
 export type { Tensor, TensorMap } from './tensor.js';
 export { describeSpec, firstNonFinite, validateInputs } from './validate.js';

@@ -80,3 +80,7 @@ export { KafkaDeadLetters, KafkaReplayer } from './admin/kafka-dead-letters.js';
 export type { KafkaLetter, KafkaReplayResult } from './admin/kafka-dead-letters.js';
 export { formatStatus, kafkaStatus, redisStatus } from './admin/status.js';
 export type { KafkaStatus, RedisStatus } from './admin/status.js';
+export { VersionRouter, routingSource } from './models/routing.js';
+export type { RoutingSource, VersionRouterOptions } from './models/routing.js';
+export { SHADOW_SUBFOLDER, ShadowRunner } from './pipeline/shadow.js';
+export type { ShadowRunnerOptions } from './pipeline/shadow.js';

@@ -28,6 +28,18 @@ describe('ModelRepository', () => {
     expect((await repo.resolve('m', '1')).version).toBe('1');
   });
 
+  it('refuses traffic, shadow and versionPolicy in a version folder’s config.yaml, naming the file and where they belong', async () => {
+    const root = await tempDir();
+    await writeModel(root, 'm', '3', smallMlp());
+    const repo = new ModelRepository(root);
+    for (const yaml of ['traffic: { "3": 100 }\n', 'shadow: { version: "3", sample: 0.5 }\n', 'versionPolicy: all\n']) {
+      await writeFile(join(root, 'm', '3', 'config.yaml'), yaml);
+      const err = await repo.resolve('m', '3').catch((e: unknown) => e);
+      expect(err, yaml).toBeInstanceOf(ConfigError);
+      expect((err as Error).message).toContain(`${join(root, 'm', '3', 'config.yaml')}: ${yaml.split(':')[0]} belongs in ${join(root, 'm', 'config.yaml')}`);
+    }
+  });
+
   it('serves a bare model.onnx: inputs and outputs read from the model, default batching', async () => {
     const root = await tempDir();
     await writeModel(root, 'bare', '1', smallMlp([4, 8, 1]));

@@ -15,7 +15,7 @@
  */
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ConfigError, ModelLoadError, UnknownModelError, parseModelConfig, printable, resolveBatching } from '@inferq/shared';
+import { ConfigError, ModelLoadError, UnknownModelError, checkVersionLevel, parseModelConfig, printable, resolveBatching } from '@inferq/shared';
 import type { BatchingConfig, ModelConfig, TensorSpec, VersionPolicy } from '@inferq/shared';
 import { MODEL_FILES, modelFormatOf } from '../runners/select.js';
 import type { ModelFormat } from '../runners/select.js';
@@ -134,9 +134,7 @@ export class ModelRepository {
     const source = join(dir, format === 'onnx' ? MODEL_FILES.onnx : format === 'saved-model' ? MODEL_FILES.savedModel : MODEL_FILES.tfjs);
     const modelLevel = await this.modelConfig(name);
     const versionLevel = await this.readConfig(join(dir, CONFIG_FILE));
-    if (versionLevel.versionPolicy !== undefined) {
-      throw new ConfigError(`${join(dir, CONFIG_FILE)}: versionPolicy belongs in ${join(this.root, name, CONFIG_FILE)} (model level)`);
-    }
+    checkVersionLevel(versionLevel, join(dir, CONFIG_FILE), join(this.root, name, CONFIG_FILE));
     const batchingConfig = { ...modelLevel.batching, ...versionLevel.batching };
     const batching = resolveBatching(batchingConfig, `${name}:${v} batching`);
     return {
