@@ -12,7 +12,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import type { TensorMap } from '@inferq/shared';
@@ -122,7 +122,8 @@ async function threadMain(job: ThreadJob): Promise<void> {
   await runner.dispose();
 }
 
-async function main(): Promise<void> {
+/** TF.js WASM beside ONNX Runtime on the small and medium MLPs (also run by bench/main.ts). */
+export async function tfjsBench(): Promise<void> {
   const backend = await loadBackend({ kind: 'cpu' }, silentLogger());
   const root = await tempDir('inferq-bench-tfjs-');
   console.log(`TF.js ${backend.tf.version.tfjs} on ${backend.name} (${backend.package}), onnxruntime-node ${ort.env.versions.common}; rows/s, one run at a time`);
@@ -156,5 +157,5 @@ async function main(): Promise<void> {
   }
 }
 
-if (isMainThread) await main();
-else await threadMain(workerData as ThreadJob);
+if (!isMainThread) await threadMain(workerData as ThreadJob);
+else if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) await tfjsBench();
