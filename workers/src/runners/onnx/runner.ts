@@ -6,11 +6,12 @@
  * the runner falls back to CPU and says so in one warning line — never silently.
  */
 import * as ort from 'onnxruntime-node';
-import { ConfigError, DTYPE_BYTES, InferenceError, ModelLoadError, allocate, describe, isDType, viewOf } from '@inferq/shared';
+import { ConfigError, DTYPE_BYTES, InferenceError, ModelLoadError, allocate, isDType, viewOf } from '@inferq/shared';
 import type { DType, Tensor, TensorMap, TensorSpec, TypedArray } from '@inferq/shared';
 import type { Logger } from '../../logging.js';
 import { cpuBudget, memoryBudget } from '../budget.js';
 import { formatDevice } from '../runner.js';
+import { reconcileSpecs } from '../specs.js';
 import type { Device, Runner } from '../runner.js';
 import type { OrtSession, OrtSessionFactory } from './session.js';
 import { workerSessionFactory } from './worker-session.js';
@@ -266,24 +267,5 @@ function reconcile(
     }
     return { name: m.name, dtype: m.type, shape: m.shape.map((d) => (typeof d === 'number' && d >= 0 ? d : -1)) };
   });
-  if (declared === undefined) return fromModel;
-  const modelNames = fromModel.map((s) => s.name).sort();
-  const declaredNames = declared.map((s) => s.name).sort();
-  if (modelNames.join('\u0000') !== declaredNames.join('\u0000')) {
-    throw new ModelLoadError(
-      `${where}: config.yaml declares ${kind}s ${declaredNames.map((n) => `"${n}"`).join(', ')} but the model has ${modelNames.map((n) => `"${n}"`).join(', ')}`,
-    );
-  }
-  return declared.map((d): TensorSpec => {
-    const m = fromModel.find((s) => s.name === d.name)!;
-    const agree =
-      d.dtype === m.dtype &&
-      (m.shape.length === 0 || d.shape.length === m.shape.length) &&
-      d.shape.every((dim, i) => dim < 0 || (m.shape[i] ?? -1) < 0 || m.shape[i] === dim);
-    if (!agree) {
-      throw new ModelLoadError(`${where}: config.yaml declares ${kind} "${d.name}" as ${describe(d.dtype, d.shape)}, the model has ${describe(m.dtype, m.shape)}`);
-    }
-    // The declared shape may pin dimensions the model leaves dynamic.
-    return { name: d.name, dtype: d.dtype as DType, shape: d.shape.map((dim, i) => (dim >= 0 ? dim : (m.shape[i] ?? -1))) };
-  });
+  return reconcileSpecs(kind, fromModel, declared, where);
 }

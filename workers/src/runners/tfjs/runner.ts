@@ -16,7 +16,7 @@ import { tfjsBackend } from './backend.js';
 import type { TfBackend } from './backend.js';
 import { loadTfModel } from './model.js';
 import type { TfModel, TfjsFormat } from './model.js';
-import { reconcileSpecs } from './specs.js';
+import { reconcileSpecs } from '../specs.js';
 
 export interface TfjsRunnerOptions {
   /** The version folder holding `model.json` (+ weight files) or `saved_model.pb`. */
