@@ -96,7 +96,12 @@ export class ModelPool {
       throw new UnknownModelError(`model "${name}" has no version served now`, { model: name, code: 'UNKNOWN_VERSION' });
     }
     if (!state.served.includes(v)) {
-      throw new UnknownModelError(`model "${name}" version "${v}" is not served now; served versions: ${state.served.join(', ') || 'none'}`, { model: name, version: v, code: 'UNKNOWN_VERSION' });
+      // The repository says why when it can (no such folder, incomplete, not chosen by the policy).
+      const reason = await this.repo.resolve(name, v).then(
+        () => undefined,
+        (err: unknown) => (err instanceof UnknownModelError ? err : undefined),
+      );
+      throw reason ?? new UnknownModelError(`model "${name}" version "${v}" is not served now; served versions: ${state.served.join(', ') || 'none'}`, { model: name, version: v, code: 'UNKNOWN_VERSION' });
     }
     return this.slot(name, v);
   }

@@ -63,7 +63,7 @@ describe('JobPipeline', () => {
       ['BAD_DTYPE', [{ id: 'f64' }, { features: { dtype: 'float64', shape: [1, 4], data: new Float64Array(4) } }], 'float64'],
       ['MISSING_INPUT', [{ id: 'missing' }, { other: { dtype: 'float32', shape: [1, 4], data: new Float32Array(4) } }], 'missing input "features"'],
       ['UNKNOWN_MODEL', [{ id: 'nope', model: 'nope' }], 'unknown model "nope"'],
-      ['UNKNOWN_VERSION', [{ id: 'v9', version: '9' }], 'version "9" is not served'],
+      ['UNKNOWN_VERSION', [{ id: 'v9', version: '9' }], 'version "9" does not exist'],
       ['DEADLINE', [{ id: 'late', deadline: Date.now() - 1000 }], 'deadline passed'],
       ['SINK_NOT_ALLOWED', [{ id: 'sink', sinks: ['/tmp/elsewhere'] }], 'this worker takes no job sinks'],
     ];
