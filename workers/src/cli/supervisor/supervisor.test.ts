@@ -142,6 +142,8 @@ describe('Supervisor', () => {
   it('a stop while a child waits for its restart cancels the restart', async () => {
     // The stop outlasts the 400 ms backoff (the stubborn child is killed only after 600 ms): a restart not cancelled would happen during it.
     const h = supervise({ 'cuda:0': 'stubborn', 'cuda:1': 'crash' }, { policy: { ...DEFAULT_RESTART_POLICY, initialBackoffMs: 400, maxCrashes: 3 }, shutdownTimeoutMs: 300, killGraceMs: 300 });
+    // cuda:0 serving means its SIGTERM handler is installed (the fake child installs it in the same tick).
+    await waitFor(() => h.supervisor.status()[0]!.serving, 'cuda:0 to serve');
     await waitFor(() => h.stderr.includes('[cuda:1] inferq: error: boom on cuda:1') && !h.supervisor.status()[1]!.running, 'cuda:1 to crash once');
     const t0 = Date.now();
     await h.supervisor.stop('SIGTERM');
