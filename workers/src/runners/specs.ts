@@ -3,8 +3,8 @@
  * for every runner: the same names, the same dtypes, and shapes that agree wherever both give a
  * dimension (config.yaml may pin one the model leaves dynamic).
  */
-import { ModelLoadError, describe } from '@inferq/shared';
-import type { TensorSpec } from '@inferq/shared';
+import { ModelLoadError, allocate, describe } from '@inferq/shared';
+import type { Tensor, TensorSpec } from '@inferq/shared';
 
 /** Specs from the model, checked against (and refined by) the ones config.yaml declares. */
 export function reconcileSpecs(kind: 'input' | 'output', fromModel: readonly TensorSpec[], declared: readonly TensorSpec[] | undefined, where: string): TensorSpec[] {
@@ -27,4 +27,17 @@ export function reconcileSpecs(kind: 'input' | 'output', fromModel: readonly Ten
     }
     return { name: d.name, dtype: d.dtype, shape: d.shape.map((dim, i) => (dim >= 0 ? dim : (m.shape[i] ?? -1))) };
   });
+}
+
+/** Whether an input has a dynamic dimension besides the batch one (no warm-up batch can be made). */
+export const hasDynamicInnerDims = (specs: readonly TensorSpec[]): boolean => specs.some((s) => s.shape.slice(1).some((d) => d < 0));
+
+/** A batch of `rows` rows of zeros for every input: what a warm-up runs. */
+export function zeroBatch(specs: readonly TensorSpec[], rows: number): Record<string, Tensor> {
+  const feeds: Record<string, Tensor> = {};
+  for (const spec of specs) {
+    const shape = [rows, ...spec.shape.slice(1)];
+    feeds[spec.name] = { dtype: spec.dtype, shape, data: allocate(spec.dtype, shape.reduce((a, b) => a * b, 1)) };
+  }
+  return feeds;
 }

@@ -11,7 +11,7 @@ import type { DType, Tensor, TensorMap, TensorSpec, TypedArray } from '@inferq/s
 import type { Logger } from '../../logging.js';
 import { cpuBudget, memoryBudget } from '../budget.js';
 import { formatDevice } from '../runner.js';
-import { reconcileSpecs } from '../specs.js';
+import { hasDynamicInnerDims, reconcileSpecs, zeroBatch } from '../specs.js';
 import type { Device, Runner } from '../runner.js';
 import type { OrtSession, OrtSessionFactory } from './session.js';
 import { workerSessionFactory } from './worker-session.js';
@@ -175,16 +175,12 @@ export class OnnxRunner implements Runner {
   }
 
   async warmup(batchSizes: readonly number[] = [1]): Promise<void> {
-    if (this.ins.some((s) => s.shape.slice(1).some((d) => d < 0))) {
+    if (hasDynamicInnerDims(this.ins)) {
       this.opts.logger.info('warm-up skipped: an input has a dynamic non-batch dimension');
       return;
     }
     for (const rows of batchSizes) {
-      const feeds: Record<string, Tensor> = {};
-      for (const spec of this.ins) {
-        const shape = [rows, ...spec.shape.slice(1)];
-        feeds[spec.name] = { dtype: spec.dtype, shape, data: allocate(spec.dtype, shape.reduce((a, b) => a * b, 1)) };
-      }
+      const feeds = zeroBatch(this.ins, rows);
       // Every instance, at once: least-busy dispatch sends the concurrent runs to different ones.
       await Promise.all(this.instances.map(() => this.run(feeds)));
     }

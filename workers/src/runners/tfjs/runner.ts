@@ -7,7 +7,7 @@
  *
  * Every tensor a run makes is disposed before it returns, whether it succeeds or not.
  */
-import { InferenceError, allocate, validateInputs } from '@inferq/shared';
+import { InferenceError, validateInputs } from '@inferq/shared';
 import type { Tensor, TensorMap, TensorSpec } from '@inferq/shared';
 import type * as tfjs from '@tensorflow/tfjs';
 import type { Logger } from '../../logging.js';
@@ -16,7 +16,7 @@ import { tfjsBackend } from './backend.js';
 import type { TfBackend } from './backend.js';
 import { loadTfModel } from './model.js';
 import type { TfModel, TfjsFormat } from './model.js';
-import { reconcileSpecs } from '../specs.js';
+import { hasDynamicInnerDims, reconcileSpecs, zeroBatch } from '../specs.js';
 
 export interface TfjsRunnerOptions {
   /** The version folder holding `model.json` (+ weight files) or `saved_model.pb`. */
@@ -79,16 +79,12 @@ export class TfjsRunner implements Runner {
   }
 
   async warmup(batchSizes: readonly number[] = [1]): Promise<void> {
-    if (this.ins.some((s) => s.shape.slice(1).some((d) => d < 0))) {
+    if (hasDynamicInnerDims(this.ins)) {
       this.opts.logger.info('warm-up skipped: an input has a dynamic non-batch dimension');
       return;
     }
     for (const rows of batchSizes) {
-      const feeds: Record<string, Tensor> = {};
-      for (const spec of this.ins) {
-        const shape = [rows, ...spec.shape.slice(1)];
-        feeds[spec.name] = { dtype: spec.dtype, shape, data: allocate(spec.dtype, shape.reduce((a, b) => a * b, 1)) };
-      }
+      const feeds = zeroBatch(this.ins, rows);
       await this.run(feeds);
     }
   }
