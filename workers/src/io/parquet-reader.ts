@@ -29,6 +29,8 @@ export interface ReadOptions {
   readonly batchSize?: number;
   /** Columns to read (top-level names); batches keep the file's column order. Default: all. */
   readonly columns?: readonly string[];
+  /** Row groups to read, [first, end) (a task's share of the file). Default: all. */
+  readonly rowGroups?: readonly [number, number];
 }
 
 export interface ParquetReader {
@@ -37,6 +39,8 @@ export interface ParquetReader {
   readonly schema: Schema;
   readonly numRows: number;
   readonly numRowGroups: number;
+  /** Rows of each row group, from the footer. */
+  readonly rowGroupRows: readonly number[];
   /**
    * Record batches of at most `batchSize` rows, in file order. Streaming:
    * memory is bounded by about one row group. May be called more than once.
@@ -102,6 +106,7 @@ export async function openParquet(path: string): Promise<ParquetReader> {
 class Reader implements ParquetReader {
   readonly numRows: number;
   readonly numRowGroups: number;
+  readonly rowGroupRows: readonly number[];
   private closed = false;
 
   constructor(
@@ -113,6 +118,7 @@ class Reader implements ParquetReader {
   ) {
     this.numRows = meta.numRows;
     this.numRowGroups = meta.rowGroups.length;
+    this.rowGroupRows = meta.rowGroups.map((rg) => rg.numRows);
   }
 
   batches(options: ReadOptions = {}): AsyncIterable<RecordBatch> {
@@ -130,11 +136,21 @@ class Reader implements ParquetReader {
       }
       selected = names.filter((n) => wanted.has(n));
     }
+    const range = this.rowGroupRange(options.rowGroups);
     const fast = selected.every((n) => this.plan.fast.has(n));
-    return fast ? this.fastBatches(selected, batchSize) : this.wasmBatches(selected, batchSize, options.columns !== undefined);
+    return fast ? this.fastBatches(selected, batchSize, range) : this.wasmBatches(selected, batchSize, options.columns !== undefined, range);
   }
 
-  private async *fastBatches(selected: readonly string[], batchSize: number): AsyncGenerator<RecordBatch> {
+  private rowGroupRange(range: readonly [number, number] | undefined): readonly [number, number] {
+    if (range === undefined) return [0, this.numRowGroups];
+    const [first, end] = range;
+    if (!Number.isInteger(first) || !Number.isInteger(end) || first < 0 || end < first || end > this.numRowGroups) {
+      throw inputError(this.path, `row groups [${first}, ${end}) are not a range of its ${this.numRowGroups} row groups`);
+    }
+    return [first, end];
+  }
+
+  private async *fastBatches(selected: readonly string[], batchSize: number, [first, end]: readonly [number, number]): AsyncGenerator<RecordBatch> {
     const plans = selected.map((n) => this.plan.fast.get(n)).filter((p) => p !== undefined);
     const schema = new Schema(
       plans.map((p) => p.field),
@@ -142,7 +158,7 @@ class Reader implements ParquetReader {
     );
     const struct = new Struct(schema.fields as Field[]);
     // Column chunks are read one ahead of decoding (I/O overlaps CPU) into two reused buffers.
-    const jobs = this.meta.rowGroups.flatMap((rg, g) => (rg.numRows === 0 ? [] : plans.map((plan) => ({ g, rg, plan }))));
+    const jobs = this.meta.rowGroups.flatMap((rg, g) => (rg.numRows === 0 || g < first || g >= end ? [] : plans.map((plan) => ({ g, rg, plan }))));
     const buffers = [new Uint8Array(0), new Uint8Array(0)];
     const scratch = new Scratch();
     const read = async (k: number): Promise<Uint8Array> => {
@@ -184,10 +200,13 @@ class Reader implements ParquetReader {
     }
   }
 
-  private async *wasmBatches(selected: readonly string[], batchSize: number, projected: boolean): AsyncGenerator<RecordBatch> {
+  private async *wasmBatches(selected: readonly string[], batchSize: number, projected: boolean, [first, end]: readonly [number, number]): AsyncGenerator<RecordBatch> {
     this.checkOpen();
+    if (first === end) return;
+    const all = first === 0 && end === this.numRowGroups;
+    const rowGroups = all ? undefined : Array.from({ length: end - first }, (_, i) => first + i);
     try {
-      for await (const batch of wasmBatches(this.path, { batchSize, columns: projected ? selected : undefined })) {
+      for await (const batch of wasmBatches(this.path, { batchSize, columns: projected ? selected : undefined, ...(rowGroups === undefined ? {} : { rowGroups }) })) {
         this.checkOpen();
         yield batch;
       }

@@ -38,6 +38,7 @@ const send = (msg, ipc) => parentPort.postMessage({ ...msg, ipc }, ipc ? [ipc.bu
   }
   const options = { batchSize: workerData.batchSize };
   if (workerData.columns) options.columns = workerData.columns;
+  if (workerData.rowGroups) options.rowGroups = workerData.rowGroups;
   const reader = (await file.stream(options)).getReader();
   parentPort.on('message', () => {
     reader.read().then(
@@ -131,9 +132,9 @@ export async function wasmSchema(path: string): Promise<Schema> {
 /** Streams the file through parquet-wasm, one batch in flight at a time. */
 export async function* wasmBatches(
   path: string,
-  options: { batchSize: number; columns: readonly string[] | undefined },
+  options: { batchSize: number; columns: readonly string[] | undefined; rowGroups?: readonly number[] },
 ): AsyncGenerator<RecordBatch> {
-  const w = new WasmWorker({ op: 'stream', path, batchSize: options.batchSize, columns: options.columns });
+  const w = new WasmWorker({ op: 'stream', path, batchSize: options.batchSize, columns: options.columns, rowGroups: options.rowGroups });
   try {
     await w.next(); // ready
     for (;;) {
