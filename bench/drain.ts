@@ -14,7 +14,9 @@
  *
  *   node --conditions=inferq-source --import tsx bench/drain.ts     (or `npm run bench`)
  *
- * Env: BENCH_QUICK=1 for a short smoke run; BENCH_DRAIN_RUNS rounds; BENCH_DRAIN_ONLY=redis|kafka.
+ * Env: BENCH_QUICK=1 for a short smoke run; BENCH_DRAIN_RUNS rounds; BENCH_DRAIN_ONLY=redis|kafka;
+ * BENCH_DRAIN_CASES=small-1000,medium-1 (model-jobRows) to run only those cases; BENCH_DRAIN_PROF=<dir>
+ * to write a V8 CPU profile of each worker's main thread there (`--cpu-prof`).
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync, readdirSync } from 'node:fs';
@@ -55,6 +57,9 @@ const CASES: readonly Case[] = [
 ];
 const RUNS = Number(process.env['BENCH_DRAIN_RUNS'] ?? (QUICK ? 1 : 3));
 const ONLY = process.env['BENCH_DRAIN_ONLY'];
+const ONLY_CASES = process.env['BENCH_DRAIN_CASES']?.split(',').map((s) => s.trim());
+const PROF_DIR = process.env['BENCH_DRAIN_PROF'];
+const selected = (c: Case): boolean => ONLY_CASES === undefined || ONLY_CASES.includes(`${c.model}-${c.jobRows}`);
 const LINGER = { ms: 2 };
 /** enqueue() calls in flight while filling: 1-row calls need many for the linger to pack them. */
 const parallelFor = (c: Case): number => (c.jobRows === 1 ? 1000 : 64);
@@ -78,6 +83,12 @@ function threadsCpu(pid: number, tids: ReadonlySet<string>): number {
     }
   }
   return ticks / CLK_TCK;
+}
+
+/** Kernel-mode CPU seconds of a process (all its threads): socket writes on loopback charge the receiver's work to the writer. */
+function sysSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[12]) / CLK_TCK;
 }
 
 const median = (xs: number[]): number => {
@@ -149,6 +160,7 @@ interface Measure {
   readonly rate: number;
   readonly vsRaw: number;
   readonly nonModelUsPerRow: number;
+  readonly sysUsPerRow: number;
   readonly modelUsPerRow: number;
   readonly rawUsPerRow: number;
   readonly producerUsPerJob: number;
@@ -176,15 +188,16 @@ async function drainOnce(t: Transport, c: Case, repo: string, dir: string, raw: 
   process.env['INFERQ_BENCH_THREADS'] = threadsFile;
   let worker;
   try {
-    worker = await spawnNode('inferq worker', ['--import', PROBE, 'workers/src/cli/main.ts', 'worker', ...t.workerArgs(queue, repo, c.model)], 'inferq worker: serving');
+    worker = await spawnNode('inferq worker', ['--import', PROBE, ...(PROF_DIR === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${PROF_DIR}`]), 'workers/src/cli/main.ts', 'worker', ...t.workerArgs(queue, repo, c.model)], 'inferq worker: serving');
   } finally {
     delete process.env['INFERQ_BENCH_THREADS'];
   }
   try {
     const pid = worker.pid!;
     const tids = new Set(readFileSync(threadsFile, 'utf8').trim().split('\n').map((l) => l.split(' ')[1]!));
-    const at = (): { proc: number; model: number; server: number; bench: number; machine: number } => ({
+    const at = (): { proc: number; sys: number; model: number; server: number; bench: number; machine: number } => ({
       proc: cpuSeconds(pid),
+      sys: sysSeconds(pid),
       model: threadsCpu(pid, tids),
       server: cpuSeconds(t.serverPid),
       bench: cpuSeconds(process.pid),
@@ -205,6 +218,7 @@ async function drainOnce(t: Transport, c: Case, repo: string, dir: string, raw: 
       rate,
       vsRaw: rate / raw.rate,
       nonModelUsPerRow: ((proc - model) / rows) * 1e6,
+      sysUsPerRow: ((b.sys - a.sys) / rows) * 1e6,
       modelUsPerRow: (model / rows) * 1e6,
       rawUsPerRow: raw.cpuPerRow * 1e6,
       producerUsPerJob: (replies.producerCpu / c.jobs) * 1e6,
@@ -295,14 +309,15 @@ const caseName = (c: Case): string => `${c.model}, ${c.jobRows === 1 ? '1-row jo
 
 /** Runs every case RUNS times on one transport, raw re-measured before each drain. */
 async function runTransport(t: Transport, repo: string, dir: string, models: Record<ModelName, Uint8Array>): Promise<Map<Case, Measure[]>> {
-  const results = new Map<Case, Measure[]>(CASES.map((c) => [c, []]));
+  const cases = CASES.filter(selected);
+  const results = new Map<Case, Measure[]>(cases.map((c) => [c, []]));
   for (let run = 1; run <= RUNS; run++) {
-    for (const c of CASES) {
+    for (const c of cases) {
       const raw = await rawSameLayout(models[c.model], DIMS[c.model][0]);
       const m = await drainOnce(t, c, repo, dir, raw);
       results.get(c)!.push(m);
       console.log(
-        `  ${t.name} run ${run}, ${caseName(c)}: ${fmt(m.rate)} rows/s (${m.vsRaw.toFixed(2)} of raw ${fmt(raw.rate)}), worker outside the model ${m.nonModelUsPerRow.toFixed(2)} µs/row, ` +
+        `  ${t.name} run ${run}, ${caseName(c)}: ${fmt(m.rate)} rows/s (${m.vsRaw.toFixed(2)} of raw ${fmt(raw.rate)}), worker outside the model ${m.nonModelUsPerRow.toFixed(2)} µs/row (kernel ${m.sysUsPerRow.toFixed(2)}), ` +
           `model threads ${m.modelUsPerRow.toFixed(2)} µs/row (raw ${m.rawUsPerRow.toFixed(2)}), producer ${fmt(m.producerUsPerJob)} µs/job, ${m.seconds.toFixed(1)} s, others ${m.othersPct.toFixed(0)} %, load ${m.load.toFixed(2)}`,
       );
     }
@@ -315,12 +330,13 @@ function report(t: Transport['name'], results: Map<Case, Measure[]>): void {
   const range = (ms: Measure[], k: keyof Measure, digits: number): string => `${Math.min(...ms.map((m) => m[k])).toFixed(digits)}–${Math.max(...ms.map((m) => m[k])).toFixed(digits)}`;
   table(
     `${t} drain, medians of ${RUNS} run(s) (ranges): one worker, queue filled first, timed from its serving line to the last reply`,
-    ['case', 'rows/s', 'vs raw', 'worker µs/row outside model', 'model threads µs/row', 'raw µs/row', 'producer µs/job (fill)', `${t} µs/row`, 'others %', 'load'],
+    ['case', 'rows/s', 'vs raw', 'worker µs/row outside model', 'of which kernel', 'model threads µs/row', 'raw µs/row', 'producer µs/job (fill)', `${t} µs/row`, 'others %', 'load'],
     [...results].map(([c, ms]) => [
       caseName(c),
       med(ms, 'rate'),
       `${med(ms, 'vsRaw').toFixed(2)} (${range(ms, 'vsRaw', 2)})`,
       `${med(ms, 'nonModelUsPerRow').toFixed(2)} (${range(ms, 'nonModelUsPerRow', 2)})`,
+      med(ms, 'sysUsPerRow').toFixed(2),
       med(ms, 'modelUsPerRow').toFixed(2),
       med(ms, 'rawUsPerRow').toFixed(2),
       fmt(med(ms, 'producerUsPerJob')),
