@@ -6,33 +6,63 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
-import { ConfigError, InferqError } from '@inferq/shared';
-import { registerDeadLetters } from './commands/dead-letters.js';
-import { registerModels } from './commands/models.js';
-import { registerPrecompute } from './commands/precompute.js';
-import { registerPredict } from './commands/predict.js';
-import { registerQueue } from './commands/queue.js';
-import { registerSchedule } from './commands/schedule.js';
-import { registerWorker } from './commands/worker.js';
+
+type Register = (program: Command) => void;
+
+/**
+ * Each command's module, loaded only when that command runs: between them they pull in
+ * Kafka, BullMQ, Redis, Arrow, Parquet and metrics, which cost a cold start far more than any one needs.
+ * In the order `inferq --help` lists them.
+ */
+const COMMANDS: Readonly<Record<string, () => Promise<Register>>> = {
+  predict: async () => (await import('./commands/predict.js')).registerPredict,
+  precompute: async () => (await import('./commands/precompute.js')).registerPrecompute,
+  schedule: async () => (await import('./commands/schedule.js')).registerSchedule,
+  worker: async () => (await import('./commands/worker.js')).registerWorker,
+  queue: async () => (await import('./commands/queue.js')).registerQueue,
+  'dead-letters': async () => (await import('./commands/dead-letters.js')).registerDeadLetters,
+  models: async () => (await import('./commands/models.js')).registerModels,
+};
 
 /** The levels `--log-level` and `$INFERQ_LOG_LEVEL` accept (pino's). */
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 /** The version of the package this CLI ships in: its package.json is two folders up from both src/cli and dist/cli. */
-function cliVersion(): string {
+async function cliVersion(): Promise<string> {
   const url = new URL('../../package.json', import.meta.url);
   const version: unknown = (JSON.parse(readFileSync(url, 'utf8')) as { version?: unknown }).version;
-  if (typeof version !== 'string') throw new ConfigError(`${fileURLToPath(url)}: no "version" string`);
-  return version;
+  if (typeof version === 'string') return version;
+  const { ConfigError } = await import('@inferq/shared');
+  throw new ConfigError(`${fileURLToPath(url)}: no "version" string`);
+}
+
+/**
+ * The commands argv asks for: the one it names, none for a bare `--version`, and every one
+ * otherwise (help, `help <command>`, a mistyped name: those must list them all).
+ */
+function commandsFor(argv: readonly string[]): string[] {
+  const all = Object.keys(COMMANDS);
+  let version = false;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    // The program's options come before the command (positional options); only --log-level takes a value.
+    if (arg === '--log-level') i++;
+    else if (arg === '-V' || arg === '--version') version = true;
+    else if (arg === '-h' || arg === '--help') return all;
+    else if (!arg.startsWith('-')) return Object.hasOwn(COMMANDS, arg) ? [arg] : all;
+  }
+  return version ? [] : all;
 }
 
 const logLevelOption = (): Option =>
   new Option('--log-level <level>', 'log level on stderr; default warn for predict and precompute, info for worker').choices(LOG_LEVELS).env('INFERQ_LOG_LEVEL');
 
-export function buildProgram(): Command {
+/** The program with the commands `names` (default: every command) registered. */
+export async function buildProgram(names: readonly string[] = Object.keys(COMMANDS)): Promise<Command> {
+  const registers = await Promise.all(names.map((name) => COMMANDS[name]!()));
   const program = new Command('inferq')
     .description('Queue-driven, batched ML prediction: workers, offline predict and precompute.')
-    .version(cliVersion(), '-V, --version', 'print the version of inferq')
+    .version(await cliVersion(), '-V, --version', 'print the version of inferq')
     .addOption(logLevelOption())
     // The program's own options go before the command: `inferq predict --version 2` is predict's --version.
     .enablePositionalOptions()
@@ -45,13 +75,7 @@ export function buildProgram(): Command {
     const logLevel = given.opts<{ logLevel?: string }>().logLevel ?? root.opts<{ logLevel?: string }>().logLevel;
     if (logLevel !== undefined) process.env['INFERQ_LOG_LEVEL'] = logLevel;
   });
-  registerPredict(program);
-  registerPrecompute(program);
-  registerSchedule(program);
-  registerWorker(program);
-  registerQueue(program);
-  registerDeadLetters(program);
-  registerModels(program);
+  for (const register of registers) register(program);
   // --log-level is also taken after the command name (`inferq worker --log-level debug …`).
   const addLogLevel = (command: Command): void => {
     for (const sub of command.commands) {
@@ -65,8 +89,11 @@ export function buildProgram(): Command {
 
 async function main(): Promise<void> {
   try {
-    await buildProgram().parseAsync(process.argv);
+    const program = await buildProgram(commandsFor(process.argv.slice(2)));
+    await program.parseAsync(process.argv);
   } catch (err) {
+    // Already loaded by whichever command raised an InferqError, so this costs nothing then.
+    const { InferqError } = await import('@inferq/shared');
     if (err instanceof InferqError) {
       process.stderr.write(`inferq: error: ${err.message}\n`);
     } else {
