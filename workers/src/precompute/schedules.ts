@@ -40,23 +40,28 @@ export const MAX_SPEC_CHARS = 256 * 1024;
 export const DEFAULT_MAX_SPACE_ROWS = 1_000_000_000;
 const SCHEDULE_NAME = /^[A-Za-z0-9_.:-]{1,200}$/;
 
+/** A spec as a job carries it: its text, and where its folder is relative to the workers' --allow-specs. */
+export const specPayloadSchema = z
+  .object({
+    text: z.string().min(1).max(MAX_SPEC_CHARS),
+    sha256: z.string().regex(/^[0-9a-f]{64}$/, '64 hex digits'),
+    dir: z
+      .string()
+      .max(1024)
+      .refine((d) => d === '.' || isPlainRelative(d), 'a folder relative to --allow-specs (no absolute path, no "..")'),
+    // eslint-disable-next-line no-control-regex -- exactly the characters refused
+    file: z.string().regex(/^[^/\\\u0000-\u001f\u007f]{1,255}$/, 'a file name (no folder, no control character)'),
+  })
+  .strict();
+
+export type SpecPayload = z.infer<typeof specPayloadSchema>;
+
 /** The data of a schedule's job (format 2). Anything else in a job is refused. */
 const jobSchema = z
   .object({
     v: z.literal(2),
     schedule: z.string().regex(SCHEDULE_NAME, 'letters, digits, _ . : and - (at most 200)'),
-    spec: z
-      .object({
-        text: z.string().min(1).max(MAX_SPEC_CHARS),
-        sha256: z.string().regex(/^[0-9a-f]{64}$/, '64 hex digits'),
-        dir: z
-          .string()
-          .max(1024)
-          .refine((d) => d === '.' || isPlainRelative(d), 'a folder relative to --allow-specs (no absolute path, no "..")'),
-        // eslint-disable-next-line no-control-regex -- exactly the characters refused
-        file: z.string().regex(/^[^/\\\u0000-\u001f\u007f]{1,255}$/, 'a file name (no folder, no control character)'),
-      })
-      .strict(),
+    spec: specPayloadSchema,
     to: z.enum(['redis', 'parquet', 'both']),
     model: z
       .object({
@@ -110,35 +115,56 @@ export interface AddScheduleOptions {
   readonly prefix?: string | undefined;
 }
 
-/** The job a schedule emits, from a spec file; everything it names is checked now, so a bad spec fails here, not at 3 a.m. */
-export async function scheduleJob(name: string, options: AddScheduleOptions): Promise<ScheduleJob> {
-  if (!SCHEDULE_NAME.test(name)) throw new ConfigError(`schedule name "${printable(name)}": use letters, digits, _ . : and - (at most 200)`);
+/**
+ * A spec file as a job carries it, checked as a worker will see it: the files it names must lie
+ * inside `specsRoot` (default: the spec's own folder), whose copy is the workers' --allow-specs.
+ */
+export async function specPayload(specPath: string, specsRoot: string | undefined, to: ScheduleJob['to']): Promise<{ payload: SpecPayload; spec: LoadedSpec }> {
   let text: string;
   let folder: string;
   try {
-    text = await readFile(options.spec, 'utf8');
-    folder = dirname(await realpath(options.spec));
+    text = await readFile(specPath, 'utf8');
+    folder = dirname(await realpath(specPath));
   } catch (err) {
-    throw new ConfigError(`spec "${options.spec}": cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    throw new ConfigError(`spec "${specPath}": cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
   }
-  if (text.length > MAX_SPEC_CHARS) throw new ConfigError(`spec "${options.spec}": ${text.length} characters, more than the ${MAX_SPEC_CHARS} a schedule holds`);
+  if (text.length > MAX_SPEC_CHARS) throw new ConfigError(`spec "${specPath}": ${text.length} characters, more than the ${MAX_SPEC_CHARS} a job holds`);
   let root: string;
   try {
-    root = await realpath(options.specsRoot ?? folder);
+    root = await realpath(specsRoot ?? folder);
   } catch (err) {
-    throw new ConfigError(`--specs-root "${options.specsRoot}": cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    throw new ConfigError(`--specs-root "${specsRoot}": cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
   }
-  if (!isInside(folder, root)) throw new ConfigError(`spec "${options.spec}": its folder ${folder} is not inside --specs-root ${root}`);
+  if (!isInside(folder, root)) throw new ConfigError(`spec "${specPath}": its folder ${folder} is not inside --specs-root ${root}`);
   // Local files as the worker will see them: inside the root (a copy of it is the worker's --allow-specs).
   const trust: SpecTrust = { root, rootFlag: '--specs-root', inputs: [], outputs: [], maxRows: Number.MAX_SAFE_INTEGER };
-  const spec = parseSpec(text, options.spec, folder, trust);
+  const spec = parseSpec(text, specPath, folder, trust);
   await checkSpecFiles(spec, (path) => !isRemote(path));
-  if (options.to !== 'redis' && spec.spec.parquet === undefined) throw new ConfigError(`${options.spec}: --to ${options.to}: the spec has no parquet.path`);
+  if (to !== 'redis' && spec.spec.parquet === undefined) throw new ConfigError(`${specPath}: --to ${to}: the spec has no parquet.path`);
+  return { payload: { text, sha256: sha256(text), dir: relative(root, folder) || '.', file: basename(specPath) }, spec };
+}
+
+/**
+ * A spec a job carries, admitted against the worker's trust: parsed with its folder under
+ * --allow-specs, every file it names checked (reads none), its Parquet output checked when `to` writes one.
+ */
+export async function admitSpecPayload(payload: SpecPayload, to: ScheduleJob['to'], where: string, trust: SpecTrust): Promise<LoadedSpec> {
+  if (sha256(payload.text) !== payload.sha256) throw new ConfigError('spec.sha256 is not the sha256 of spec.text');
+  const spec = parseSpec(payload.text, `${where} spec ${payload.dir}/${payload.file}`, resolve(trust.root ?? '/', payload.dir), trust);
+  await checkSpecFiles(spec);
+  if (to !== 'redis') await checkOutput(spec);
+  return spec;
+}
+
+/** The job a schedule emits, from a spec file; everything it names is checked now, so a bad spec fails here, not at 3 a.m. */
+export async function scheduleJob(name: string, options: AddScheduleOptions): Promise<ScheduleJob> {
+  if (!SCHEDULE_NAME.test(name)) throw new ConfigError(`schedule name "${printable(name)}": use letters, digits, _ . : and - (at most 200)`);
+  const { payload, spec } = await specPayload(options.spec, options.specsRoot, options.to);
   if (options.modelRepo !== undefined) await new ModelRepository(options.modelRepo).resolve(spec.spec.model, spec.spec.version);
   return {
     v: 2,
     schedule: name,
-    spec: { text, sha256: sha256(text), dir: relative(root, folder) || '.', file: basename(options.spec) },
+    spec: payload,
     to: options.to,
     model: { name: spec.spec.model, ...(spec.spec.version === undefined ? {} : { version: spec.spec.version }) },
   };
@@ -207,13 +233,13 @@ export async function admitJob(data: unknown, trust: SpecTrust): Promise<{ job: 
   }
   const job = parsed.data;
   if (sha256(job.spec.text) !== job.spec.sha256) throw new ConfigError('spec.sha256 is not the sha256 of spec.text');
-  const spec = parseSpec(job.spec.text, `schedule "${job.schedule}" spec ${job.spec.dir}/${job.spec.file}`, resolve(trust.root ?? '/', job.spec.dir), trust);
-  const { model, version } = spec.spec;
+  // The model is compared before any file is looked at.
+  const parsedSpec = parseSpec(job.spec.text, `schedule "${job.schedule}" spec ${job.spec.dir}/${job.spec.file}`, resolve(trust.root ?? '/', job.spec.dir), trust);
+  const { model, version } = parsedSpec.spec;
   if (model !== job.model.name || version !== job.model.version) {
     throw new ConfigError(`model: the job names "${job.model.name}" version ${job.model.version ?? '(newest)'}, its spec "${model}" version ${version ?? '(newest)'}`);
   }
-  await checkSpecFiles(spec);
-  if (job.to !== 'redis') await checkOutput(spec);
+  const spec = await admitSpecPayload(job.spec, job.to, `schedule "${job.schedule}"`, trust);
   return { job, spec };
 }
 
@@ -321,7 +347,7 @@ export class PrecomputeWorker {
 }
 
 /** The worker's trust from its options: real paths and canonical folders, each checked to exist where local. */
-async function workerTrust(opts: PrecomputeWorkerOptions): Promise<SpecTrust> {
+export async function workerTrust(opts: PrecomputeWorkerOptions): Promise<SpecTrust> {
   let root: string | undefined;
   if (opts.allowSpecs !== undefined) {
     try {

@@ -34,8 +34,11 @@ export interface Space {
   readonly chunkCount: number;
   /** The axis values (cartesian spaces), for encoders' vocabularies. */
   readonly axisValues: ReadonlyMap<string, readonly Value[]>;
-  /** Chunks in order, skipping those `skip` says are done (they are not even generated). */
-  chunks(skip: (index: number) => boolean): AsyncIterable<Chunk>;
+  /**
+   * Chunks in order, skipping those `skip` says are done (they are not even generated); only
+   * those of `range` ([from, to) chunk indices) when given.
+   */
+  chunks(skip: (index: number) => boolean, range?: readonly [number, number]): AsyncIterable<Chunk>;
 }
 
 /**
@@ -100,8 +103,8 @@ export async function openSpace(spec: LoadedSpec): Promise<{ space: Space; close
         chunkRows,
         chunkCount,
         axisValues: values,
-        async *chunks(skip) {
-          for (let index = 0; index < chunkCount; index++) {
+        async *chunks(skip, range) {
+          for (let index = Math.max(0, range?.[0] ?? 0); index < Math.min(chunkCount, range?.[1] ?? chunkCount); index++) {
             if (skip(index)) continue;
             const start = index * chunkRows;
             const rows = Math.min(chunkRows, total - start);
@@ -137,7 +140,8 @@ export async function openSpace(spec: LoadedSpec): Promise<{ space: Space; close
       chunkRows,
       chunkCount,
       axisValues: new Map(),
-      async *chunks(skip) {
+      async *chunks(skip, range) {
+        const [from, to] = [range?.[0] ?? 0, Math.min(chunkCount, range?.[1] ?? chunkCount)];
         let index = 0;
         let pending: Record<string, Value[]> = Object.fromEntries(names.map((n) => [n, []]));
         let have = 0;
@@ -148,16 +152,25 @@ export async function openSpace(spec: LoadedSpec): Promise<{ space: Space; close
           have = 0;
           return c;
         };
+        const start = from * chunkRows;
+        let seen = 0;
         for await (const batch of reader.batches({ batchSize: chunkRows })) {
-          for (let r = 0; r < batch.numRows; r++) {
+          // Batches wholly before the range are counted, not read row by row.
+          const first = seen;
+          seen += batch.numRows;
+          if (seen <= start) continue;
+          if (first <= start) index = from; // the range's first rows are in this batch
+          if (index >= to) return;
+          for (let r = Math.max(0, start - first); r < batch.numRows; r++) {
             for (const n of names) pending[n]!.push(cell(batch, n, r));
             if (++have === chunkRows) {
               const c = flush();
               if (!skip(c.index)) yield c;
+              if (index >= to) return;
             }
           }
         }
-        if (have > 0) {
+        if (have > 0 && index < to) {
           const c = flush();
           if (!skip(c.index)) yield c;
         }
