@@ -47,6 +47,19 @@ const NAMES = {
   ready: 'inferq_ready',
 } as const;
 
+/** The offline runs' series (`inferq worker --role precompute`): present once a task ran. */
+const OFFLINE_NAMES = {
+  tasks: 'inferq_offline_tasks_total',
+  rows: 'inferq_offline_rows_total',
+  taskDuration: 'inferq_offline_task_seconds',
+  progress: 'inferq_offline_run_progress',
+} as const;
+
+/** The offline runs' metric names (a precompute worker exports them beside {@link workerMetricNames}). */
+export function offlineMetricNames(): readonly string[] {
+  return Object.values(OFFLINE_NAMES);
+}
+
 /** Every inferq_* metric name a worker exports (prom-client's process metrics come on top). */
 export function workerMetricNames(): readonly string[] {
   return Object.values(NAMES);
@@ -100,6 +113,8 @@ export class PrometheusMetrics implements WorkerMetrics {
   private readonly reloads: Counter<'model' | 'outcome'>;
   private readonly shadowBatches: Counter<'model' | 'version' | 'outcome'>;
   private readonly rollFailures: Counter<'sink'>;
+  private offlineSeries: { tasks: Counter<'kind' | 'outcome' | 'code'>; rows: Counter<'kind'>; duration: Histogram<'kind'>; progress: Gauge<'kind'> } | undefined;
+  private readonly offlineObservers = new Map<string, { task(outcome: string, code: string, rows: number, seconds: number): void; progress(fraction: number): void }>();
   private readonly jobObservers = new Map<string, JobObserver>();
   private readonly batchObservers = new Map<string, BatchObserver>();
   private readonly sinkObservers = new Map<string, SinkObserver>();
@@ -256,6 +271,32 @@ export class PrometheusMetrics implements WorkerMetrics {
 
   watchSource(source: Source): void {
     this.depth.watch(source);
+  }
+
+  /** The observer of offline tasks of one kind (precompute, predict): bounded labels (kind, outcome, error code). */
+  offline(kind: string): { task(outcome: string, code: string, rows: number, seconds: number): void; progress(fraction: number): void } {
+    let o = this.offlineObservers.get(kind);
+    if (o !== undefined) return o;
+    const registers = [this.registry];
+    const series = (this.offlineSeries ??= {
+      tasks: new Counter({ name: OFFLINE_NAMES.tasks, help: 'Offline tasks (distributed precompute, predict) by outcome: done, skipped (the run was complete), retried, failed; code: the error code ("" when done).', labelNames: ['kind', 'outcome', 'code'], registers }),
+      rows: new Counter({ name: OFFLINE_NAMES.rows, help: 'Rows computed by offline tasks (a task redone after a worker died counts again).', labelNames: ['kind'], registers }),
+      duration: new Histogram({ name: OFFLINE_NAMES.taskDuration, help: 'Seconds an offline task took, from taken to acknowledged (its run finalised when it was the last).', labelNames: ['kind'], buckets: ROLL_BUCKETS, registers }),
+      progress: new Gauge({ name: OFFLINE_NAMES.progress, help: 'Fraction of the units (chunks, tasks) done of the run this worker last worked on.', labelNames: ['kind'], registers }),
+    });
+    const rows = series.rows.labels(kind);
+    const duration = series.duration.labels(kind);
+    const progress = series.progress.labels(kind);
+    o = {
+      task: (outcome, code, n, seconds) => {
+        series.tasks.labels(kind, outcome, code).inc();
+        if (n > 0) rows.inc(n);
+        duration.observe(seconds);
+      },
+      progress: (fraction) => progress.set(fraction),
+    };
+    this.offlineObservers.set(kind, o);
+    return o;
   }
 
   private makeJobObserver(transport: string, model: string, version: string): JobObserver {
