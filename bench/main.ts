@@ -7,6 +7,7 @@
  *   3. `inferq predict` (Parquet → batcher → model → Parquet) on the same models
  *
  * Env: BENCH_QUICK=1 for a short smoke run; BENCH_ROWS_SMALL / BENCH_ROWS_MEDIUM row counts.
+ * `npm run bench -- soak` runs only bench/soak.ts (worker memory under 10 minutes of full load).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -93,6 +94,12 @@ async function writeInput(path: string, rows: number, width: number): Promise<vo
     await writer.write(new RecordBatch(new Schema(fields), data));
   }
   await writer.close();
+}
+
+// `npm run bench -- soak`: the soak alone (10 minutes by default), nothing else.
+if (process.argv.slice(2).includes('soak')) {
+  await (await import('./soak.js')).soakBench();
+  process.exit();
 }
 
 async function main(): Promise<void> {
