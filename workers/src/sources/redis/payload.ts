@@ -1,6 +1,5 @@
 /** A BullMQ job's envelope bytes, from job data that is untrusted: checked before anything is read. */
 import type { Job } from 'bullmq';
-import type { Redis } from 'ioredis';
 import { InvalidInputError, checkJobData, jobSuffix, printable } from '@inferq/shared';
 import type { JobData, RedisKeys } from '@inferq/shared';
 
@@ -16,7 +15,7 @@ export function jobData(job: Job): JobData {
  * The envelope of a job: inline (base64) or under the payload key its data names, which must
  * be one of this queue's payload keys (a forged job must not make the worker read any key).
  */
-export async function loadPayload(redis: Redis, keys: RedisKeys, job: Job, maxBytes: number): Promise<Uint8Array> {
+export async function loadPayload(reader: { get(key: string): Promise<Buffer | null> }, keys: RedisKeys, job: Job, maxBytes: number): Promise<Uint8Array> {
   const id = job.id ?? '';
   const data = jobData(job);
   if (data.bytes > maxBytes) {
@@ -30,7 +29,7 @@ export async function loadPayload(redis: Redis, keys: RedisKeys, job: Job, maxBy
   if (!key.startsWith(keys.payloadPrefix)) {
     throw new InvalidInputError(`payload key "${printable(key)}" is not one of this queue's (${keys.payloadPrefix}…)${jobSuffix(id)}`, { jobId: id, code: 'BAD_JOB_DATA' });
   }
-  const buf = await redis.getBuffer(key);
+  const buf = await reader.get(key);
   if (buf === null) throw new InvalidInputError(`payload key "${printable(key)}" is missing (expired, or never written)${jobSuffix(id)}`, { jobId: id, model: data.model, code: 'PAYLOAD_MISSING' });
   if (buf.byteLength !== data.bytes) throw new InvalidInputError(`payload of job has ${buf.byteLength} bytes, job says ${data.bytes}${jobSuffix(id)}`, { jobId: id, model: data.model, code: 'BAD_JOB_DATA' });
   return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);

@@ -28,6 +28,7 @@ import { queueCounts } from './counts.js';
 import { controlChannel, decodeControl, resolveRedisSourceOptions } from './options.js';
 import type { ControlCommand, RedisSourceOptions, ResolvedRedisSourceOptions } from './options.js';
 import { jobData, loadPayload } from './payload.js';
+import { PayloadReader } from './payload-reader.js';
 import { RedisReplies } from './replies.js';
 import { RedisRuns, runOf } from './runs.js';
 
@@ -39,6 +40,7 @@ export class RedisSource implements Source {
   private readonly opts: ResolvedRedisSourceOptions;
   private readonly keys: RedisKeys;
   private readonly redis: Redis;
+  private readonly payloads: PayloadReader;
   private readonly workerConnection: Redis;
   private readonly log: Logger;
   private worker: Worker | undefined;
@@ -60,6 +62,7 @@ export class RedisSource implements Source {
         ? new Redis(options.redis, { maxRetriesPerRequest: null, ...options.client })
         : options.redis.duplicate({ maxRetriesPerRequest: null, ...options.client });
     this.workerConnection = this.redis.duplicate({ maxRetriesPerRequest: null });
+    this.payloads = new PayloadReader(this.redis.options, { maxBytes: this.opts.maxPayloadBytes, connectTimeoutMs: this.opts.connectTimeoutMs });
     this.log = options.logger.child({ transport: 'redis', queue: this.opts.queue });
     const onError = rateLimitedErrorLog(this.log, `redis ${describeRedis(this.redis)}`);
     for (const c of [this.redis, this.workerConnection]) {
@@ -141,6 +144,7 @@ export class RedisSource implements Source {
       await deadlineRace(closed, deadline - 200);
       if (worker !== undefined) void worker.close(true).catch(() => undefined);
     }
+    this.payloads.close();
     for (const c of [...(this.control === undefined ? [] : [this.control]), this.workerConnection, this.redis]) {
       if ((await deadlineRace(c.quit(), Math.min(deadline, Date.now() + 500))) === 'deadline') c.disconnect();
     }
@@ -199,7 +203,7 @@ export class RedisSource implements Source {
       position: undefined,
       enqueuedAt: job.timestamp,
       hints: { model: typeof data.model === 'string' ? data.model : undefined, version: typeof data.version === 'string' ? data.version : undefined },
-      payload: () => loadPayload(this.redis, this.keys, job, this.opts.maxPayloadBytes),
+      payload: () => loadPayload(this.payloads, this.keys, job, this.opts.maxPayloadBytes),
       answered: async () => (rerun && (await this.journal.replied(run)) ? 'yes' : 'no'),
       deadLetter: (letters) => this.replies.deadLetter(job, letters),
       check: (envelope) => checkBundle(job, envelope),
