@@ -150,6 +150,7 @@ await (await import('./hot-swap.js')).hotSwapBench(); // p99 latency of 1-row jo
 await (await import('./enqueue.js')).enqueueBench(); // the Redis SDK's enqueue: Queue.add against the earlier MULTI path
 await (await import('./kafka.js')).kafkaBench(); // end to end through a real Kafka broker
 await (await import('./drain.js')).drainBench(); // the worker alone: fill first, then time one worker draining it
+await (await import('./worker-stages.js')).workerStagesBench(); // where the Redis worker's CPU goes outside the model, stage by stage
 await (await import('./tfjs.js')).tfjsBench(); // TF.js WASM beside ONNX Runtime, same MLPs
 await (await import('./sink.js')).sinkBench(); // the Parquet sink alone, local disk and HDFS
 await (await import('./precompute.js')).precomputeBench(); // precompute into Redis and Parquet, and lookup latency
