@@ -73,6 +73,25 @@ export async function listInputs(input: string, webhdfs: HdfsClientOptions = {})
   return { files: located(files), ignored: located(ignored) };
 }
 
+/** Whether a location is a file, a folder, or nothing. */
+export async function locationKind(uri: string, webhdfs: HdfsClientOptions = {}): Promise<'file' | 'dir' | undefined> {
+  const loc = parseLocation(uri, webhdfs);
+  return kindOf(loc.store, loc.path, uri);
+}
+
+/**
+ * Whether listing `input` would take a file at store path `path` (same store as the input's):
+ * the file itself, a file below the folder, or a match of the glob (or below a matched folder).
+ */
+export function inputCovers(input: string, path: string): boolean {
+  const inputPath = parseLocation(input).path.replace(/\/+$/, '') || '/';
+  const want = inputPath.split('/');
+  const have = path.split('/');
+  if (have.length < want.length) return false;
+  const matched = want.every((seg, i) => (WILDCARD.test(seg) ? segmentPattern(seg).test(have[i]!) : seg === have[i]));
+  return matched && have.slice(want.length).every((seg) => !hidden(seg));
+}
+
 /** Entries matching a glob path, segment by segment from its first wildcard. */
 async function expandGlob(store: FileStore, path: string, input: string): Promise<{ path: string; kind: 'file' | 'dir' }[]> {
   const segments = path.split('/');
@@ -96,7 +115,7 @@ async function expandGlob(store: FileStore, path: string, input: string): Promis
   return current;
 }
 
-async function kindOf(store: FileStore, path: string, input: string): Promise<'file' | 'dir' | undefined> {
+async function kindOf(store: FileStore, path: string, uri: string): Promise<'file' | 'dir' | undefined> {
   try {
     if (store instanceof HdfsStore) {
       const s = await store.client.getFileStatus(path);
@@ -105,8 +124,10 @@ async function kindOf(store: FileStore, path: string, input: string): Promise<'f
     const s = await stat(path);
     return s.isDirectory() ? 'dir' : 'file';
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new DataIOError(`input "${input}": cannot read ${path} (${(err as Error).message})`, { cause: err });
+    // ENOTDIR: a parent is a file, so nothing is there.
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+    throw new DataIOError(`"${uri}": cannot read ${path} (${(err as Error).message})`, { cause: err });
   }
 }
 
@@ -131,6 +152,12 @@ export interface LocalInput {
   readonly path: string;
   /** Removes the temporary copy, if one was made. */
   release(): Promise<void>;
+}
+
+/** An error about a temporary copy, reworded to name the file as the user gave it. */
+export function nameInput(err: unknown, local: LocalInput, file: string): unknown {
+  if (!(err instanceof DataIOError) || local.path === file) return err;
+  return new DataIOError(err.message.replaceAll(local.path, file), { cause: err, retriable: err.retriable });
 }
 
 export async function localInput(file: string, webhdfs: HdfsClientOptions = {}): Promise<LocalInput> {

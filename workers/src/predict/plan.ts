@@ -11,7 +11,7 @@ import type { Field, Schema } from 'apache-arrow';
 import { z } from 'zod';
 import { ConfigError, DataIOError, InvalidInputError } from '@inferq/shared';
 import { openParquet } from '../io/parquet.js';
-import { listInputs, localInput } from './inputs.js';
+import { listInputs, localInput, nameInput } from './inputs.js';
 import type { HdfsClientOptions } from './inputs.js';
 
 export interface PredictTask {
@@ -84,9 +84,7 @@ async function readFooter(file: string, webhdfs: HdfsClientOptions | undefined):
     await reader.close();
     return { schema: reader.schema, rowGroupRows: reader.rowGroupRows };
   } catch (err) {
-    // A temporary copy's path means nothing to the user: name the file as they gave it.
-    if (err instanceof DataIOError && local.path !== file) throw new DataIOError(err.message.replaceAll(local.path, file), { cause: err });
-    throw err;
+    throw nameInput(err, local, file);
   } finally {
     await local.release();
   }

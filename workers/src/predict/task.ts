@@ -19,7 +19,7 @@ import type { LoadedModel } from '../models/loaded-model.js';
 import { openParquet } from '../io/parquet.js';
 import { LocalStore, parseLocation } from '../io/store.js';
 import type { Location } from '../io/store.js';
-import { localInput } from './inputs.js';
+import { localInput, nameInput } from './inputs.js';
 import type { HdfsClientOptions } from './inputs.js';
 import type { PredictTask } from './plan.js';
 import { predictReader } from './predict.js';
@@ -91,9 +91,7 @@ export async function runPredictTask(model: LoadedModel, task: PredictTask, opti
       await reader.close();
     }
   } catch (err) {
-    // A temporary copy's path means nothing to the user: name the file as they gave it.
-    if (err instanceof DataIOError && input.path !== task.file) throw new DataIOError(err.message.replaceAll(input.path, task.file), { cause: err, retriable: err.retriable });
-    throw err;
+    throw nameInput(err, input, task.file);
   } finally {
     await input.release();
     if (staging !== undefined) await rm(staging, { recursive: true, force: true });

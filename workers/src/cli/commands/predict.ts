@@ -1,17 +1,31 @@
-/** `inferq predict`: Parquet in → model → Parquet out, no queue, no server. */
+/**
+ * `inferq predict`: Parquet in → model → Parquet out, no queue, no server.
+ *
+ *   one file → one file            predictParquet, as a whole (a temporary name, renamed)
+ *   file, folder or glob → folder/ planPredict → runPredictTask for each task in turn
+ *                                  → part-<i>.parquet … → _SUCCESS; a rerun skips the parts there
+ */
 import { Option } from 'commander';
 import type { Command } from 'commander';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
-import { InferqError } from '@inferq/shared';
+import { ConfigError, DataIOError, InferqError } from '@inferq/shared';
 import type { NonFinitePolicy } from '@inferq/shared';
+import type { Logger } from '../../logging.js';
 import { createLogger } from '../../logging.js';
 import { loadModel } from '../../models/loaded-model.js';
+import type { LoadedModel } from '../../models/loaded-model.js';
 import { ModelRepository } from '../../models/repository.js';
 import { predictParquet } from '../../predict/predict.js';
+import { inputCovers, isGlob, localInput, locationKind, nameInput } from '../../predict/inputs.js';
+import { planPredict } from '../../predict/plan.js';
+import type { PredictPlan } from '../../predict/plan.js';
+import { SUCCESS_MARKER, finishPredictOutput, partName, runPredictTask } from '../../predict/task.js';
 import { LocalStore, parseLocation } from '../../io/store.js';
+import type { Location } from '../../io/store.js';
 import { parseDevice } from '../../runners/device.js';
+import type { Device } from '../../runners/runner.js';
 import { throughputThreads } from '../../runners/onnx/runner.js';
 import { formatDevice } from '../../runners/runner.js';
 import { modelRepoDir, positiveInt } from '../flags.js';
@@ -32,6 +46,7 @@ interface PredictFlags extends ConnectionFlags {
   threads?: number;
   instances?: number;
   nan: NonFinitePolicy;
+  rowsPerPart?: number;
   progress: boolean;
   overwrite: boolean;
 }
@@ -40,71 +55,170 @@ async function predictCommand(flags: PredictFlags): Promise<void> {
   // predict prints its own summary; its logs are warnings and errors unless INFERQ_LOG_LEVEL says otherwise.
   const logger = createLogger({ level: process.env['INFERQ_LOG_LEVEL'] ?? 'warn', base: { cmd: 'predict' } });
   const device = parseDevice(flags.device);
-  // A folder (trailing "/") gets part-00000.parquet and a _SUCCESS marker, as Spark and Hive
-  // jobs write; HDFS outputs are written to a local temporary file first, then published.
-  const dirMode = flags.output.endsWith('/');
-  const target = parseLocation(dirMode ? `${flags.output}part-00000.parquet` : flags.output);
-  const successPath = posix.join(posix.dirname(target.path), '_SUCCESS');
-  await guardOutput({ input: flags.input, target, markers: dirMode ? [successPath] : [], overwrite: flags.overwrite });
+  // A folder output (a trailing "/", or a folder that exists) gets part files and _SUCCESS, as Spark and Hive jobs write.
+  const folderOutput = flags.output.endsWith('/') || (await locationKind(flags.output)) === 'dir';
+  const manyInputs = isGlob(flags.input) || (await locationKind(flags.input)) === 'dir';
+  if (folderOutput) return predictFolder(flags, device, logger);
+  if (manyInputs) {
+    throw new ConfigError(`--input "${flags.input}" is a folder or glob: --output "${flags.output}" must be a folder (end it with "/"), which gets one part file per task`);
+  }
+  return predictFile(flags, device, logger);
+}
+
+async function openModel(flags: PredictFlags, device: Device, logger: Logger): Promise<LoadedModel> {
   const repo = new ModelRepository(await modelRepoDir(flags.modelRepo));
-  const model = await loadModel(repo, flags.model, flags.version, {
+  return loadModel(repo, flags.model, flags.version, {
     device,
     logger,
     batching: { maxBatchSize: flags.maxBatch, maxDelayMs: flags.maxDelayMs },
     ...throughputThreads(flags, device),
   });
+}
+
+/** Runs `work` with SIGINT/SIGTERM turned into an abort of its signal; closes the model after. */
+async function interruptible<T>(model: LoadedModel, logger: Logger, onStop: string, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const abort = new AbortController();
   const onSignal = (signal: NodeJS.Signals): void => {
-    logger.warn({ signal }, 'interrupted: stopping; no output will be written');
-    abort.abort(new InferqError(`interrupted by ${signal}; no output written`));
+    logger.warn({ signal }, `interrupted: stopping; ${onStop}`);
+    abort.abort(new InferqError(`interrupted by ${signal}; ${onStop}`));
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
-  const bar = new ProgressBar();
-  const remote = !(target.store instanceof LocalStore);
-  if (dirMode) await target.store.delete(successPath);
-  const staging = remote ? await mkdtemp(join(tmpdir(), 'inferq-predict-')) : undefined;
   try {
-    const summary = await predictParquet(model, {
-      input: flags.input,
-      output: staging === undefined ? target.path : join(staging, 'part.parquet'),
-      nonFinite: flags.nan,
-      signal: abort.signal,
-      ...(flags.progress ? { onProgress: (p: { rows: number; totalRows: number }) => bar.update(p.rows, p.totalRows) } : {}),
-    });
-    bar.done();
-    if (staging !== undefined) await target.store.putFile(summary.output, target.path);
-    if (dirMode) await target.store.putBytes(successPath, new Uint8Array(0));
-    process.stdout.write(
-      `inferq predict: ${fmt(summary.rows)} rows in ${summary.seconds.toFixed(2)} s = ${fmt(summary.rowsPerSecond)} rows/s; ` +
-        `${fmt(summary.batches)} batches, mean batch ${summary.meanBatchSize.toFixed(1)} rows; ` +
-        `model ${model.name}:${model.version} on ${formatDevice(model.runner.device)} → ${remote ? target.uri : summary.output} (${fmt(summary.bytes)} bytes)\n`,
-    );
+    return await work(abort.signal);
   } finally {
-    bar.done();
-    if (staging !== undefined) await rm(staging, { recursive: true, force: true });
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     await model.close();
   }
 }
 
+/** One file in, one file out: written whole under a temporary name; an HDFS file is read from, or published from, a local copy. */
+async function predictFile(flags: PredictFlags, device: Device, logger: Logger): Promise<void> {
+  const target = parseLocation(flags.output);
+  await guardOutput({ input: flags.input, target, overwrite: flags.overwrite });
+  const bar = new ProgressBar();
+  const remote = !(target.store instanceof LocalStore);
+  const input = parseLocation(flags.input).store instanceof LocalStore ? undefined : await localInput(flags.input);
+  const staging = remote ? await mkdtemp(join(tmpdir(), 'inferq-predict-')) : undefined;
+  try {
+    const model = await openModel(flags, device, logger);
+    await interruptible(model, logger, 'no output written', async (signal) => {
+      const summary = await predictParquet(model, {
+        input: input?.path ?? flags.input,
+        output: staging === undefined ? target.path : join(staging, 'part.parquet'),
+        nonFinite: flags.nan,
+        signal,
+        ...(flags.progress ? { onProgress: (p: { rows: number; totalRows: number }) => bar.update(p.rows, p.totalRows) } : {}),
+      });
+      bar.done();
+      if (staging !== undefined) await target.store.putFile(summary.output, target.path);
+      process.stdout.write(
+        `inferq predict: ${fmt(summary.rows)} rows in ${summary.seconds.toFixed(2)} s = ${fmt(summary.rowsPerSecond)} rows/s; ` +
+          `${fmt(summary.batches)} batches, mean batch ${summary.meanBatchSize.toFixed(1)} rows; ` +
+          `model ${model.name}:${model.version} on ${formatDevice(model.runner.device)} → ${remote ? target.uri : summary.output} (${fmt(summary.bytes)} bytes)\n`,
+      );
+    });
+  } catch (err) {
+    throw input === undefined ? err : nameInput(err, input, flags.input);
+  } finally {
+    bar.done();
+    await input?.release();
+    if (staging !== undefined) await rm(staging, { recursive: true, force: true });
+  }
+}
+
+/** Any number of files in, one part per task out; parts already there are kept (a resumed run) unless --overwrite. */
+async function predictFolder(flags: PredictFlags, device: Device, logger: Logger): Promise<void> {
+  const started = performance.now();
+  const outDir = flags.output.replace(/\/+$/, '') || '/';
+  const out = parseLocation(outDir);
+  const successPath = posix.join(out.path, SUCCESS_MARKER);
+  // A complete output (its _SUCCESS there) is refused without --overwrite; an incomplete one is resumed.
+  await guardOutput({ input: flags.input, target: { ...out, path: successPath, uri: flags.output }, overwrite: flags.overwrite });
+  const plan = await planPredict(flags.input, { ...(flags.rowsPerPart === undefined ? {} : { targetRows: flags.rowsPerPart }) });
+  refuseOverlap(flags, plan, out);
+  if (plan.ignored.length > 0) logger.warn({ ignored: plan.ignored.slice(0, 20), count: plan.ignored.length }, 'files in the input folders that are not *.parquet are not read');
+  if (flags.overwrite) await clearParts(out);
+  const model = await openModel(flags, device, logger);
+  const bar = new ProgressBar();
+  let rows = 0;
+  let predicted = 0;
+  let batches = 0;
+  let batchedRows = 0;
+  let bytes = 0;
+  let skipped = 0;
+  try {
+    await interruptible(model, logger, 'the parts written are kept and a rerun resumes', async (signal) => {
+      for (const task of plan.tasks) {
+        const done = rows;
+        const r = await runPredictTask(model, task, {
+          outputDir: outDir,
+          nonFinite: flags.nan,
+          signal,
+          ...(flags.progress ? { onProgress: (p: { rows: number }) => bar.update(done + p.rows, plan.totalRows) } : {}),
+        });
+        rows += r.rows;
+        batches += r.batches;
+        batchedRows += r.batchedRows;
+        bytes += r.bytes;
+        if (r.skipped) skipped++;
+        else predicted += r.rows;
+        if (flags.progress) bar.update(rows, plan.totalRows);
+      }
+      if (!(await finishPredictOutput(outDir, plan.tasks.length))) {
+        throw new DataIOError(`--output "${flags.output}": a part file vanished while the run went on; rerun to redo it`);
+      }
+    });
+  } finally {
+    bar.done();
+  }
+  const seconds = (performance.now() - started) / 1000;
+  process.stdout.write(
+    `inferq predict: ${fmt(predicted)} rows in ${seconds.toFixed(2)} s = ${fmt(predicted / seconds)} rows/s; ` +
+      `${fmt(batches)} batches, mean batch ${(batches === 0 ? 0 : batchedRows / batches).toFixed(1)} rows; ` +
+      `model ${model.name}:${model.version} on ${formatDevice(model.runner.device)} → ${flags.output} ` +
+      `(${fmt(plan.tasks.length)} parts from ${fmt(plan.inputs.length)} files, ${fmt(skipped)} already there; ${fmt(bytes)} bytes written)\n`,
+  );
+}
+
+/** The output folder must not feed the input: its parts would be read back as input by a rerun. */
+function refuseOverlap(flags: PredictFlags, plan: PredictPlan, out: Location): void {
+  const inputStore = parseLocation(plan.inputs[0]!).store;
+  if (inputStore.description !== out.store.description) return;
+  const inside = plan.inputs.find((f) => parseLocation(f).path.startsWith(`${out.path}/`));
+  if (inside !== undefined) {
+    throw new ConfigError(`--output "${flags.output}" holds the input file "${inside}": choose an output folder outside the input`);
+  }
+  if (inputCovers(flags.input, posix.join(out.path, partName(0)))) {
+    throw new ConfigError(`--output "${flags.output}" lies inside --input "${flags.input}": its parts would be read as input by a rerun; choose an output folder outside the input`);
+  }
+}
+
+/** --overwrite: the parts and marker of an earlier run go first (a smaller rerun would otherwise leave extra parts). */
+async function clearParts(out: Location): Promise<void> {
+  for (const e of await out.store.list(out.path)) {
+    if (e.type === 'file' && (/^part-\d{5,}\.parquet$/.test(e.name) || e.name === SUCCESS_MARKER)) await out.store.delete(posix.join(out.path, e.name));
+  }
+}
+
 export function registerPredict(program: Command): void {
   const command = program
     .command('predict')
-    .description('Predict a Parquet file offline (no queue, no server): Parquet in → model → Parquet out.')
+    .description('Predict Parquet offline (no queue, no server): a file, folder or glob in → model → a Parquet file or a folder of parts out.')
     .requiredOption('--model-repo <dir>', 'model repository: <dir>/<name>/<version>/model.onnx (a local folder, or webhdfs:// / hdfs://, copied locally at start)')
     .requiredOption('--model <name>', 'model name')
     .option('--version <v>', 'model version (default: the newest its versionPolicy serves)')
-    .requiredOption('--input <file.parquet>', 'input Parquet file; columns named like model inputs feed them')
-    .requiredOption('--output <file.parquet|dir/>', 'output Parquet file, or a folder ending in "/" (part-00000.parquet + _SUCCESS); a local path, file://, webhdfs:// or hdfs:// URI; written under a temporary name, renamed on success')
+    .requiredOption('--input <file|dir|glob>', 'input: a Parquet file, a folder (every *.parquet below it, skipping _ and . names) or a glob (* and ?); local, file://, webhdfs:// or hdfs://; columns named like model inputs feed them')
+    .requiredOption('--output <file.parquet|dir/>', 'output Parquet file, or a folder (ending in "/", or existing): part-<i>.parquet per task + _SUCCESS, resumed by a rerun; local, file://, webhdfs:// or hdfs://; written under temporary names, renamed on success')
+    .option('--rows-per-part <n>', 'folder output: about this many rows per part (whole row groups; default 1,000,000)', positiveInt)
     .option('--device <device>', 'cpu or cuda:N', 'cpu')
     .option('--max-batch <n>', 'largest batch in rows (overrides config.yaml)', positiveInt)
     .option('--max-delay-ms <n>', 'longest wait for a batch to fill', Number)
     .option('--threads <n>', 'ONNX Runtime intra-op threads per instance (default 1, with one instance per CPU)', positiveInt)
     .option('--instances <n>', 'sessions of the model, each in its own thread, batches spread over them (default: one per CPU)', positiveInt)
     .addOption(new Option('--nan <policy>', 'NaN/Inf in float features').choices(['reject', 'pass']).default('reject'))
-    .option('--overwrite', 'replace an existing output (default: an existing output is refused)', false)
+    .option('--overwrite', 'replace an existing output (default: an existing file or a complete folder is refused; an incomplete folder is resumed)', false)
     .option('--no-progress', 'no progress bar')
     .action(predictCommand);
   addConnectionOptions(command, ['hdfs']);
