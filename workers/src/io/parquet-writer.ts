@@ -127,7 +127,8 @@ class Writer implements ParquetWriter {
     private readonly options: { compression: ParquetCompression; rowGroupRows: number; schema: Schema | undefined },
   ) {}
 
-  private properties(schema: Schema): ParquetWasm.WriterProperties {
+  /** `first`: the first batch, from which string columns whose values do not repeat are told apart. */
+  private properties(schema: Schema, first?: RecordBatch): ParquetWasm.WriterProperties {
     const pw = wasm();
     const codec =
       this.options.compression === 'snappy'
@@ -135,7 +136,7 @@ class Writer implements ParquetWriter {
         : this.options.compression === 'zstd'
           ? pw.Compression.ZSTD
           : pw.Compression.UNCOMPRESSED;
-    // Dictionaries pay off for repeated strings; for floats (scores, features) they only cost time.
+    // Dictionaries pay off for repeated strings; for floats (scores, features) and unique strings (row ids) they only cost time.
     let builder = new pw.WriterPropertiesBuilder()
       .setCompression(codec)
       .setMaxRowGroupSize(this.options.rowGroupRows)
@@ -143,12 +144,12 @@ class Writer implements ParquetWriter {
       .setCreatedBy('inferq (parquet-wasm)');
     for (const f of schema.fields) {
       const id = String(f.type);
-      if (id === 'Utf8' || id === 'Binary' || id === 'LargeUtf8') builder = builder.setColumnDictionaryEnabled(f.name, true);
+      if ((id === 'Utf8' || id === 'Binary' || id === 'LargeUtf8') && repeats(first, f.name)) builder = builder.setColumnDictionaryEnabled(f.name, true);
     }
     return builder.build();
   }
 
-  private start(schema: Schema): void {
+  private start(schema: Schema, first: RecordBatch): void {
     const pw = wasm();
     const input = new ReadableStream<ParquetWasm.RecordBatch>(
       {
@@ -163,7 +164,7 @@ class Writer implements ParquetWriter {
       },
       { highWaterMark: 1 },
     );
-    const properties = this.properties(schema);
+    const properties = this.properties(schema, first);
     // transformParquetStream resolves only once it has read the first batch: not awaited here.
     this.pump = (async () => {
       const output = (await pw.transformParquetStream(input, properties)) as unknown as AsyncIterable<Uint8Array>;
@@ -191,7 +192,7 @@ class Writer implements ParquetWriter {
     if (this.state !== 'open') throw outputError(this.path, `write() after ${this.state === 'closing' ? 'close()' : this.state}`);
     if (this.schema === undefined) {
       this.schema = batch.schema;
-      this.start(batch.schema);
+      this.start(batch.schema, batch);
     } else if (!sameSchema(this.schema, batch.schema)) {
       throw outputError(this.path, `batch schema (${describeSchema(batch.schema)}) differs from the first batch's (${describeSchema(this.schema)})`);
     }
@@ -279,6 +280,25 @@ class Writer implements ParquetWriter {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw outputError(this.path, `cannot remove "${this.tmp}" (${describeFsError(err)})`, err);
     }
   }
+}
+
+/** String values looked at to decide whether a column's dictionary pays. */
+const DICTIONARY_SAMPLE = 1024;
+
+/**
+ * Whether the values of string column `name` repeat in `batch` (at most half of a sample distinct).
+ * With no batch to look at, they are taken to repeat.
+ */
+function repeats(batch: RecordBatch | undefined, name: string): boolean {
+  const column = batch?.getChild(name);
+  if (column === undefined || column === null || column.length === 0) return true;
+  const n = Math.min(column.length, DICTIONARY_SAMPLE);
+  const seen = new Set<unknown>();
+  for (let i = 0; i < n; i++) {
+    const v: unknown = column.get(i);
+    seen.add(v instanceof Uint8Array ? Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('latin1') : v);
+  }
+  return seen.size <= n / 2;
 }
 
 async function syncDir(dir: string): Promise<void> {
