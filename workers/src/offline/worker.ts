@@ -16,6 +16,7 @@
  * records are untrusted: every field is validated, and each kind checks paths and models
  * against what the worker was started with.
  */
+import { hostname } from 'node:os';
 import { UnrecoverableError, Worker } from 'bullmq';
 import type { Job } from 'bullmq';
 import type { Redis, RedisOptions } from 'ioredis';
@@ -79,6 +80,8 @@ export class OfflineWorker {
     this.worker = new Worker(this.opts.queue ?? OFFLINE_QUEUE, (job: Job) => this.process(job), {
       connection: this.connection,
       prefix: this.opts.prefix ?? DEFAULT_PREFIX,
+      // A job's processedBy names the process that took it.
+      name: `${hostname()}:${process.pid}`,
       // One task at a time: a task's model already uses every CPU it was given.
       concurrency: 1,
       lockDuration,

@@ -169,7 +169,21 @@ export class PrecomputeTasks implements OfflineKindHandler {
     this.repo = new ModelRepository(opts.modelRepo);
   }
 
-  private async admit(record: RunRecord): Promise<Admitted> {
+  /** The last run admitted: its tasks are admitted once per worker, not at every step of every task. */
+  private admitted: { key: string; result: Promise<Admitted> } | undefined;
+
+  private admit(record: RunRecord): Promise<Admitted> {
+    const key = `${record.runId}\u0000${record.units}\u0000${record.params}`;
+    if (this.admitted?.key === key) return this.admitted.result;
+    const result = this.check(record);
+    this.admitted = { key, result };
+    result.catch(() => {
+      if (this.admitted?.result === result) this.admitted = undefined;
+    });
+    return result;
+  }
+
+  private async check(record: RunRecord): Promise<Admitted> {
     const params = parsePrecomputeParams(record.params, record.runId);
     const spec = await admitSpecPayload(params.spec, params.to, `run ${record.runId}`, this.opts.trust);
     const { model, version } = spec.spec;

@@ -253,7 +253,7 @@ export interface PrecomputeWorkerOptions {
   readonly modelRepo: string;
   /** The folder of specs' files (Parquet inputs, featurizers). Default: none, so only specs that name no file run. */
   readonly allowSpecs?: string | undefined;
-  /** Folders (webhdfs://, hdfs://) under which specs may read remote Parquet inputs. Default: none. */
+  /** Folders under which specs may read remote Parquet inputs (webhdfs://, hdfs://) and predict tasks their inputs (local folders too). Default: none. */
   readonly allowInputs?: readonly string[] | undefined;
   /** Folders (local, file://, webhdfs://, hdfs://) under which specs may write Parquet. Default: none. */
   readonly allowOutputs?: readonly string[] | undefined;
@@ -364,9 +364,8 @@ export async function workerTrust(opts: PrecomputeWorkerOptions): Promise<SpecTr
         throw new ConfigError(`${flag} "${uri}": ${(err as Error).message}`);
       }
     });
-  const inputs = folders('--allow-inputs', opts.allowInputs ?? []);
-  const local = inputs.find((k) => k.startsWith('file://'));
-  if (local !== undefined) throw new ConfigError(`--allow-inputs "${local}": remote folders only (webhdfs://, hdfs://); local files are read inside --allow-specs`);
+  // Local folders here serve predict tasks' inputs only: a spec's local files are read inside --allow-specs.
+  const inputs = await Promise.all(folders('--allow-inputs', opts.allowInputs ?? []).map(realKey));
   const outputs = await Promise.all(folders('--allow-outputs', opts.allowOutputs ?? []).map(realKey));
   return { root, rootFlag: '--allow-specs', inputs, outputs, maxRows: opts.maxSpaceRows ?? DEFAULT_MAX_SPACE_ROWS };
 }
