@@ -1,7 +1,8 @@
 /** `inferq worker --role precompute`: the process that runs scheduled precompute jobs and distributed offline tasks. */
-import { ConfigError } from '@inferq/shared';
+import { ConfigError, DEFAULT_PREFIX } from '@inferq/shared';
 import type { Logger } from '../../logging.js';
 import { OfflineWorker } from '../../offline/worker.js';
+import { PredictTasks } from '../../offline/predict-run.js';
 import { OFFLINE_QUEUE } from '../../offline/record.js';
 import { startOps } from '../../ops/ops.js';
 import { PrecomputeTasks } from '../../precompute/distributed.js';
@@ -40,7 +41,7 @@ export async function precomputeWorker(flags: WorkerFlags, device: ReturnType<ty
     redisOptions,
     prefix: flags.prefix,
     queue: offlineQueue,
-    handlers: [new PrecomputeTasks({ trust, modelRepo, model, logger })],
+    handlers: [new PrecomputeTasks({ trust, modelRepo, model, logger }), new PredictTasks({ prefix: flags.prefix ?? DEFAULT_PREFIX, inputs: trust.inputs, outputs: trust.outputs, modelRepo, model, logger })],
     lockDurationMs: flags.lockDurationMs,
     logger,
     metrics: ops.metrics,
