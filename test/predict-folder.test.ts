@@ -111,7 +111,7 @@ describe('inferq predict over a folder', () => {
     expect(first.stderr).toBe('');
     expect(first.code).toBe(0);
     // a.parquet: 400-row groups, two exceed 600 → 3 parts; b: 1; c: 5 × 100 = 500 → 1.
-    expect(first.stdout).toMatch(/^inferq predict: 2,000 rows in .* → .*out\/ \(5 parts from 3 files, 0 already there; [\d,]+ bytes written\)\n$/);
+    expect(first.stdout).toMatch(/^inferq predict: 2,000 rows in .* → .*\/out\/part-00000…00004\.parquet \(5 parts from 3 files, 0 already there; [\d,]+ bytes written\)\n$/);
     const parts = await partFiles(out);
     expect(parts).toEqual(['part-00000.parquet', 'part-00001.parquet', 'part-00002.parquet', 'part-00003.parquet', 'part-00004.parquet']);
     // _temporary (skipped by readers) is where the marker was staged; nothing is left in it.

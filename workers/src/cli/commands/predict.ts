@@ -174,11 +174,15 @@ async function predictFolder(flags: PredictFlags, device: Device, logger: Logger
     bar.done();
   }
   const seconds = (performance.now() - started) / 1000;
+  const n = plan.tasks.length;
+  const base = out.store instanceof LocalStore ? out.path : outDir;
+  const parts = n === 1 ? partName(0) : `${partName(0).replace('.parquet', '')}…${partName(n - 1).replace('part-', '')}`;
+  const plural = (k: number, word: string): string => `${fmt(k)} ${word}${k === 1 ? '' : 's'}`;
   process.stdout.write(
     `inferq predict: ${fmt(predicted)} rows in ${seconds.toFixed(2)} s = ${fmt(predicted / seconds)} rows/s; ` +
       `${fmt(batches)} batches, mean batch ${(batches === 0 ? 0 : batchedRows / batches).toFixed(1)} rows; ` +
-      `model ${model.name}:${model.version} on ${formatDevice(model.runner.device)} → ${flags.output} ` +
-      `(${fmt(plan.tasks.length)} parts from ${fmt(plan.inputs.length)} files, ${fmt(skipped)} already there; ${fmt(bytes)} bytes written)\n`,
+      `model ${model.name}:${model.version} on ${formatDevice(model.runner.device)} → ${base}/${parts} ` +
+      `(${plural(n, 'part')} from ${plural(plan.inputs.length, 'file')}, ${fmt(skipped)} already there; ${fmt(bytes)} bytes written)\n`,
   );
 }
 
