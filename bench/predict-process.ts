@@ -10,7 +10,7 @@
  * Env: BENCH_QUICK=1 (100,000 rows), BENCH_PREDICT_ROWS, BENCH_PREDICT_RUNS (default 3), BENCH_PYTHON.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { homedir, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -60,16 +60,34 @@ async function writeInput(path: string, rows: number, width: number): Promise<vo
   await writer.close();
 }
 
-/** Wall seconds of one process from spawn to exit; throws with its output when it fails. */
-function timed(cmd: string, args: string[]): number {
+/** CPU seconds (user + system) of this process's waited-for children, from /proc/self/stat (cutime, cstime). */
+function childrenCpu(): number {
+  const stat = readFileSync('/proc/self/stat', 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[13]) + Number(fields[14])) / 100;
+}
+
+interface Timing {
+  /** Seconds from spawn to exit. */
+  readonly wall: number;
+  /** CPU seconds of the process, all its threads (robust to other load on the machine, unlike wall). */
+  readonly cpu: number;
+}
+
+/** One process from spawn to exit; throws with its output when it fails. */
+function timed(cmd: string, args: string[]): Timing {
+  const cpu0 = childrenCpu();
   const start = performance.now();
   const r = spawnSync(cmd, args, { cwd: ROOT, encoding: 'utf8', env: { ...process.env, INFERQ_LOG_LEVEL: 'warn' } });
-  const seconds = (performance.now() - start) / 1000;
+  const wall = (performance.now() - start) / 1000;
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status ?? r.signal}: ${(r.stderr || r.stdout).slice(-2000)}`);
-  return seconds;
+  return { wall, cpu: childrenCpu() - cpu0 };
 }
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+const walls = (ts: readonly Timing[]): number[] => ts.map((t) => t.wall);
+const cpus = (ts: readonly Timing[]): number[] => ts.map((t) => t.cpu);
+const list = (xs: readonly number[]): string => xs.map((s) => s.toFixed(2)).join(', ');
 
 export async function predictProcessBench(): Promise<void> {
   console.log(`\ninferq predict, whole process — node ${process.version}, ${fmt(ROWS)} rows, ${RUNS} runs each, load average ${loadavg()[0]!.toFixed(2)}${QUICK ? ' (quick)' : ''}`);
@@ -87,30 +105,30 @@ export async function predictProcessBench(): Promise<void> {
     await writeInput(tiny, 10, SMALL[0]!);
     const script = join(dir, 'plain.py');
     await writeFile(script, PLAIN_PY);
-    const predict = (file: string, out: string): number => timed(process.execPath, [CLI, 'predict', '--model-repo', repo, '--model', 'small', '--input', file, '--output', join(dir, out), '--overwrite']);
-    const python = existsSync(PYTHON) ? (): number => timed(PYTHON, [script, modelFile, input, join(dir, 'py-out.parquet')]) : undefined;
+    const predict = (file: string, out: string): Timing => timed(process.execPath, [CLI, 'predict', '--model-repo', repo, '--model', 'small', '--input', file, '--output', join(dir, out), '--overwrite']);
+    const python = existsSync(PYTHON) ? (): Timing => timed(PYTHON, [script, modelFile, input, join(dir, 'py-out.parquet')]) : undefined;
     if (python === undefined) console.log(`  no Python at ${PYTHON} (BENCH_PYTHON): the comparison is skipped`);
     predict(tiny, 'warm.parquet'); // the first run pays for the page cache, for both
     python?.();
-    const ours: number[] = [];
-    const theirs: number[] = [];
+    const ours: Timing[] = [];
+    const theirs: Timing[] = [];
     for (let i = 0; i < RUNS; i++) {
       ours.push(predict(input, 'out.parquet'));
       if (python !== undefined) theirs.push(python());
     }
     const cold = Array.from({ length: Math.max(5, RUNS) }, () => predict(tiny, 'tiny-out.parquet'));
-    const nodeAlone = median(Array.from({ length: 5 }, () => timed(process.execPath, ['-e', '0'])));
-    const pyImports = python === undefined ? undefined : median(Array.from({ length: 5 }, () => timed(PYTHON, ['-c', 'import numpy, onnxruntime, pyarrow.parquet'])));
-    const rows: (string | number)[][] = [[`inferq predict (${ours.map((s) => s.toFixed(2)).join(', ')} s)`, median(ours).toFixed(2), ROWS / median(ours), '']];
+    const nodeAlone = Array.from({ length: 5 }, () => timed(process.execPath, ['-e', '0']));
+    const pyImports = python === undefined ? undefined : Array.from({ length: 5 }, () => timed(PYTHON, ['-c', 'import numpy, onnxruntime, pyarrow.parquet']));
+    const rows: (string | number)[][] = [[`inferq predict (${list(walls(ours))} s)`, median(walls(ours)).toFixed(2), median(cpus(ours)).toFixed(2), ROWS / median(walls(ours)), '']];
     if (python !== undefined) {
-      rows.push([`plain Python pyarrow + onnxruntime (${theirs.map((s) => s.toFixed(2)).join(', ')} s)`, median(theirs).toFixed(2), ROWS / median(theirs), '']);
-      rows[0]![3] = `${(median(theirs) / median(ours)).toFixed(2)}× Python (target ≥ 1.5×)`;
+      rows.push([`plain Python pyarrow + onnxruntime (${list(walls(theirs))} s)`, median(walls(theirs)).toFixed(2), median(cpus(theirs)).toFixed(2), ROWS / median(walls(theirs)), '']);
+      rows[0]![4] = `${(median(walls(theirs)) / median(walls(ours))).toFixed(2)}× Python (target ≥ 1.5×)`;
     }
-    table(`whole process, small MLP, ${fmt(ROWS)} rows (median of ${RUNS})`, ['process', 'wall s', 'rows/s', 'vs Python'], rows);
-    table('cold start, whole process', ['process', 'wall s', 'target'], [
-      [`inferq predict, 10 rows (median of ${cold.length}: ${cold.map((s) => s.toFixed(2)).join(', ')})`, median(cold).toFixed(3), '≤ 0.25 s'],
-      ['node -e 0', nodeAlone.toFixed(3), ''],
-      ...(pyImports === undefined ? [] : [['python -c "import numpy, onnxruntime, pyarrow.parquet"', pyImports.toFixed(3), '']]),
+    table(`whole process, small MLP, ${fmt(ROWS)} rows (median of ${RUNS}), load average now ${loadavg()[0]!.toFixed(2)}`, ['process', 'wall s', 'CPU s', 'rows/s', 'vs Python'], rows);
+    table('cold start, whole process', ['process', 'wall s', 'CPU s', 'target'], [
+      [`inferq predict, 10 rows (median of ${cold.length}: ${list(walls(cold))})`, median(walls(cold)).toFixed(3), median(cpus(cold)).toFixed(3), '≤ 0.25 s'],
+      ['node -e 0', median(walls(nodeAlone)).toFixed(3), median(cpus(nodeAlone)).toFixed(3), ''],
+      ...(pyImports === undefined ? [] : [['python -c "import numpy, onnxruntime, pyarrow.parquet"', median(walls(pyImports)).toFixed(3), median(cpus(pyImports)).toFixed(3), '']]),
     ]);
   } finally {
     await rm(dir, { recursive: true, force: true });

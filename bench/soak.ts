@@ -197,6 +197,7 @@ function report(
   const warm = samples.find((s) => s.t >= WARMUP_S) ?? samples.at(-1)!;
   const end = samples.at(-1)!;
   const after = samples.filter((s) => s.t >= warm.t);
+  const secondHalf = samples.filter((s) => s.t >= end.t / 2);
   const maxRss = Math.max(...samples.map((s) => s.rss));
   const drift = (end.rss - warm.rss) / warm.rss;
   const rows = r.done.big * 1000 + r.done.one;
@@ -205,6 +206,7 @@ function report(
     [`RSS at the end (${end.t.toFixed(0)} s)`, `${mb(end.rss)} MB`],
     ['RSS drift, end vs warm-up (target ≤ +10 %)', `${drift >= 0 ? '+' : ''}${(drift * 100).toFixed(1)} %`],
     ['RSS slope after the warm-up (least squares)', `${(slopePerMinute(after.map((s) => ({ t: s.t, y: s.rss }))) / 2 ** 20).toFixed(2)} MB/min`],
+    ['RSS slope over the second half (a plateau reads ~0; a leak does not)', `${(slopePerMinute(secondHalf.map((s) => ({ t: s.t, y: s.rss }))) / 2 ** 20).toFixed(2)} MB/min`],
     ['max RSS', `${mb(maxRss)} MB`],
     ['heap used, warm-up → end (main thread)', `${mb(warm.heapUsed)} → ${mb(end.heapUsed)} MB`],
     ['external memory, warm-up → end (main thread)', `${mb(warm.external)} → ${mb(end.external)} MB`],
