@@ -16,10 +16,11 @@ import { createParquetWriter, openParquet } from '../workers/src/io/parquet.js';
 import { parsePredictTask, planPredict } from '../workers/src/predict/plan.js';
 import { predictParquet } from '../workers/src/predict/predict.js';
 import { finishPredictOutput, runPredictTask } from '../workers/src/predict/task.js';
-import { hdfsServer } from './infra/servers.js';
+import { hdfsServer, redisServer } from './infra/servers.js';
 import { ensurePython, runPython } from './infra/python.js';
 import { runCli } from './helpers/cli.js';
 import { smallMlp, tempDir, writeModel } from './helpers/models.js';
+import { dropQueue, queueName, startWorker } from './helpers/redis.js';
 
 const WIDTH = 4;
 let repo: string;
@@ -249,5 +250,39 @@ describe('inferq predict over a glob on HDFS', () => {
     const got = await readRows(names.slice(1).map((n) => join(local, n)));
     expect(got.id).toEqual(Array.from({ length: 2000 }, (_, i) => i));
     expectScores(got.score, (await reference(dir, single)).score);
+  }, 600_000);
+});
+
+describe('inferq predict --distributed', () => {
+  it('launches one queue task per part; a worker writes the same parts and _SUCCESS; --wait returns when complete', async () => {
+    const url = await redisServer();
+    const dir = await tempDir();
+    const { folder, single } = await dataset(dir);
+    const prefix = queueName('p');
+    const queue = queueName('offline');
+    const worker = startWorker(['--role', 'precompute', '--redis', url, '--prefix', prefix, '--queue', queue, '--model-repo', repo, '--allow-inputs', folder, '--allow-outputs', join(dir, 'out')]);
+    try {
+      await worker.ready;
+      const args = ['predict', '--model-repo', repo, '--model', 'mlp', '--input', folder, '--output', `${join(dir, 'out')}/`, '--rows-per-part', '600', '--no-progress'];
+      const res = await runCli([...args, '--distributed', '--wait', '--redis', url, '--prefix', prefix, '--queue', queue], { timeoutMs: 240_000 });
+      expect(res.stderr).toBe('');
+      expect(res.code).toBe(0);
+      expect(res.stdout).toMatch(new RegExp(`^inferq predict: run \\S+: 5 tasks \\(0 done before\\), 2,000 rows; 5 tasks enqueued on ${queue} \\(0 already queued\\)\ninferq predict: run \\S+ \\(predict, .*\\): complete, 5/5 tasks`));
+      const out = join(dir, 'out');
+      const parts = await partFiles(out);
+      expect(parts).toHaveLength(5);
+      expect(existsSync(join(out, '_SUCCESS'))).toBe(true);
+      const got = await readRows(parts.map((p) => join(out, p)));
+      expect(got.id).toEqual(Array.from({ length: 2000 }, (_, i) => i));
+      expectScores(got.score, (await reference(dir, single)).score);
+      // Complete: a relaunch is refused like a local run; a file output cannot take parts.
+      const again = await runCli([...args, '--distributed', '--redis', url, '--prefix', prefix, '--queue', queue], { timeoutMs: 240_000 });
+      expect(again.code).toBe(1);
+      expect(again.stderr).toMatch(/_SUCCESS already exists; pass --overwrite/);
+    } finally {
+      worker.child.kill('SIGTERM');
+      await worker.exited;
+      await dropQueue(url, queue, prefix);
+    }
   }, 600_000);
 });

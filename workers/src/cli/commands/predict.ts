@@ -4,13 +4,15 @@
  *   one file → one file            predictParquet, as a whole (a temporary name, renamed)
  *   file, folder or glob → folder/ planPredict → runPredictTask for each task in turn
  *                                  → part-<i>.parquet … → _SUCCESS; a rerun skips the parts there
+ *   … --distributed                planPredict → launchDistributedPredict: one queue task per part,
+ *                                  run by `inferq worker --role precompute` processes
  */
 import { Option } from 'commander';
 import type { Command } from 'commander';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
-import { ConfigError, DataIOError, InferqError } from '@inferq/shared';
+import { ConfigError, DEFAULT_PREFIX, DataIOError, InferqError } from '@inferq/shared';
 import type { NonFinitePolicy } from '@inferq/shared';
 import type { Logger } from '../../logging.js';
 import { createLogger } from '../../logging.js';
@@ -22,15 +24,20 @@ import { inputCovers, isGlob, localInput, locationKind, nameInput } from '../../
 import { planPredict } from '../../predict/plan.js';
 import type { PredictPlan } from '../../predict/plan.js';
 import { SUCCESS_MARKER, finishPredictOutput, partName, runPredictTask } from '../../predict/task.js';
+import { launchDistributedPredict } from '../../offline/predict-launch.js';
+import type { LaunchedPredict } from '../../offline/predict-launch.js';
+import { OFFLINE_QUEUE } from '../../offline/record.js';
+import { formatStatus } from '../../offline/status.js';
+import type { RunStatus } from '../../offline/status.js';
 import { LocalStore, parseLocation } from '../../io/store.js';
 import type { Location } from '../../io/store.js';
 import { parseDevice } from '../../runners/device.js';
 import type { Device } from '../../runners/runner.js';
 import { throughputThreads } from '../../runners/onnx/runner.js';
 import { formatDevice } from '../../runners/runner.js';
-import { modelRepoDir, positiveInt } from '../flags.js';
+import { defaultRedisUrl, modelRepoDir, positiveInt } from '../flags.js';
 import { guardOutput } from '../output-guard.js';
-import { addConnectionOptions } from '../connections.js';
+import { addConnectionOptions, redisClientOptions } from '../connections.js';
 import type { ConnectionFlags } from '../connections.js';
 import { ProgressBar, fmt } from '../progress.js';
 
@@ -49,6 +56,12 @@ interface PredictFlags extends ConnectionFlags {
   rowsPerPart?: number;
   progress: boolean;
   overwrite: boolean;
+  distributed: boolean;
+  queue?: string;
+  wait: boolean;
+  timeoutMs?: number;
+  redis: string;
+  prefix: string;
 }
 
 async function predictCommand(flags: PredictFlags): Promise<void> {
@@ -58,6 +71,11 @@ async function predictCommand(flags: PredictFlags): Promise<void> {
   // A folder output (a trailing "/", or a folder that exists) gets part files and _SUCCESS, as Spark and Hive jobs write.
   const folderOutput = flags.output.endsWith('/') || (await locationKind(flags.output)) === 'dir';
   const manyInputs = isGlob(flags.input) || (await locationKind(flags.input)) === 'dir';
+  if (flags.wait && !flags.distributed) throw new ConfigError('predict: --wait follows a --distributed run');
+  if (flags.distributed) {
+    if (!folderOutput) throw new ConfigError(`--distributed: --output "${flags.output}" must be a folder (end it with "/"), where the workers write one part file per task`);
+    return predictDistributed(flags, logger);
+  }
   if (folderOutput) return predictFolder(flags, device, logger);
   if (manyInputs) {
     throw new ConfigError(`--input "${flags.input}" is a folder or glob: --output "${flags.output}" must be a folder (end it with "/"), which gets one part file per task`);
@@ -75,8 +93,8 @@ async function openModel(flags: PredictFlags, device: Device, logger: Logger): P
   });
 }
 
-/** Runs `work` with SIGINT/SIGTERM turned into an abort of its signal; closes the model after. */
-async function interruptible<T>(model: LoadedModel, logger: Logger, onStop: string, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+/** Runs `work` with SIGINT/SIGTERM turned into an abort of its signal. */
+async function interruptible<T>(logger: Logger, onStop: string, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const abort = new AbortController();
   const onSignal = (signal: NodeJS.Signals): void => {
     logger.warn({ signal }, `interrupted: stopping; ${onStop}`);
@@ -89,7 +107,6 @@ async function interruptible<T>(model: LoadedModel, logger: Logger, onStop: stri
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
-    await model.close();
   }
 }
 
@@ -103,7 +120,7 @@ async function predictFile(flags: PredictFlags, device: Device, logger: Logger):
   const staging = remote ? await mkdtemp(join(tmpdir(), 'inferq-predict-')) : undefined;
   try {
     const model = await openModel(flags, device, logger);
-    await interruptible(model, logger, 'no output written', async (signal) => {
+    await interruptible(logger, 'no output written', async (signal) => {
       const summary = await predictParquet(model, {
         input: input?.path ?? flags.input,
         output: staging === undefined ? target.path : join(staging, 'part.parquet'),
@@ -118,7 +135,7 @@ async function predictFile(flags: PredictFlags, device: Device, logger: Logger):
           `${fmt(summary.batches)} batches, mean batch ${summary.meanBatchSize.toFixed(1)} rows; ` +
           `model ${model.name}:${model.version} on ${formatDevice(model.runner.device)} → ${remote ? target.uri : summary.output} (${fmt(summary.bytes)} bytes)\n`,
       );
-    });
+    }).finally(() => model.close());
   } catch (err) {
     throw input === undefined ? err : nameInput(err, input, flags.input);
   } finally {
@@ -149,7 +166,7 @@ async function predictFolder(flags: PredictFlags, device: Device, logger: Logger
   let bytes = 0;
   let skipped = 0;
   try {
-    await interruptible(model, logger, 'the parts written are kept and a rerun resumes', async (signal) => {
+    await interruptible(logger, 'the parts written are kept and a rerun resumes', async (signal) => {
       for (const task of plan.tasks) {
         const done = rows;
         const r = await runPredictTask(model, task, {
@@ -172,6 +189,7 @@ async function predictFolder(flags: PredictFlags, device: Device, logger: Logger
     });
   } finally {
     bar.done();
+    await model.close();
   }
   const seconds = (performance.now() - started) / 1000;
   const n = plan.tasks.length;
@@ -183,6 +201,54 @@ async function predictFolder(flags: PredictFlags, device: Device, logger: Logger
       `${fmt(batches)} batches, mean batch ${(batches === 0 ? 0 : batchedRows / batches).toFixed(1)} rows; ` +
       `model ${model.name}:${model.version} on ${formatDevice(model.runner.device)} → ${base}/${parts} ` +
       `(${plural(n, 'part')} from ${plural(plan.inputs.length, 'file')}, ${fmt(skipped)} already there; ${fmt(bytes)} bytes written)\n`,
+  );
+}
+
+/** Plans here, then enqueues one task per part for the offline workers (launchDistributedPredict); --wait follows the run. */
+async function predictDistributed(flags: PredictFlags, logger: Logger): Promise<void> {
+  // Parts of a run the workers may still be writing cannot be removed safely from here.
+  if (flags.overwrite) throw new ConfigError(`--distributed: --overwrite is not supported; remove the output folder "${flags.output}" first, then launch`);
+  const outDir = flags.output.replace(/\/+$/, '') || '/';
+  const out = parseLocation(outDir);
+  await guardOutput({ input: flags.input, target: { ...out, path: posix.join(out.path, SUCCESS_MARKER), uri: flags.output }, overwrite: false });
+  const plan = await planPredict(flags.input, { ...(flags.rowsPerPart === undefined ? {} : { targetRows: flags.rowsPerPart }) });
+  refuseOverlap(flags, plan, out);
+  if (plan.ignored.length > 0) logger.warn({ ignored: plan.ignored.slice(0, 20), count: plan.ignored.length }, 'files in the input folders that are not *.parquet are not read');
+  // Workers on other hosts get absolute local paths (the plan's files already are).
+  const local = (uri: string): string => (parseLocation(uri).store instanceof LocalStore ? parseLocation(uri).path : uri);
+  const modelRepo = flags.version === undefined ? await modelRepoDir(flags.modelRepo) : undefined;
+  const bar = new ProgressBar();
+  let run: LaunchedPredict;
+  try {
+    run = await interruptible(logger, 'the run goes on (launch the same command again to follow it)', (signal) =>
+      launchDistributedPredict({
+        redis: flags.redis,
+        redisOptions: redisClientOptions(flags, flags.redis),
+        prefix: flags.prefix,
+        queue: flags.queue,
+        model: flags.model,
+        version: flags.version,
+        modelRepo,
+        input: local(flags.input),
+        output: local(outDir),
+        plan,
+        nonFinite: flags.nan,
+        wait: flags.wait,
+        timeoutMs: flags.timeoutMs,
+        signal,
+        logger,
+        ...(flags.progress ? { onProgress: (st: RunStatus) => bar.update(st.rowsDone, st.totalRows) } : {}),
+      }),
+    );
+  } finally {
+    bar.done();
+  }
+  const what = run.finalized
+    ? 'every part was there: _SUCCESS written'
+    : `${fmt(run.enqueued!.added + run.enqueued!.retried)} tasks enqueued on ${flags.queue ?? OFFLINE_QUEUE} (${fmt(run.enqueued!.present)} already queued)`;
+  process.stdout.write(
+    `inferq predict: run ${run.runId}${run.resumed ? ' (resumed)' : ''}: ${fmt(run.tasks)} tasks (${fmt(run.tasksDone)} done before), ${fmt(run.totalRows)} rows; ${what}\n` +
+      (run.status === undefined ? '' : `inferq predict: ${formatStatus(run.status)}\n`),
   );
 }
 
@@ -224,6 +290,12 @@ export function registerPredict(program: Command): void {
     .addOption(new Option('--nan <policy>', 'NaN/Inf in float features').choices(['reject', 'pass']).default('reject'))
     .option('--overwrite', 'replace an existing output (default: an existing file or a complete folder is refused; an incomplete folder is resumed)', false)
     .option('--no-progress', 'no progress bar')
+    .option('--distributed', 'enqueue one task per part for `inferq worker --role precompute` processes and return (see --wait); needs a folder output', false)
+    .option('--queue <name>', `--distributed: the offline queue (the workers' --queue; default ${OFFLINE_QUEUE})`)
+    .option('--wait', '--distributed: follow the run until it is complete; exit 1 with one line if it fails or --timeout-ms passes', false)
+    .option('--timeout-ms <n>', '--wait: give up waiting after this long (the run goes on)', positiveInt)
+    .option('--redis <url>', '--distributed: Redis URL', defaultRedisUrl())
+    .option('--prefix <prefix>', '--distributed: key prefix of the offline queue and run records', DEFAULT_PREFIX)
     .action(predictCommand);
-  addConnectionOptions(command, ['hdfs']);
+  addConnectionOptions(command, ['redis', 'hdfs']);
 }
