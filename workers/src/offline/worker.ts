@@ -117,12 +117,15 @@ export class OfflineWorker {
         this.observe(kind, 'skipped', '', 0, started);
         return { skipped: `run ${record.runId} is complete` };
       }
-      const ctx: TaskContext = { record, index: task.index, payload: task.payload, redis, signal: this.abort.signal, logger: log.child({ run: record.runId, kind: task.kind }) };
-      const rows = await this.runHeld(handler, ctx);
+      // Aborted when the worker stops past its deadline, or when another run takes the lock mid-task.
+      const held = new AbortController();
+      const ctx: TaskContext = { record, index: task.index, payload: task.payload, redis, signal: AbortSignal.any([this.abort.signal, held.signal]), logger: log.child({ run: record.runId, kind: task.kind }) };
+      const rows = await this.runHeld(handler, ctx, held);
       this.observe(kind, 'done', '', rows, started);
       return { rows };
     } catch (err) {
-      const final = !(err instanceof InferqError && err.retriable) || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+      // Our errors say whether a retry can help; anything else (a dropped connection) gets the job's attempts.
+      const final = (err instanceof InferqError && !err.retriable) || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
       const code = err instanceof InferqError ? err.code : 'INTERNAL';
       const reason = printable(err instanceof Error ? err.message : String(err), 1000);
       if (kind !== undefined) this.observe(kind, final ? 'failed' : 'retried', code, 0, started);
@@ -137,7 +140,7 @@ export class OfflineWorker {
   }
 
   /** Runs a task while holding (and renewing) the run's lock, then finalises the run when it was the last. */
-  private async runHeld(handler: OfflineKindHandler, ctx: TaskContext): Promise<number> {
+  private async runHeld(handler: OfflineKindHandler, ctx: TaskContext, held: AbortController): Promise<number> {
     const { record, redis } = ctx;
     const lock = await handler.lockOf(record);
     const claim = async (): Promise<void> => {
@@ -145,10 +148,18 @@ export class OfflineWorker {
       if (holder !== undefined) throw new InferqError(`run ${record.runId}: ${lock.what} is held by ${printable(holder)} (another run took it: this one was superseded)`, { code: 'BUSY' });
     };
     await claim();
-    const renew = setInterval(() => void claim().catch((err: unknown) => ctx.logger.warn({ err }, 'could not renew the run lock')), Math.max(500, Math.floor(record.lockTtlMs / 3)));
+    const renew = setInterval(
+      () =>
+        void claim().catch((err: unknown) => {
+          if (err instanceof InferqError && err.code === 'BUSY') held.abort(err);
+          else ctx.logger.warn({ err }, 'could not renew the run lock');
+        }),
+      Math.max(500, Math.floor(record.lockTtlMs / 3)),
+    );
     let rows: number;
     try {
       ({ rows } = await handler.runTask(ctx));
+      ctx.signal.throwIfAborted();
       await touchRun(redis, this.keys, record.runId);
       const progress = await handler.progress(ctx);
       const done = await handler.unitsDone(record, redis);
