@@ -284,14 +284,16 @@ class Writer implements ParquetWriter {
 
 /** String values looked at to decide whether a column's dictionary pays. */
 const DICTIONARY_SAMPLE = 1024;
+/** Fewer values than this in the first batch say nothing: the column keeps its dictionary. */
+const DICTIONARY_MIN_SAMPLE = 64;
 
 /**
  * Whether the values of string column `name` repeat in `batch` (at most half of a sample distinct).
- * With no batch to look at, they are taken to repeat.
+ * With no batch, or too few values, to look at, they are taken to repeat.
  */
 function repeats(batch: RecordBatch | undefined, name: string): boolean {
   const column = batch?.getChild(name);
-  if (column === undefined || column === null || column.length === 0) return true;
+  if (column === undefined || column === null || column.length < DICTIONARY_MIN_SAMPLE) return true;
   const n = Math.min(column.length, DICTIONARY_SAMPLE);
   const seen = new Set<unknown>();
   for (let i = 0; i < n; i++) {
