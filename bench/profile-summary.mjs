@@ -1,16 +1,19 @@
-// Summarises V8 .cpuprofile files (node --cpu-prof): self time by function and by package.
+// Summarises V8 .cpuprofile files (node --cpu-prof, bench/kafka-profile.ts, bench/kafka-clients.ts):
+// self time by function and by package, and by "owner".
 //
-//   node bench/profile-summary.mjs PROFILE... [--per N --unit row|message] [--top 30] [--wall]
+//   node bench/profile-summary.mjs PROFILE... [--per N --unit row|message] [--top 30] [--wall] [--callers NAME]
 //
 // Self time is the time of the samples whose top frame is that function. Each sample counts as
 // the profile's median sampling interval: on a loaded machine a thread descheduled between two
 // samples gives the next one a long time delta, so summing deltas (--wall) charges the wait to
-// whatever ran next. "(idle)" is left out of
-// the total; "(program)" (native work V8 cannot attribute) and "(garbage collector)" stay in it.
-// With --per N the times are also given per unit (µs per row when N is the number of rows).
+// whatever ran next. "(idle)" is left out of the total; "(program)" (native work V8 cannot
+// attribute) and "(garbage collector)" stay in it. With --per N the times are also given per
+// unit (µs per row when N is the number of rows).
 // "By owner" charges the self time of Node's own code, native frames and the garbage collector to
 // the nearest caller in a package or workspace file (what asked for the copy, the write, the
-// allocation), so a Buffer copy shows up under the kafkajs function that made it.
+// allocation), so a Buffer copy shows up under the kafkajs function that made it; the GC, which
+// has no stack, goes to the owner of the sample before it (an approximation).
+// --callers NAME lists the stacks (5 frames) under which the function NAME spent its self time.
 import { readFileSync } from 'node:fs';
 
 const args = process.argv.slice(2);
@@ -24,11 +27,12 @@ const opt = (name, fallback) => {
 const per = Number(opt('per', '0'));
 const unit = opt('unit', 'row');
 const top = Number(opt('top', '30'));
+const callersOf = opt('callers', undefined);
 const wallIndex = args.indexOf('--wall');
 const wall = wallIndex >= 0;
 if (wall) args.splice(wallIndex, 1);
 if (args.length === 0) {
-  console.error('usage: node bench/profile-summary.mjs PROFILE... [--per N --unit row|message] [--top 30]');
+  console.error('usage: node bench/profile-summary.mjs PROFILE... [--per N --unit row|message] [--top 30] [--wall] [--callers NAME]');
   process.exit(2);
 }
 
@@ -50,6 +54,7 @@ const byFn = new Map();
 const byPkg = new Map();
 const byOwner = new Map();
 const byOwnerPkg = new Map();
+const callers = new Map();
 const add = (m, k, dt) => m.set(k, (m.get(k) ?? 0) + dt);
 const frameName = (cf) => {
   const short = cf.url.replace(/^.*\/node_modules\//, '').replace(/^file:\/\/.*?\/(shared|producer|workers|bench|test)\//, '$1/');
@@ -85,6 +90,11 @@ for (const file of args) {
     if (o !== undefined) lastOwner = o;
     add(byOwner, o === undefined ? frameName(n.callFrame) : frameName(o.callFrame), dt);
     add(byOwnerPkg, o === undefined ? packageOf(url, functionName) : packageOf(o.callFrame.url, o.callFrame.functionName), dt);
+    if (callersOf !== undefined && functionName === callersOf) {
+      const stack = [];
+      for (let f = n; f !== undefined && stack.length < 5; f = nodes.get(parent.get(f.id))) stack.push(frameName(f.callFrame));
+      add(callers, stack.join(' < '), dt);
+    }
   }
 }
 
@@ -103,3 +113,4 @@ show('self time by package', byPkg, top);
 show('self time by function', byFn, top);
 show('by owner package (Node internals, native frames and GC charged to their nearest package caller)', byOwnerPkg, top);
 show('by owner function', byOwner, top);
+if (callersOf !== undefined) show(`stacks of ${callersOf}`, callers, top);
