@@ -14,8 +14,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { Session } from 'node:inspector';
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
@@ -24,6 +23,7 @@ import { Kafka, logLevel } from 'kafkajs';
 import type { Admin } from 'kafkajs';
 import { startKafka } from '../test/infra/kafka.js';
 import type { KafkaServer } from '../test/infra/kafka.js';
+import { profiled } from './profile-inprocess.js';
 
 const MESSAGES = Number(process.env['CLIENTS_MESSAGES'] ?? 300);
 const RUNS = Number(process.env['CLIENTS_RUNS'] ?? 3);
@@ -235,23 +235,6 @@ async function main(): Promise<void> {
   }
 }
 
-/** Runs `work` under V8's sampling profiler and writes the profile to `file`. */
-async function profiled<T>(file: string, work: () => Promise<T>): Promise<T> {
-  const session = new Session();
-  session.connect();
-  const post = (method: string, params?: object): Promise<unknown> =>
-    new Promise((ok, fail) => session.post(method, params, (err, res) => (err === null ? ok(res) : fail(err))));
-  await post('Profiler.enable');
-  await post('Profiler.setSamplingInterval', { interval: 200 });
-  await post('Profiler.start');
-  try {
-    return await work();
-  } finally {
-    const { profile } = (await post('Profiler.stop')) as { profile: unknown };
-    writeFileSync(file, JSON.stringify(profile));
-    session.disconnect();
-  }
-}
 
 if (process.argv[2] === 'phase') {
   const [client, phase, brokers, topic] = process.argv.slice(3) as [string, string, string, string];

@@ -14,9 +14,8 @@
  * PROFILE_ROWS rows per job (default 1000).
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { Session } from 'node:inspector';
 import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
@@ -27,6 +26,7 @@ import { writeModel } from '../test/helpers/models.js';
 import { startKafka } from '../test/infra/kafka.js';
 import type { KafkaServer } from '../test/infra/kafka.js';
 import { killAll, onSignal, spawnNode } from './processes.js';
+import { profiled } from './profile-inprocess.js';
 import { features } from './redis.js';
 
 const JOBS = Number(process.env['PROFILE_JOBS'] ?? 1000);
@@ -38,24 +38,6 @@ const PARALLEL = 64;
 const SMALL = [64, 256, 128, 1];
 const STALL_MS = 30_000;
 
-/** Samples this process's main thread while `work` runs; writes the profile to `file` when given. */
-async function profiled<T>(file: string | undefined, work: () => Promise<T>): Promise<T> {
-  if (file === undefined) return work();
-  const session = new Session();
-  session.connect();
-  const post = (method: string, params?: object): Promise<unknown> =>
-    new Promise((ok, fail) => session.post(method, params, (err, res) => (err === null ? ok(res) : fail(err))));
-  await post('Profiler.enable');
-  await post('Profiler.setSamplingInterval', { interval: 200 });
-  await post('Profiler.start');
-  try {
-    return await work();
-  } finally {
-    const { profile } = (await post('Profiler.stop')) as { profile: unknown };
-    writeFileSync(file, JSON.stringify(profile));
-    session.disconnect();
-  }
-}
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
