@@ -6,11 +6,16 @@
  *
  * Parsing only (text in, typed value out); reading files is the repository's job.
  */
-import { parse as parseYaml } from 'yaml';
+import { createRequire } from 'node:module';
+import type { parse } from 'yaml';
 import { z } from 'zod';
 import { DTYPES } from './dtype.js';
 import type { DType } from './dtype.js';
 import { ConfigError } from './errors.js';
+
+let yamlParse: typeof parse | undefined;
+/** yaml's parser, loaded on the first config.yaml: commands that read none do not load it (CommonJS: required). */
+const parseYaml = (): typeof parse => (yamlParse ??= (createRequire(import.meta.url)('yaml') as { parse: typeof parse }).parse);
 
 /** A declared input or output. `shape[0]` is the batch dimension; -1 means "any size". */
 export interface TensorSpec {
@@ -167,7 +172,7 @@ const modelConfigSchema = z.strictObject({
 export function parseModelConfig(text: string, source: string): ModelConfig {
   let raw: unknown;
   try {
-    raw = parseYaml(text);
+    raw = parseYaml()(text);
   } catch (cause) {
     throw new ConfigError(`${source}: not valid YAML: ${(cause as Error).message}`, { cause });
   }

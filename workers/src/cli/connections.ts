@@ -14,10 +14,11 @@
  * ```
  */
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { Option } from 'commander';
 import type { Command } from 'commander';
 import type { RedisOptions } from 'ioredis';
-import kafkajs from 'kafkajs';
+import type kafkajs from 'kafkajs';
 import type { KafkaConfig, SASLOptions } from 'kafkajs';
 import { ConfigError, ConnectionError } from '@inferq/shared';
 import { setWebHdfsDefaults } from '../io/webhdfs.js';
@@ -158,11 +159,14 @@ export function webHdfsDefaults(flags: ConnectionFlags, env: Env = process.env):
   return { ...(ca === undefined ? {} : { ca }), ...(token === undefined ? {} : { delegationToken: token }) };
 }
 
-// kafkajs is CommonJS and builds its export list by spreading: node's ESM loader sees no named error classes.
-const { KafkaJSError, KafkaJSSASLAuthenticationError, KafkaJSConnectionError } = kafkajs;
+type KafkaErrors = Pick<typeof kafkajs, 'KafkaJSError' | 'KafkaJSSASLAuthenticationError' | 'KafkaJSConnectionError'>;
+let loadedErrors: KafkaErrors | undefined;
+/** kafkajs's error classes, loaded on first use so that commands that never talk to Kafka do not load kafkajs (CommonJS: required, not imported). */
+const kafkaErrors = (): KafkaErrors => (loadedErrors ??= createRequire(import.meta.url)('kafkajs') as KafkaErrors);
 
 /** The SASL or connection error inside a kafkajs retry chain ("retries exceeded" wraps it), or the error itself. */
 function rootCause(err: Error): Error {
+  const { KafkaJSError, KafkaJSSASLAuthenticationError, KafkaJSConnectionError } = kafkaErrors();
   let e = err;
   for (let i = 0; i < 5 && !(e instanceof KafkaJSSASLAuthenticationError) && !(e instanceof KafkaJSConnectionError) && e.cause instanceof KafkaJSError; i++) e = e.cause;
   return e;
@@ -173,6 +177,7 @@ function rootCause(err: Error): Error {
  * what to check; anything else is returned as it is.
  */
 export function kafkaStartFailure(err: unknown, brokers: string): unknown {
+  const { KafkaJSError, KafkaJSSASLAuthenticationError, KafkaJSConnectionError } = kafkaErrors();
   if (!(err instanceof KafkaJSError)) return err;
   const root = rootCause(err);
   const address = root instanceof KafkaJSConnectionError && root.broker !== undefined ? root.broker : brokers;
