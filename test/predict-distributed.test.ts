@@ -18,6 +18,7 @@ import type { LaunchPredictOptions, LaunchedPredict } from '../workers/src/offli
 import { planPredict } from '../workers/src/predict/plan.js';
 import type { PredictPlan } from '../workers/src/predict/plan.js';
 import { runPredictTask } from '../workers/src/predict/task.js';
+import { runCli } from './helpers/cli.js';
 import { smallMlp, tempDir, writeModel } from './helpers/models.js';
 import { dropQueue, queueName, startWorker, waitFor } from './helpers/redis.js';
 import type { WorkerProcess } from './helpers/redis.js';
@@ -151,6 +152,9 @@ describe('distributed predict (worker side)', () => {
       expect(second.status).toMatchObject({ state: 'complete', units: 12, unitsDone: 12, totalRows: 11_500, rowsDone: 11_500 });
       await waitFor(async () => (await redis.hget(`${f.prefix}:offline:run:${first.runId}`, 'state')) === 'complete', 'the first run complete', 120_000, 100);
       await expectSameOutput(output);
+      const status = await runCli(['precompute', 'status', first.runId, '--redis', url, '--prefix', f.prefix, '--json']);
+      expect(status.code, status.stderr).toBe(0);
+      expect(JSON.parse(status.stdout)).toMatchObject({ runId: first.runId, kind: 'predict', state: 'complete', units: 12, unitsDone: 12, holds: `output "${output}"` });
     } finally {
       await f.stop();
     }

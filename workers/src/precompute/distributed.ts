@@ -67,7 +67,7 @@ export function parsePrecomputeParams(text: string, runId: string): PrecomputePa
   return parsed.data;
 }
 
-/** What computing a run's chunks needs, kept between its tasks. */
+/** What computing a run's chunks needs, kept between its tasks (closing it leaves the model to its owner). */
 export interface PreparedRun {
   readonly runId: string;
   readonly spec: LoadedSpec;
@@ -164,6 +164,7 @@ export class PrecomputeTasks implements OfflineKindHandler {
   readonly kind = 'precompute' as const;
   private readonly repo: ModelRepository;
   private current: { runId: string; params: string; run: Promise<PreparedRun> } | undefined;
+  private loaded: { key: string; model: Promise<LoadedModel> } | undefined;
 
   constructor(private readonly opts: PrecomputeTasksOptions) {
     this.repo = new ModelRepository(opts.modelRepo);
@@ -198,15 +199,9 @@ export class PrecomputeTasks implements OfflineKindHandler {
     if (this.current?.runId === record.runId && this.current.params === record.params) return this.current.run;
     const previous = this.current;
     const run = (async () => {
-      if (previous !== undefined) await closePrepared(previous.run);
+      if (previous !== undefined) await (await previous.run.catch(() => undefined))?.close();
       const { params, spec } = await this.admit(record);
-      const model = await loadModel(this.repo, params.model.name, params.model.version, { ...this.opts.model, logger: log });
-      try {
-        return await prepareRun(record.runId, spec, params.to, model, redis, params);
-      } catch (err) {
-        await model.close();
-        throw err;
-      }
+      return prepareRun(record.runId, spec, params.to, await this.model(params, log), redis, params);
     })();
     this.current = { runId: record.runId, params: record.params, run };
     // A failed preparation is not kept: the next task tries again.
@@ -214,6 +209,22 @@ export class PrecomputeTasks implements OfflineKindHandler {
       if (this.current?.run === run) this.current = undefined;
     });
     return run;
+  }
+
+  /** The run's model version, kept loaded for the next runs of the same version (a worker serves run after run). */
+  private model(params: PrecomputeParams, log: Logger): Promise<LoadedModel> {
+    const key = `${params.model.name}\u0000${params.model.version}`;
+    if (this.loaded?.key === key) return this.loaded.model;
+    const previous = this.loaded;
+    const model = (async () => {
+      await (await previous?.model.catch(() => undefined))?.close();
+      return loadModel(this.repo, params.model.name, params.model.version, { ...this.opts.model, logger: log });
+    })();
+    this.loaded = { key, model };
+    model.catch(() => {
+      if (this.loaded?.model === model) this.loaded = undefined;
+    });
+    return model;
   }
 
   async lockOf(record: RunRecord): Promise<{ key: string; value: string; what: string }> {
@@ -246,17 +257,12 @@ export class PrecomputeTasks implements OfflineKindHandler {
   }
 
   async close(): Promise<void> {
-    const current = this.current;
+    const { current, loaded } = this;
     this.current = undefined;
-    if (current !== undefined) await closePrepared(current.run);
+    this.loaded = undefined;
+    await (await current?.run.catch(() => undefined))?.close();
+    await (await loaded?.model.catch(() => undefined))?.close();
   }
-}
-
-async function closePrepared(run: Promise<PreparedRun>): Promise<void> {
-  const p = await run.catch(() => undefined);
-  if (p === undefined) return;
-  await p.close();
-  await p.model.close();
 }
 
 /** Chunks a run has done, for its status (read only: the spec is parsed, not admitted). */

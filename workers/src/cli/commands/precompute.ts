@@ -10,6 +10,8 @@ import { createLogger } from '../../logging.js';
 import type { Logger } from '../../logging.js';
 import { loadModel } from '../../models/loaded-model.js';
 import { ModelRepository } from '../../models/repository.js';
+import { predictUnitsDoneIn } from '../../offline/predict-run.js';
+import { OFFLINE_QUEUE } from '../../offline/record.js';
 import { formatStatus, runStatus, waitForRun } from '../../offline/status.js';
 import type { RunStatus } from '../../offline/status.js';
 import { computeRange, precomputeUnitsDone, prepareRun } from '../../precompute/distributed.js';
@@ -121,7 +123,7 @@ async function distributed(flags: PrecomputeFlags & { spec: string; modelRepo: s
   });
   const what = run.finalized
     ? `every chunk was done: published now`
-    : `${fmt(run.enqueued!.added + run.enqueued!.retried)} tasks enqueued on ${flags.queue ?? 'inferq-offline'} (${fmt(run.tasks)} in all, ${fmt(run.enqueued!.present)} already queued)`;
+    : `${fmt(run.enqueued!.added + run.enqueued!.retried)} tasks enqueued on ${flags.queue ?? OFFLINE_QUEUE} (${fmt(run.tasks)} in all, ${fmt(run.enqueued!.present)} already queued)`;
   process.stdout.write(`inferq precompute: table ${run.table} run ${run.runId}${run.resumed ? ' (resumed)' : ''}: ${fmt(run.chunks)} chunks, ${fmt(run.chunksDone)} done; ${what}\n`);
   if (!flags.wait || run.finalized) return;
   const redis = await connectRedis(flags.redis, redisOptions);
@@ -186,7 +188,8 @@ interface StatusFlags extends ConnectionFlags {
 async function statusCommand(runId: string, flags: StatusFlags): Promise<void> {
   const redis = await connectRedis(flags.redis, redisClientOptions(flags, flags.redis));
   try {
-    const s = await runStatus(redis, flags.prefix, runId, precomputeUnitsDone);
+    // Any offline run: a distributed predict's status reads the same way.
+    const s = await runStatus(redis, flags.prefix, runId, (record, r) => (record.kind === 'predict' ? predictUnitsDoneIn(flags.prefix)(record, r) : precomputeUnitsDone(record, r)));
     process.stdout.write(flags.json ? `${JSON.stringify(s)}\n` : `${formatStatus(s)}\n`);
   } finally {
     redis.disconnect();
@@ -216,7 +219,7 @@ export function registerPrecompute(program: Command): void {
     .option('--lock-ttl-ms <n>', 'lifetime of the table lock (renewed while the run lives); a crashed run blocks the next this long (default 30000; distributed runs 60000)', positiveInt)
     .option('--no-progress', 'no progress bar')
     .option('--distributed', 'enqueue the run as tasks for `inferq worker --role precompute` processes and return (see --wait)', false)
-    .option('--queue <name>', '--distributed: the offline queue (the workers\' --queue)', undefined)
+    .option('--queue <name>', `--distributed: the offline queue, the workers' --queue (default ${OFFLINE_QUEUE})`)
     .option('--prefix <prefix>', '--distributed, --shard: key prefix of the offline queue and run records', DEFAULT_PREFIX)
     .option('--specs-root <dir>', "--distributed: the folder the workers' --allow-specs is a copy of (default: the spec's own folder)")
     .option('--chunks-per-task <n>', '--distributed: chunks per queue task (default 1)', positiveInt)
@@ -228,7 +231,7 @@ export function registerPrecompute(program: Command): void {
   addConnectionOptions(command, ['redis', 'hdfs']);
   const status = command
     .command('status <run>')
-    .description('progress of a distributed run: chunks done, rows/s, ETA, state')
+    .description('progress of a distributed run (precompute, or a distributed predict): chunks or tasks done, rows/s, ETA, state')
     .option('--redis <url>', 'Redis URL', defaultRedisUrl())
     .option('--prefix <prefix>', 'key prefix of the run records', DEFAULT_PREFIX)
     .option('--json', 'one JSON object', false)
