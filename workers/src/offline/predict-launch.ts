@@ -77,6 +77,7 @@ const sameRun = (a: PredictParams, b: PredictParams): boolean => JSON.stringify(
 async function resumable(redis: Redis, okeys: OfflineKeys, running: string, params: PredictParams, log: Logger): Promise<{ runId: string; failed: boolean } | undefined> {
   const runId = await redis.get(running);
   if (runId === null) return undefined;
+  // No record, or one that does not validate: nothing to resume (a new run replaces it).
   const record = await readRunRecord(redis, okeys, runId).catch(() => undefined);
   if (record === undefined || record.kind !== 'predict' || record.state === 'complete') return undefined;
   const theirs = (() => {

@@ -195,6 +195,7 @@ export async function runShard(
   const redis = await connectRedis(o.redis, o.redisOptions);
   try {
     const run = await takeRun(redis, okeys, p, ttl, true);
+    // No record (a new run, or one a single process left), or one that does not validate: this shard writes it.
     const existing = await readRunRecord(redis, okeys, run.runId).catch(() => undefined);
     if (existing?.state === 'running' && existing.mode !== 'shard') throw busy(p.spec.spec.table, `${runLockValue(run.runId)}, a queue run (inferq precompute --distributed)`);
     if (existing?.mode === 'shard' && existing.tasks !== o.shards) throw new ConfigError(`run ${run.runId} of table "${p.spec.spec.table}" is shared by ${existing.tasks} shards, not ${o.shards}`);
