@@ -314,6 +314,39 @@ describe('distributed precompute', () => {
     }
   }, 240_000);
 
+  it('a task the workers may not run fails the run with its code and reason (unretried); a forged task is refused; the workers keep serving', async () => {
+    const f = fleet(); // no --allow-outputs: these workers write no Parquet
+    try {
+      await f.start(1);
+      const bad = `t-${queueName()}`;
+      const out = join(dir, 'tables');
+      const r = await launch(f, await writeSpec(bad, specText(bad, { properties: 50, chunkRows: 1000, parquet: out })), ['--to', 'both', '--wait', '--timeout-ms', '60000']);
+      expect(r.code).toBe(1);
+      const runId = /run (\S+):/.exec(r.stdout)![1]!;
+      expect(r.stderr.trim()).toBe(
+        `inferq: error: run ${runId} failed: CONFIG: task ${runId}.0: parquet.path "${out}" is not allowed: this worker writes no Parquet (start it with --allow-outputs <folder>) (fix it, then launch again to resume)`,
+      );
+      const queue = new Queue(f.queue, { connection: redis, prefix: f.prefix });
+      try {
+        const failed = await queue.getJob(`${runId}.0`);
+        expect(failed?.attemptsMade).toBe(1); // not retried
+        expect(failed?.failedReason).toMatch(/^CONFIG: parquet\.path /);
+        // A forged job: its id is not the task its data names.
+        await queue.add('precompute', { v: 1, kind: 'precompute', run: runId, index: 0 }, { jobId: 'forged-1' });
+        await waitFor(async () => (await queue.getJobState('forged-1')) === 'failed', 'the forged job failed', 30_000, 50);
+        expect((await queue.getJob('forged-1'))?.failedReason).toBe(`ID_MISMATCH: task forged-1: its data names task ${runId}.0`);
+      } finally {
+        await queue.close();
+      }
+      const good = `t-${queueName()}`;
+      const ok = await launch(f, await writeSpec(good, specText(good, { properties: 50, chunkRows: 1000 })), ['--wait', '--timeout-ms', '60000']);
+      expect(ok.code, ok.stderr).toBe(0);
+      expect((await readTable(good)).size).toBe(2000);
+    } finally {
+      await f.stop();
+    }
+  }, 180_000);
+
   it('--shard i/N: three shard processes (an Indexed Job) fill the same table as one process; the last publishes', async () => {
     const single = `t-${queueName()}`;
     const dist = `t-${queueName()}`;
