@@ -24,7 +24,6 @@ import { inputCovers, isGlob, localInput, locationKind, nameInput } from '../../
 import { planPredict } from '../../predict/plan.js';
 import type { PredictPlan } from '../../predict/plan.js';
 import { SUCCESS_MARKER, finishPredictOutput, partName, runPredictTask } from '../../predict/task.js';
-import { launchDistributedPredict } from '../../offline/predict-launch.js';
 import type { LaunchedPredict } from '../../offline/predict-launch.js';
 import { OFFLINE_QUEUE } from '../../offline/record.js';
 import { formatStatus } from '../../offline/status.js';
@@ -217,6 +216,8 @@ async function predictDistributed(flags: PredictFlags, logger: Logger): Promise<
   // Workers on other hosts get absolute local paths (the plan's files already are).
   const local = (uri: string): string => (parseLocation(uri).store instanceof LocalStore ? parseLocation(uri).path : uri);
   const modelRepo = flags.version === undefined ? await modelRepoDir(flags.modelRepo) : undefined;
+  // BullMQ and the launcher load only for --distributed: a local predict starts without them.
+  const { launchDistributedPredict } = await import('../../offline/predict-launch.js');
   const bar = new ProgressBar();
   let run: LaunchedPredict;
   try {
