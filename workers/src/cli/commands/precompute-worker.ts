@@ -3,7 +3,6 @@ import { ConfigError, DEFAULT_PREFIX } from '@inferq/shared';
 import type { Logger } from '../../logging.js';
 import { OfflineWorker } from '../../offline/worker.js';
 import { PredictTasks } from '../../offline/predict-run.js';
-import { OFFLINE_QUEUE } from '../../offline/record.js';
 import { startOps } from '../../ops/ops.js';
 import { PrecomputeTasks } from '../../precompute/distributed.js';
 import { PrecomputeWorker, workerTrust } from '../../precompute/schedules.js';
@@ -14,9 +13,6 @@ import { redisClientOptions } from '../connections.js';
 import { modelRepoDir } from '../flags.js';
 import { serve } from '../serve.js';
 import type { WorkerFlags } from './worker.js';
-
-/** The serving queue's default name (`--queue`): with --role precompute it means the offline queue's default. */
-const SERVE_QUEUE_DEFAULT = 'inferq';
 
 /**
  * `inferq worker --role precompute`: runs the precompute jobs of the schedules, one at a time,
@@ -29,7 +25,6 @@ export async function precomputeWorker(flags: WorkerFlags, device: ReturnType<ty
   if (flags.modelRepo === undefined) throw new ConfigError('worker --role precompute: --model-repo is required (scheduled runs load models only from it)');
   const modelRepo = await modelRepoDir(flags.modelRepo);
   const redisOptions = redisClientOptions(flags, flags.redis);
-  const offlineQueue = flags.queue === SERVE_QUEUE_DEFAULT ? OFFLINE_QUEUE : flags.queue;
   // Models load per scheduled run, so none is waited for: ready once the schedules queue is connected.
   const ops = await startOps({ httpPort: flags.httpPort, device: formatDevice(device), logger });
   const common = { allowSpecs: flags.allowSpecs, allowInputs: flags.allowInputs, allowOutputs: flags.allowOutputs };
@@ -40,7 +35,7 @@ export async function precomputeWorker(flags: WorkerFlags, device: ReturnType<ty
     redis: flags.redis,
     redisOptions,
     prefix: flags.prefix,
-    queue: offlineQueue,
+    queue: flags.queue,
     handlers: [new PrecomputeTasks({ trust, modelRepo, model, logger }), new PredictTasks({ prefix: flags.prefix ?? DEFAULT_PREFIX, inputs: trust.inputs, outputs: trust.outputs, modelRepo, model, logger })],
     lockDurationMs: flags.lockDurationMs,
     logger,
@@ -67,7 +62,7 @@ export async function precomputeWorker(flags: WorkerFlags, device: ReturnType<ty
       logger,
       shutdownTimeoutMs: flags.shutdownTimeoutMs,
       servingLine: () =>
-        `inferq worker: serving precompute schedules and offline tasks (queue ${offlineQueue}) on ${formatDevice(device)} (pid ${process.pid})${ops.port === undefined ? '' : `; /livez /readyz /metrics on port ${ops.port}`}`,
+        `inferq worker: serving precompute schedules and offline tasks (queue ${flags.queue}) on ${formatDevice(device)} (pid ${process.pid})${ops.port === undefined ? '' : `; /livez /readyz /metrics on port ${ops.port}`}`,
       onStopping: () => ops.health.draining(),
     },
   );

@@ -4,9 +4,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Option } from 'commander';
 import type { Command } from 'commander';
-import { ConfigError } from '@inferq/shared';
+import { ConfigError, DEFAULT_QUEUE } from '@inferq/shared';
 import type { NonFinitePolicy } from '@inferq/shared';
 import { LocalStore, parseLocation } from '../../io/store.js';
+import { OFFLINE_QUEUE } from '../../offline/record.js';
 import { createLogger } from '../../logging.js';
 import type { Logger } from '../../logging.js';
 import { ModelRepository } from '../../models/repository.js';
@@ -31,6 +32,7 @@ import { precomputeWorker } from './precompute-worker.js';
 export interface WorkerFlags extends ConnectionFlags {
   role: 'serve' | 'precompute';
   transport: 'redis' | 'kafka';
+  /** `--queue`: the served queue (default `inferq`), or with --role precompute the offline queue (default `inferq-offline`). */
   queue: string;
   topic: string;
   group: string;
@@ -76,7 +78,11 @@ export interface WorkerFlags extends ConnectionFlags {
   logSummaryMs: number;
 }
 
-async function workerCommand(flags: WorkerFlags): Promise<void> {
+/** The flags as commander gives them: `--queue` has no default there, its default depends on `--role`. */
+type ParsedWorkerFlags = Omit<WorkerFlags, 'queue'> & { queue?: string };
+
+async function workerCommand(parsed: ParsedWorkerFlags): Promise<void> {
+  const flags: WorkerFlags = { ...parsed, queue: parsed.queue ?? (parsed.role === 'precompute' ? OFFLINE_QUEUE : DEFAULT_QUEUE) };
   if (flags.devices !== undefined) return superviseDevices(flags);
   const device = parseDevice(flags.device);
   const logger = createLogger({ base: { cmd: 'worker', device: formatDevice(device) } });
@@ -210,9 +216,9 @@ export function registerWorker(program: Command): void {
   const command = program
     .command('worker')
     .description('Serve a queue: pull feature batches, batch them dynamically, run the model, reply / write results.')
-    .addOption(new Option('--role <role>', 'serve a queue, or run scheduled precompute jobs').choices(['serve', 'precompute']).default('serve'))
+    .addOption(new Option('--role <role>', 'serve a queue, or (precompute) run the scheduled precompute jobs and the offline tasks of distributed precompute and predict runs').choices(['serve', 'precompute']).default('serve'))
     .addOption(new Option('--transport <kind>', 'queue transport').choices(['redis', 'kafka']).default('redis'))
-    .option('--queue <name>', 'queue name (Redis)', 'inferq')
+    .option('--queue <name>', `queue name (Redis): the served queue, or with --role precompute the offline queue (default: ${DEFAULT_QUEUE} (serve), ${OFFLINE_QUEUE} (precompute))`)
     .option('--redis <url>', 'Redis URL', defaultRedisUrl())
     .option('--prefix <prefix>', 'key prefix (Redis; default "inferq")')
     .option('--topic <name>', 'request topic (Kafka)', 'inferq')
@@ -239,15 +245,15 @@ export function registerWorker(program: Command): void {
     .option('--max-delay-ms <n>', 'longest wait for a batch to fill', Number)
     .option('--threads <n>', 'ONNX Runtime intra-op threads per instance (default: the CPUs shared out over the instances; --role precompute: 1)', positiveInt)
     .option('--instances <n>', 'sessions of the model, each in its own thread, batches spread over them (default 1; --role precompute: one per CPU)', positiveInt)
-    .option('--lock-duration-ms <n>', 'a stalled job is given to another worker after this long', positiveInt)
+    .option('--lock-duration-ms <n>', 'a stalled job (with --role precompute: an offline task) is given to another worker after this long', positiveInt)
     .option('--shutdown-timeout-ms <n>', 'on SIGTERM, the process ends within this long, whatever is down; jobs not finished by then are handed back (never acknowledged)', positiveInt, 30_000)
     .option('--connect-timeout-ms <n>', 'at start, how long to wait for the queue server before exiting with an error (default 15000 for Redis; 60000 for Kafka, whose group join waits for a rebalance)', positiveInt)
     .option('--create-topic', 'Kafka: create the request topic when it does not exist (default: a missing topic stops the worker with an error)', false)
     .option('--partitions <n>', 'Kafka: partitions of a topic --create-topic creates (at least the number of workers you will run)', positiveInt, 1)
     .addOption(new Option('--nan <policy>', 'NaN/Inf in float features').choices(['reject', 'pass']).default('reject'))
-    .option('--allow-specs <dir>', "--role precompute: the folder of specs' files (Parquet inputs, featurizers); scheduled specs read nothing outside it (default: they may name no file)")
-    .option('--allow-inputs <folder>', '--role precompute: remote Parquet inputs (webhdfs://, hdfs://) scheduled specs may read under this folder; repeatable (default: none)', collect, [] as string[])
-    .option('--allow-outputs <folder>', '--role precompute: scheduled specs may write Parquet under this folder; repeatable (default: none)', collect, [] as string[])
+    .option('--allow-specs <dir>', "--role precompute: the folder of specs' files (Parquet inputs, featurizers); scheduled and distributed specs read nothing outside it (default: they may name no file)")
+    .option('--allow-inputs <folder>', '--role precompute: scheduled specs may read remote Parquet inputs (webhdfs://, hdfs://) under this folder, and distributed predict tasks their inputs (local folders too); repeatable (default: none)', collect, [] as string[])
+    .option('--allow-outputs <folder>', '--role precompute: scheduled specs and the tasks of distributed precompute and predict runs may write Parquet under this folder; repeatable (default: none)', collect, [] as string[])
     .action(workerCommand);
   addConnectionOptions(command, ['kafka', 'redis', 'hdfs']);
 }
