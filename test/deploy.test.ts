@@ -23,7 +23,7 @@ const run = promisify(execFile);
 const at = (...p: string[]): string => join(REPO_ROOT, ...p);
 
 /** Each kustomization a user applies (or that others include), rendered and checked. */
-const KUSTOMIZATIONS = ['base', 'redis', 'kafka', 'precompute', 'overlays/redis-gpu', 'overlays/kafka-gpu'];
+const KUSTOMIZATIONS = ['base', 'redis', 'kafka', 'precompute', 'precompute-indexed', 'overlays/redis-gpu', 'overlays/kafka-gpu'];
 /** Kubernetes versions whose schemas every core object must pass. */
 const K8S_VERSIONS = ['1.30.0', '1.33.0'];
 const CRDS = ['keda.sh_scaledobjects.yaml', 'keda.sh_triggerauthentications.yaml', 'monitoring.coreos.com_podmonitors.yaml'];
@@ -58,7 +58,7 @@ async function flagsOf(args: string[]): Promise<Set<string>> {
 
 const podSpec = (o: Obj): PodSpec | undefined => {
   const spec = o['spec'] as { template?: { spec?: PodSpec }; jobTemplate?: { spec?: { template?: { spec?: PodSpec } } } } | undefined;
-  if (o.kind === 'Deployment') return spec?.template?.spec;
+  if (o.kind === 'Deployment' || o.kind === 'Job') return spec?.template?.spec;
   if (o.kind === 'CronJob') return spec?.jobTemplate?.spec?.template?.spec;
   return undefined;
 };
@@ -164,7 +164,7 @@ describe('Kubernetes manifests', () => {
     const checked = new Set(report.map((r) => `${r.kind} ← ${r.checkedAgainst}`));
     for (const kind of ['ScaledObject', 'TriggerAuthentication']) expect(checked).toContain(`${kind} ← CRD keda.sh/v1alpha1 ${kind}`);
     expect(checked).toContain('PodMonitor ← CRD monitoring.coreos.com/v1 PodMonitor');
-    for (const kind of ['Deployment', 'PodDisruptionBudget', 'CronJob', 'ConfigMap', 'PersistentVolumeClaim']) expect(checked).toContain(`${kind} ← Kubernetes ${K8S_VERSIONS.join(', ')}`);
+    for (const kind of ['Deployment', 'PodDisruptionBudget', 'CronJob', 'Job', 'ConfigMap', 'PersistentVolumeClaim']) expect(checked).toContain(`${kind} ← Kubernetes ${K8S_VERSIONS.join(', ')}`);
 
     // The checker itself: a misspelt field and a wrong type are found in each kind of schema.
     const so = structuredClone(objects.find((x) => x.object.kind === 'ScaledObject')) as { source: string; object: Obj & { spec: Record<string, unknown> } };
@@ -176,8 +176,9 @@ describe('Kubernetes manifests', () => {
     expect(broken[1]?.errors.join('\n')).toMatch(/terminationGracePeriodSeconds/);
   }, 600_000);
 
-  it('worker Deployments: grace above the shutdown deadline, probes and the PodMonitor on the HTTP port, flags the CLI knows', () => {
+  it('worker Deployments: grace above the shutdown deadline, probes and the PodMonitor on the HTTP port, flags the CLI knows; precompute CronJobs and the Indexed Job: flags the CLI knows', () => {
     let seen = 0;
+    let indexedJobs = 0;
     for (const [source, objs] of renders) {
       const podMonitor = objs.find((o) => o.kind === 'PodMonitor') as { spec: { selector: { matchLabels: Record<string, string> }; podMetricsEndpoints: { port: string }[] } } | undefined;
       for (const { d, c, pod } of workerDeployments(objs)) {
@@ -201,13 +202,22 @@ describe('Kubernetes manifests', () => {
         expect(Object.entries(podMonitor?.spec.selector.matchLabels ?? {}).every(([k, v]) => labels[k] === v), `${where}: the PodMonitor selects it`).toBe(true);
         for (const ep of podMonitor?.spec.podMetricsEndpoints ?? []) expect(portOf(ep.port), `${where}: PodMonitor port`).toBe(httpPort);
       }
-      for (const o of objs.filter((x) => x.kind === 'CronJob')) {
+      for (const o of objs.filter((x) => x.kind === 'CronJob' || x.kind === 'Job')) {
+        const where = `${source}: ${o.kind} ${o.metadata.name}`;
         const c = podSpec(o)?.containers[0];
-        expect(c?.args?.[0]).toBe('precompute');
-        for (const a of (c?.args ?? []).slice(1)) expect(precomputeFlags, `${source}: ${o.metadata.name}: ${a}`).toContain(a.split('=')[0]);
+        expect(c?.args?.[0], where).toBe('precompute');
+        for (const a of (c?.args ?? []).slice(1)) expect(precomputeFlags, `${where}: ${a}`).toContain(a.split('=')[0]);
+        if (o.kind !== 'Job') continue;
+        indexedJobs += 1;
+        // An Indexed Job's pod i runs shard i of N: N must be the Job's completions.
+        const spec = o['spec'] as { completionMode?: string; completions?: number };
+        expect(spec.completionMode, where).toBe('Indexed');
+        expect(flag(c?.args ?? [], '--shard'), where).toBe(`$(SHARD)/${spec.completions}`);
+        expect(c?.env?.find((e) => e.name === 'SHARD')?.valueFrom, where).toEqual({ fieldRef: { fieldPath: "metadata.annotations['batch.kubernetes.io/job-completion-index']" } });
       }
     }
     expect(seen).toBeGreaterThanOrEqual(5); // Redis, Kafka (each CPU and GPU), the scheduler
+    expect(indexedJobs).toBe(1); // deploy/k8s/precompute-indexed
   });
 
   it('KEDA: Redis triggers watch the queue\'s BullMQ keys; Kafka\'s the workers\' group and topic, at most one replica per partition', () => {
