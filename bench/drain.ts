@@ -161,6 +161,7 @@ interface Measure {
   readonly vsRaw: number;
   readonly nonModelUsPerRow: number;
   readonly sysUsPerRow: number;
+  readonly mainUsPerRow: number;
   readonly modelUsPerRow: number;
   readonly rawUsPerRow: number;
   readonly producerUsPerJob: number;
@@ -195,9 +196,11 @@ async function drainOnce(t: Transport, c: Case, repo: string, dir: string, raw: 
   try {
     const pid = worker.pid!;
     const tids = new Set(readFileSync(threadsFile, 'utf8').trim().split('\n').map((l) => l.split(' ')[1]!));
-    const at = (): { proc: number; sys: number; model: number; server: number; bench: number; machine: number } => ({
+    const main = new Set([String(pid)]);
+    const at = (): { proc: number; sys: number; main: number; model: number; server: number; bench: number; machine: number } => ({
       proc: cpuSeconds(pid),
       sys: sysSeconds(pid),
+      main: threadsCpu(pid, main),
       model: threadsCpu(pid, tids),
       server: cpuSeconds(t.serverPid),
       bench: cpuSeconds(process.pid),
@@ -219,6 +222,7 @@ async function drainOnce(t: Transport, c: Case, repo: string, dir: string, raw: 
       vsRaw: rate / raw.rate,
       nonModelUsPerRow: ((proc - model) / rows) * 1e6,
       sysUsPerRow: ((b.sys - a.sys) / rows) * 1e6,
+      mainUsPerRow: ((b.main - a.main) / rows) * 1e6,
       modelUsPerRow: (model / rows) * 1e6,
       rawUsPerRow: raw.cpuPerRow * 1e6,
       producerUsPerJob: (replies.producerCpu / c.jobs) * 1e6,
@@ -317,7 +321,7 @@ async function runTransport(t: Transport, repo: string, dir: string, models: Rec
       const m = await drainOnce(t, c, repo, dir, raw);
       results.get(c)!.push(m);
       console.log(
-        `  ${t.name} run ${run}, ${caseName(c)}: ${fmt(m.rate)} rows/s (${m.vsRaw.toFixed(2)} of raw ${fmt(raw.rate)}), worker outside the model ${m.nonModelUsPerRow.toFixed(2)} µs/row (kernel ${m.sysUsPerRow.toFixed(2)}), ` +
+        `  ${t.name} run ${run}, ${caseName(c)}: ${fmt(m.rate)} rows/s (${m.vsRaw.toFixed(2)} of raw ${fmt(raw.rate)}), worker outside the model ${m.nonModelUsPerRow.toFixed(2)} µs/row (main thread ${m.mainUsPerRow.toFixed(2)}, kernel ${m.sysUsPerRow.toFixed(2)}), ` +
           `model threads ${m.modelUsPerRow.toFixed(2)} µs/row (raw ${m.rawUsPerRow.toFixed(2)}), producer ${fmt(m.producerUsPerJob)} µs/job, ${m.seconds.toFixed(1)} s, others ${m.othersPct.toFixed(0)} %, load ${m.load.toFixed(2)}`,
       );
     }
@@ -330,12 +334,13 @@ function report(t: Transport['name'], results: Map<Case, Measure[]>): void {
   const range = (ms: Measure[], k: keyof Measure, digits: number): string => `${Math.min(...ms.map((m) => m[k])).toFixed(digits)}–${Math.max(...ms.map((m) => m[k])).toFixed(digits)}`;
   table(
     `${t} drain, medians of ${RUNS} run(s) (ranges): one worker, queue filled first, timed from its serving line to the last reply`,
-    ['case', 'rows/s', 'vs raw', 'worker µs/row outside model', 'of which kernel', 'model threads µs/row', 'raw µs/row', 'producer µs/job (fill)', `${t} µs/row`, 'others %', 'load'],
+    ['case', 'rows/s', 'vs raw', 'worker µs/row outside model', 'of which main thread', 'of which kernel', 'model threads µs/row', 'raw µs/row', 'producer µs/job (fill)', `${t} µs/row`, 'others %', 'load'],
     [...results].map(([c, ms]) => [
       caseName(c),
       med(ms, 'rate'),
       `${med(ms, 'vsRaw').toFixed(2)} (${range(ms, 'vsRaw', 2)})`,
       `${med(ms, 'nonModelUsPerRow').toFixed(2)} (${range(ms, 'nonModelUsPerRow', 2)})`,
+      med(ms, 'mainUsPerRow').toFixed(2),
       med(ms, 'sysUsPerRow').toFixed(2),
       med(ms, 'modelUsPerRow').toFixed(2),
       med(ms, 'rawUsPerRow').toFixed(2),
