@@ -16,6 +16,7 @@ import { createParquetWriter, openParquet } from '../workers/src/io/parquet.js';
 import { parsePredictTask, planPredict } from '../workers/src/predict/plan.js';
 import { predictParquet } from '../workers/src/predict/predict.js';
 import { finishPredictOutput, runPredictTask } from '../workers/src/predict/task.js';
+import { localInput } from '../workers/src/predict/inputs.js';
 import { hdfsServer, redisServer } from './infra/servers.js';
 import { ensurePython, runPython } from './infra/python.js';
 import { runCli } from './helpers/cli.js';
@@ -251,6 +252,36 @@ describe('inferq predict over a glob on HDFS', () => {
     expect(got.id).toEqual(Array.from({ length: 2000 }, (_, i) => i));
     expectScores(got.score, (await reference(dir, single)).score);
   }, 600_000);
+
+  it('a task copies only the footer and its own row groups from HDFS (a sparse local file)', async () => {
+    const dir = await tempDir();
+    const path = join(dir, 'three-groups.parquet');
+    await writeRows(path, 0, 900, 300);
+    const whole = await readFile(path);
+    const root = `/inferq-test/predict-sparse-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
+    roots.push(root);
+    await fs.create(`${root}/f.parquet`, whole);
+    const copy = await localInput(`webhdfs://${hostPort}${root}/f.parquet`, {}, [1, 2]);
+    try {
+      const bytes = await readFile(copy.path);
+      expect(bytes.length).toBe(whole.length);
+      const reader = await openParquet(copy.path);
+      try {
+        const ids: number[] = [];
+        for await (const b of reader.batches({ rowGroups: [1, 2] })) ids.push(...(b.getChild('id')!.toArray() as Int32Array));
+        expect(ids).toEqual(Array.from({ length: 300 }, (_, i) => 300 + i));
+      } finally {
+        await reader.close();
+      }
+      // Row group 0's bytes were not downloaded: the local copy holds zeros where the file has data.
+      const firstGroup = whole.subarray(4, 64);
+      expect(firstGroup.some((x) => x !== 0)).toBe(true);
+      expect(bytes.subarray(4, 64).every((x) => x === 0)).toBe(true);
+      expect(Buffer.compare(bytes.subarray(bytes.length - 64), whole.subarray(whole.length - 64))).toBe(0);
+    } finally {
+      await copy.release();
+    }
+  }, 120_000);
 });
 
 describe('inferq predict --distributed', () => {

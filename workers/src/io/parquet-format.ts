@@ -127,7 +127,8 @@ export async function readExactly(handle: FileHandle, buf: Uint8Array, position:
   }
 }
 
-function parseFileMeta(footer: Uint8Array, dataEnd: number): FileMeta {
+/** Parses a footer's bytes (without its length and magic); `dataEnd` is where the footer starts in the file. */
+export function parseFileMeta(footer: Uint8Array, dataEnd: number): FileMeta {
   const s = new ThriftReader(footer).readStruct();
   const numRows = int(s, 3, 'num_rows');
   if (numRows < 0) throw new CorruptDataError(`num_rows is ${numRows}`);

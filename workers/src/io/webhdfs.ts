@@ -108,9 +108,10 @@ export class WebHdfs {
     await this.twoStep('POST', path, 'APPEND', {}, data, 200);
   }
 
-  /** Reads a whole file. */
-  async open(path: string): Promise<Buffer> {
-    return (await this.twoStep('GET', path, 'OPEN', {}, undefined, 200)).body;
+  /** Reads a whole file, or `length` bytes from `offset`. */
+  async open(path: string, range?: { readonly offset: number; readonly length: number }): Promise<Buffer> {
+    const params: Record<string, string> = range === undefined ? {} : { offset: String(range.offset), length: String(range.length) };
+    return (await this.twoStep('GET', path, 'OPEN', params, undefined, 200)).body;
   }
 
   async mkdirs(path: string): Promise<boolean> {

@@ -18,6 +18,7 @@ import { DataIOError } from '@inferq/shared';
 import { HdfsStore, LocalStore, parseLocation } from '../io/store.js';
 import type { FileStore, Location } from '../io/store.js';
 import type { WebHdfsOptions } from '../io/webhdfs.js';
+import { sparseCopy } from './sparse-input.js';
 
 /** WebHDFS client options for `webhdfs://` / `hdfs://` locations (the URL comes from the location). */
 export type HdfsClientOptions = Omit<WebHdfsOptions, 'url'>;
@@ -160,13 +161,18 @@ export function nameInput(err: unknown, local: LocalInput, file: string): unknow
   return new DataIOError(err.message.replaceAll(local.path, file), { cause: err, retriable: err.retriable });
 }
 
-export async function localInput(file: string, webhdfs: HdfsClientOptions = {}): Promise<LocalInput> {
+/**
+ * `rowGroups`: only these row groups will be read (`[0, 0]`: only the footer), so an HDFS file is
+ * copied sparsely, footer and those row groups only, when the JavaScript decoder reads every column.
+ */
+export async function localInput(file: string, webhdfs: HdfsClientOptions = {}, rowGroups?: readonly [number, number]): Promise<LocalInput> {
   const loc = parseLocation(file, webhdfs);
   if (loc.store instanceof LocalStore) return { path: loc.path, release: () => Promise.resolve() };
   const dir = await mkdtemp(join(tmpdir(), 'inferq-input-'));
   const path = join(dir, posix.basename(loc.path) || 'input.parquet');
   try {
-    await writeFile(path, await loc.store.readFile(loc.path));
+    const sparse = rowGroups !== undefined && loc.store instanceof HdfsStore && (await sparseCopy(loc.store.client, loc.path, path, rowGroups));
+    if (!sparse) await writeFile(path, await loc.store.readFile(loc.path));
   } catch (err) {
     await rm(dir, { recursive: true, force: true });
     throw new DataIOError(`input "${file}": cannot read it from ${loc.store.description} (${(err as Error).message})`, { cause: err });

@@ -78,7 +78,7 @@ export async function planPredict(input: string, options: PlanOptions = {}): Pro
 }
 
 async function readFooter(file: string, webhdfs: HdfsClientOptions | undefined): Promise<{ schema: Schema; rowGroupRows: readonly number[] }> {
-  const local = await localInput(file, webhdfs);
+  const local = await localInput(file, webhdfs, [0, 0]);
   try {
     const reader = await openParquet(local.path);
     await reader.close();

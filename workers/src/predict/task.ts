@@ -71,7 +71,7 @@ export async function runPredictTask(model: LoadedModel, task: PredictTask, opti
   const part = child(partName(task.index));
   if (await loc.store.exists(part.path)) return { rows: task.rows, path: part.uri, skipped: true, batches: 0, batchedRows: 0, bytes: 0 };
   const remote = !(loc.store instanceof LocalStore);
-  const input = await localInput(task.file, options.webhdfs);
+  const input = await localInput(task.file, options.webhdfs, task.rowGroups);
   const staging = remote ? await mkdtemp(join(tmpdir(), 'inferq-part-')) : undefined;
   try {
     const reader = await openParquet(input.path);
