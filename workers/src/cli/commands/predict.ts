@@ -93,11 +93,12 @@ async function openModel(flags: PredictFlags, device: Device, logger: Logger): P
 }
 
 /** Runs `work` with SIGINT/SIGTERM turned into an abort of its signal. */
-async function interruptible<T>(logger: Logger, onStop: string, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+async function interruptible<T>(logger: Logger, onStop: string | (() => string), work: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const abort = new AbortController();
   const onSignal = (signal: NodeJS.Signals): void => {
-    logger.warn({ signal }, `interrupted: stopping; ${onStop}`);
-    abort.abort(new InferqError(`interrupted by ${signal}; ${onStop}`));
+    const what = typeof onStop === 'string' ? onStop : onStop();
+    logger.warn({ signal }, `interrupted: stopping; ${what}`);
+    abort.abort(new InferqError(`interrupted by ${signal}; ${what}`));
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
@@ -221,7 +222,10 @@ async function predictDistributed(flags: PredictFlags, logger: Logger): Promise<
   const bar = new ProgressBar();
   let run: LaunchedPredict;
   try {
-    run = await interruptible(logger, 'the run goes on (launch the same command again to follow it)', (signal) =>
+    // The run id is known from the first progress report of --wait.
+    let runId: string | undefined;
+    const goesOn = (): string => (runId === undefined ? 'the run goes on' : `run ${runId} goes on (inferq precompute status ${runId})`);
+    run = await interruptible(logger, goesOn, (signal) =>
       launchDistributedPredict({
         redis: flags.redis,
         redisOptions: redisClientOptions(flags, flags.redis),
@@ -238,7 +242,10 @@ async function predictDistributed(flags: PredictFlags, logger: Logger): Promise<
         timeoutMs: flags.timeoutMs,
         signal,
         logger,
-        ...(flags.progress ? { onProgress: (st: RunStatus) => bar.update(st.rowsDone, st.totalRows) } : {}),
+        onProgress: (st: RunStatus) => {
+          runId = st.runId;
+          if (flags.progress) bar.update(st.rowsDone, st.totalRows);
+        },
       }),
     );
   } finally {

@@ -69,6 +69,6 @@ export async function superviseDevices(flags: WorkerFlags & SupervisorFlags): Pr
 }
 
 function source(flags: WorkerFlags): string {
-  if (flags.role === 'precompute') return 'precompute schedules';
+  if (flags.role === 'precompute') return `precompute schedules and offline tasks (queue "${flags.queue}")`;
   return flags.transport === 'kafka' ? `topic "${flags.topic}" (group "${flags.group}")` : `queue "${flags.queue}"`;
 }
