@@ -7,7 +7,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataIOError } from '@inferq/shared';
 import { RespBuilder, RespConnection, replyEnd } from '../workers/src/precompute/resp.js';
-import type { RespEndpoint } from '../workers/src/precompute/resp.js';
+import type { RespEndpoint } from '../workers/src/io/resp-socket.js';
 import { startRedis } from './infra/redis.js';
 import { redisServer } from './infra/servers.js';
 import { queueName } from './helpers/redis.js';

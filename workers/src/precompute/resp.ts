@@ -15,11 +15,10 @@
  * one buffer, and the replies (integers, for HSET and SADD) are counted, not turned into objects.
  * ioredis still does the rest of a run's Redis work: the lock, the run's metadata, the swap.
  */
-import { isIP, connect as netConnect } from 'node:net';
 import type { Socket } from 'node:net';
-import { connect as tlsConnect } from 'node:tls';
-import type { ConnectionOptions } from 'node:tls';
 import { DataIOError } from '@inferq/shared';
+import { endpointName, loginCommands, openRespSocket } from '../io/resp-socket.js';
+import type { RespEndpoint } from '../io/resp-socket.js';
 
 /** Builds RESP2 commands into one growing buffer. */
 export class RespBuilder {
@@ -105,19 +104,6 @@ export class RespBuilder {
   }
 }
 
-/** Where to connect: the fields of an ioredis client's parsed `options` that matter here. */
-export interface RespEndpoint {
-  readonly host?: string | undefined;
-  readonly port?: number | undefined;
-  /** A unix socket, instead of host and port. */
-  readonly path?: string | undefined;
-  readonly username?: string | null | undefined;
-  readonly password?: string | null | undefined;
-  readonly db?: number | null | undefined;
-  /** ioredis leaves `true` here for a rediss:// URL. */
-  readonly tls?: ConnectionOptions | boolean | undefined;
-}
-
 interface Waiting {
   left: number;
   error: string | undefined;
@@ -138,9 +124,6 @@ export class RespConnection {
     /** host:port, or the unix socket path, for messages. */
     readonly where: string,
   ) {
-    socket.setNoDelay(true);
-    // A peer that vanishes without a reset is noticed, so a waiting send fails instead of hanging.
-    socket.setKeepAlive(true, 30_000);
     socket.on('data', (d: Buffer) => this.onData(d));
     socket.on('error', (err) => this.fail(new DataIOError(`redis ${where}: ${err.message}`, { retriable: true, cause: err })));
     socket.on('close', () => this.fail(new DataIOError(`redis ${where}: the connection closed`, { retriable: true })));
@@ -152,41 +135,10 @@ export class RespConnection {
    * sends AUTH and SELECT as they ask.
    */
   static async open(endpoint: RespEndpoint, timeoutMs = 10_000): Promise<RespConnection> {
-    const host = endpoint.host ?? '127.0.0.1';
-    const port = endpoint.port ?? 6379;
-    const where = endpoint.path ?? `${host.includes(':') ? `[${host}]` : host}:${port}`;
-    const socket = await new Promise<Socket>((resolve, reject) => {
-      const tls = endpoint.tls === true ? {} : endpoint.tls === false ? undefined : endpoint.tls;
-      const s =
-        tls !== undefined
-          ? tlsConnect({ ...tls, ...(endpoint.path === undefined ? { host, port } : { path: endpoint.path }), ...(tls.servername === undefined && isIP(host) === 0 ? { servername: host } : {}) })
-          : endpoint.path !== undefined
-            ? netConnect({ path: endpoint.path })
-            : netConnect({ host, port });
-      const ready = tls !== undefined ? 'secureConnect' : 'connect';
-      const fail = (err: Error): void => {
-        clearTimeout(timer);
-        reject(new DataIOError(`redis ${where}: ${err.message}`, { retriable: true, cause: err }));
-      };
-      const timer = setTimeout(() => {
-        s.off('error', fail);
-        s.destroy();
-        reject(new DataIOError(`redis ${where}: no connection within ${timeoutMs} ms`, { retriable: true }));
-      }, timeoutMs);
-      s.once('error', fail);
-      s.once(ready, () => {
-        clearTimeout(timer);
-        s.off('error', fail);
-        resolve(s);
-      });
-    });
-    const conn = new RespConnection(socket, where);
+    const socket = await openRespSocket(endpoint, timeoutMs);
+    const conn = new RespConnection(socket, endpointName(endpoint));
     try {
-      const user = endpoint.username ?? '';
-      const password = endpoint.password ?? '';
-      if (password !== '') await conn.send(new RespBuilder().command('AUTH', ...(user === '' ? [] : [user]), password).finish(), 1, 'AUTH');
-      const db = endpoint.db ?? 0;
-      if (db !== 0) await conn.send(new RespBuilder().command('SELECT', String(db)).finish(), 1, `SELECT ${db}`);
+      for (const login of loginCommands(endpoint)) await conn.send(new RespBuilder().command(...login).finish(), 1, login[0]!);
     } catch (err) {
       conn.close();
       throw err;
