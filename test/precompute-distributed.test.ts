@@ -299,6 +299,11 @@ describe('distributed precompute', () => {
       expect(doneAtKill).toBeLessThan(40);
       expect(await redis.get(keys.current)).toBeNull(); // the partial run was never visible
       await waitFor(async () => (await redis.exists(keys.lock)) === 0, 'the dead run’s lock to expire', 10_000, 100);
+      // Another task layout would not match the jobs still queued under the same ids: refused, the run left resumable.
+      const other = await launch(f, path, ['--chunks-per-task', '3', '--lock-ttl-ms', '2000']);
+      expect(other.code).toBe(1);
+      expect(other.stderr).toContain(`run ${runId} was launched as 20 tasks, this launch makes 14: relaunch with the same --chunks-per-task to resume it`);
+      expect(await redis.exists(keys.lock)).toBe(0);
       const again = await launch(f, path, ['--chunks-per-task', '2', '--lock-ttl-ms', '2000']);
       expect(again.code, again.stderr).toBe(0);
       const m = new RegExp(`run ${runId} \\(resumed\\): 40 chunks, (\\d+) done; 0 tasks enqueued on ${f.queue} \\(20 in all, (\\d+) already queued\\)`).exec(again.stdout);

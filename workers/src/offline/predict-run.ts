@@ -106,7 +106,7 @@ export class PredictTasks implements OfflineKindHandler {
 
   private async admit(record: RunRecord): Promise<PredictParams> {
     const params = parsePredictParams(record.params, record.runId);
-    if (params.tasks !== record.units || params.tasks !== record.tasks) throw new InvalidInputError(`run ${record.runId}: params count ${params.tasks} tasks, the record ${record.tasks}`, { code: 'BAD_JOB_DATA' });
+    if (params.tasks !== record.units || params.tasks !== record.tasks) throw new InvalidInputError(`run ${record.runId}: params count ${params.tasks} tasks, the record ${record.tasks} tasks and ${record.units} units`, { code: 'BAD_JOB_DATA' });
     if (this.opts.outputs.length === 0) throw new ConfigError(`output "${printable(params.output)}" is not allowed: this worker writes no Parquet (start it with --allow-outputs <folder>)`, { code: 'SINK_NOT_ALLOWED' });
     if (!(await under(params.output, this.opts.outputs, 'output'))) {
       throw new ConfigError(`output "${printable(params.output)}" is not allowed: this worker writes Parquet under ${this.opts.outputs.join(', ')} only (--allow-outputs)`, { code: 'SINK_NOT_ALLOWED' });
@@ -130,7 +130,8 @@ export class PredictTasks implements OfflineKindHandler {
   }
 
   async lockOf(record: RunRecord): Promise<{ key: string; value: string; what: string }> {
-    const params = parsePredictParams(record.params, record.runId);
+    // The output is checked against --allow-outputs before its lock is taken: a forged record must not lock any folder.
+    const params = await this.admit(record);
     return { key: outputKeys(this.opts.prefix, params.output).lock, value: runLockValue(record.runId), what: `output "${printable(params.output)}"` };
   }
 

@@ -90,6 +90,7 @@ export class OfflineWorker {
       autorun: false,
     });
     this.worker.on('error', (err) => this.opts.logger.error({ err }, 'offline worker error'));
+    this.worker.on('failed', (job) => this.failStalled(job));
     void this.worker.run().catch((err: unknown) => this.opts.logger.error({ err }, 'offline worker stopped'));
     await this.worker.waitUntilReady();
   }
@@ -139,6 +140,26 @@ export class OfflineWorker {
     }
   }
 
+  /**
+   * A task that stalled more than MAX_STALLED times is failed by BullMQ without calling process():
+   * its run is failed here, so that `--wait` and `status` see it end.
+   */
+  private failStalled(job: Job | undefined): void {
+    if (job === undefined || typeof job.deferredFailure !== 'string' || job.deferredFailure === '') return;
+    const log = this.opts.logger.child({ task: printable(job.id ?? '?') });
+    let run: string;
+    try {
+      run = parseTask(job.data, job.id).run;
+    } catch (err) {
+      log.warn({ err }, 'a stalled offline task with data that is not a task failed: no run to mark');
+      return;
+    }
+    log.error({ run, reason: job.deferredFailure }, 'offline task failed: it stalled too often (its worker stopped while running it)');
+    void failRun(this.connection!, this.keys, run, 'INTERNAL', `task ${job.id}: ${job.deferredFailure} (its worker stopped ${MAX_STALLED} times while running it)`).catch((err: unknown) =>
+      log.warn({ err }, 'could not mark the run failed'),
+    );
+  }
+
   /** Runs a task while holding (and renewing) the run's lock, then finalises the run when it was the last. */
   private async runHeld(handler: OfflineKindHandler, ctx: TaskContext, held: AbortController): Promise<number> {
     const { record, redis } = ctx;
@@ -166,6 +187,7 @@ export class OfflineWorker {
       this.opts.metrics?.offline(record.kind).progress(progress === 'pending' ? (record.units === 0 ? 1 : done / record.units) : 1);
       if (progress === 'pending') return rows;
       if (progress === 'done') {
+        await claim(); // still this run's: a run that lost its lock since the last renewal must not publish
         const own = await connectRedis(this.opts.redis, this.opts.redisOptions);
         try {
           await handler.finalize(ctx, own);

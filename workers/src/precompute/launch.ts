@@ -135,6 +135,15 @@ async function finalizeHere(o: { redis: string; redisOptions?: RedisOptions | un
   return published;
 }
 
+/** A resumed queue run keeps its task layout: jobs of the old one may still be queued or running under the same ids. */
+async function sameLayout(redis: Redis, okeys: OfflineKeys, runId: string, tasks: number): Promise<void> {
+  if ((await redis.exists(okeys.run(runId))) === 0) return; // a run of one process has no offline record
+  const prev = await readRunRecord(redis, okeys, runId);
+  if (prev.mode === 'queue' && prev.tasks !== tasks) {
+    throw new ConfigError(`run ${runId} was launched as ${prev.tasks} tasks, this launch makes ${tasks}: relaunch with the same --chunks-per-task to resume it`);
+  }
+}
+
 /** Launches (or resumes) a distributed precompute run on the offline queue. */
 export async function launchDistributedPrecompute(o: LaunchPrecomputeOptions): Promise<LaunchedRun> {
   const p = await plan(o);
@@ -147,6 +156,12 @@ export async function launchDistributedPrecompute(o: LaunchPrecomputeOptions): P
   const redis = await connectRedis(o.redis, o.redisOptions);
   try {
     const run = await takeRun(redis, okeys, p, ttl, false);
+    if (run.resumed) {
+      await sameLayout(redis, okeys, run.runId, tasks).catch(async (err: unknown) => {
+        await releaseLock(redis, p.keys.lock, runLockValue(run.runId)); // refused: the run stays resumable
+        throw err;
+      });
+    }
     const done = await record(redis, okeys, p, run, { mode: 'queue', queue, tasks, lockTtlMs: ttl });
     const base = { runId: run.runId, table: p.spec.spec.table, resumed: run.resumed, chunks, chunksDone: done.size, tasks, totalRows: p.meta.totalRows };
     if (done.size >= chunks) {

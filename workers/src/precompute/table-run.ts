@@ -73,13 +73,19 @@ export interface RunMeta {
   readonly chunks: number;
 }
 
+/** A field recorded with the run equals the one wanted; runs recorded before the field was resume as they always did. */
+const same = (recorded: string | undefined, wanted: string | number): boolean => recorded === undefined || recorded === String(wanted);
+
 const matches = (m: Record<string, string | undefined>, want: RunMeta): boolean =>
   m['specHash'] === want.specHash &&
   m['model'] === want.model &&
   m['version'] === want.version &&
   m['status'] === 'running' &&
-  // Runs recorded before the target was: any target resumes them, as it always did.
-  (m['to'] === undefined || m['to'] === want.to);
+  same(m['to'], want.to) &&
+  // The same spec over a rewritten input (a Parquet space) is another run: its chunks and buckets differ.
+  same(m['totalRows'], want.totalRows) &&
+  same(m['chunks'], want.chunks) &&
+  same(m['buckets'], want.buckets);
 
 /** The unfinished run of the same spec, model version and target, if one was left (crash, kill). */
 export async function findResumable(redis: Redis | undefined, keys: TableKeys, parquet: Location | undefined, want: RunMeta): Promise<string | undefined> {
