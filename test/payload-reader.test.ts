@@ -106,8 +106,12 @@ describe('PayloadReader', () => {
       await own.start();
       const c2 = new Redis(own.url);
       await c2.set('k', 'two');
+      // GETs that find the dead connection together share one new connection.
+      const got = await Promise.all(Array.from({ length: 20 }, () => reader.get('k')));
+      expect(got.map((b) => b?.toString())).toEqual(Array.from({ length: 20 }, () => 'two'));
+      const clients = (await c2.client('LIST')) as string;
+      expect(clients.trim().split('\n')).toHaveLength(2); // c2 and the reader's one connection
       c2.disconnect();
-      expect((await reader.get('k'))?.toString()).toBe('two');
     } finally {
       reader.close();
       await own.stop();

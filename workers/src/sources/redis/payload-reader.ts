@@ -146,11 +146,15 @@ export class PayloadReader {
   /** The value of `key` (null when missing); rejects with a retriable DataIOError when the server cannot be read. */
   async get(key: string): Promise<Buffer | null> {
     if (this.closed) throw new DataIOError(`redis ${endpointName(this.endpoint)}: the payload reader is closed`, { retriable: true });
-    let conn = this.conn === undefined ? undefined : await this.conn.catch(() => undefined);
+    const current = this.conn;
+    // A failed open was reported to the GET that started it; this one opens anew.
+    let conn = current === undefined ? undefined : await current.catch(() => undefined);
     if (conn === undefined || conn.failure !== undefined) {
-      this.conn = this.open();
-      conn = await this.conn.catch((err: unknown) => {
-        this.conn = undefined; // the next job tries again
+      // Concurrent GETs that found the same dead connection share one new one.
+      if (this.conn === current) this.conn = this.open();
+      const opening = this.conn!;
+      conn = await opening.catch((err: unknown) => {
+        if (this.conn === opening) this.conn = undefined; // the next job tries again
         throw err;
       });
     }
