@@ -25,7 +25,8 @@ export async function sparseCopy(client: WebHdfs, path: string, localPath: strin
   const size = status.length;
   if (size < 12) throw new CorruptDataError(`not a Parquet file (${size} bytes, too short)`);
   const { meta, tail, tailStart, footerStart } = await readFooter(client, path, size);
-  if (planFile(meta).fast.size !== planFile(meta).names.length) return false;
+  const plan = planFile(meta);
+  if (plan.fast.size !== plan.names.length) return false;
   const handle = await open(localPath, 'w');
   try {
     await handle.truncate(size);
