@@ -25,7 +25,7 @@ import { realKey } from '../precompute/spec.js';
 import { canonicalKey } from '../sinks/sink-set.js';
 import type { OfflineKindHandler, RunProgress, TaskContext } from './kind.js';
 import { runLockValue } from './lock.js';
-import { offlineKeys } from './record.js';
+import { offlineKeys, parseRunParams } from './record.js';
 import type { RunRecord } from './record.js';
 
 const location = z.string().min(1).max(4096);
@@ -44,20 +44,7 @@ export const predictParamsSchema = z
 
 export type PredictParams = z.infer<typeof predictParamsSchema>;
 
-export function parsePredictParams(text: string, runId: string): PredictParams {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (err) {
-    throw new InvalidInputError(`run ${runId}: params are not JSON (${(err as Error).message})`, { code: 'BAD_JOB_DATA' });
-  }
-  const parsed = predictParamsSchema.safeParse(raw);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    throw new InvalidInputError(`run ${runId}: params.${issue.path.join('.') || '(top level)'}: ${issue.message}`, { code: 'BAD_JOB_DATA' });
-  }
-  return parsed.data;
-}
+export const parsePredictParams = (text: string, runId: string): PredictParams => parseRunParams(predictParamsSchema, text, runId);
 
 /** The keys of an output folder: its lock, and its unfinished run (for a rerun to resume). */
 export function outputKeys(prefix: string, output: string): { lock: string; running: string; key: string } {

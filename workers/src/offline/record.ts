@@ -158,3 +158,19 @@ export function taskUnits(units: number, tasks: number, task: number): [number, 
   const k = Math.ceil(units / tasks);
   return [Math.min(units, task * k), Math.min(units, (task + 1) * k)];
 }
+
+/** A run's params (JSON from Redis: untrusted) checked against the schema of its kind; InvalidInputError (BAD_JOB_DATA) names the bad field. */
+export function parseRunParams<T>(schema: z.ZodType<T>, text: string, runId: string): T {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw new InvalidInputError(`run ${runId}: params are not JSON (${(err as Error).message})`, { code: 'BAD_JOB_DATA' });
+  }
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new InvalidInputError(`run ${runId}: params.${issue.path.join('.') || '(top level)'}: ${issue.message}`, { code: 'BAD_JOB_DATA' });
+  }
+  return parsed.data;
+}

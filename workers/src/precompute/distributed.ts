@@ -22,7 +22,7 @@ import type { LoadedModel, LoadModelOptions } from '../models/loaded-model.js';
 import { MODEL_NAME, ModelRepository } from '../models/repository.js';
 import type { OfflineKindHandler, RunProgress, TaskContext } from '../offline/kind.js';
 import { runLockValue } from '../offline/lock.js';
-import { taskUnits } from '../offline/record.js';
+import { parseRunParams, taskUnits } from '../offline/record.js';
 import type { RunRecord } from '../offline/record.js';
 import { bucketsOf, computeChunks } from './chunks.js';
 import { checkBuckets } from './precompute.js';
@@ -52,20 +52,7 @@ export const precomputeParamsSchema = z
 
 export type PrecomputeParams = z.infer<typeof precomputeParamsSchema>;
 
-export function parsePrecomputeParams(text: string, runId: string): PrecomputeParams {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (err) {
-    throw new ConfigError(`run ${runId}: params are not JSON (${(err as Error).message})`, { code: 'BAD_JOB_DATA' });
-  }
-  const parsed = precomputeParamsSchema.safeParse(raw);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    throw new ConfigError(`run ${runId}: params.${issue.path.join('.') || '(top level)'}: ${issue.message}`, { code: 'BAD_JOB_DATA' });
-  }
-  return parsed.data;
-}
+export const parsePrecomputeParams = (text: string, runId: string): PrecomputeParams => parseRunParams(precomputeParamsSchema, text, runId);
 
 /** What computing a run's chunks needs, kept between its tasks (closing it leaves the model to its owner). */
 export interface PreparedRun {
